@@ -1,0 +1,29 @@
+//! facecast's lip-sync plugin: `lipsync`, audio + avatar video → a talking face.
+//!
+//! - [`lipsync`]: the aggregator that owns time (one output frame per 1/fps of audio).
+//! - [`engine`]: the seam between timing and pixels, and the viseme engine.
+//! - [`timeline`]: the audio and phonemes kept around the frame being drawn.
+//! - [`mouth`]: co-articulation and attack/release dynamics of the mouth.
+//! - [`audio_features`]: mouth shapes estimated from audio without phoneme events.
+
+pub mod audio_features;
+pub mod engine;
+pub mod lipsync;
+pub mod mouth;
+pub mod timeline;
+
+gst::plugin_define!(
+    facecastlipsync,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MIT/X11",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    env!("BUILD_REL_DATE")
+);
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), gst::glib::BoolError> {
+    lipsync::register(plugin)
+}

@@ -1,0 +1,627 @@
+use super::EngineKind;
+use crate::engine::viseme::VisemeEngine;
+use crate::engine::{FrameJob, LipSyncEngine};
+use crate::timeline::{AudioTimeline, PhonemeTimeline, TimedViseme};
+use facecast_common::{EmotionEvent, ExpressionBlender, FaceInfo, PhonemeEvent};
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::prelude::*;
+use std::sync::{LazyLock, Mutex};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "lipsync",
+        gst::DebugColorFlags::empty(),
+        Some("facecast lip-sync aggregator"),
+    )
+});
+
+/// Phonemes are kept this long after they end (co-articulation looks back a little).
+const PHONEME_HISTORY: gst::ClockTime = gst::ClockTime::from_mseconds(500);
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Settings {
+    engine: EngineKind,
+}
+
+struct State {
+    audio_info: Option<gst_audio::AudioInfo>,
+    video_info: Option<gst_video::VideoInfo>,
+    audio: Option<AudioTimeline>,
+    phonemes: PhonemeTimeline,
+    /// Running time of output frame 0: where the audio (or, live, the video) started.
+    origin: Option<gst::ClockTime>,
+    next_frame: u64,
+    /// The avatar frame the next output frame starts from.
+    current_video: Option<gst::Buffer>,
+    engine: Box<dyn LipSyncEngine>,
+    expression: ExpressionBlender,
+    warned_no_pose: bool,
+}
+
+impl State {
+    fn new(kind: EngineKind) -> Self {
+        Self {
+            audio_info: None,
+            video_info: None,
+            audio: None,
+            phonemes: PhonemeTimeline::default(),
+            origin: None,
+            next_frame: 0,
+            current_video: None,
+            engine: make_engine(kind),
+            expression: ExpressionBlender::default(),
+            warned_no_pose: false,
+        }
+    }
+}
+
+fn make_engine(kind: EngineKind) -> Box<dyn LipSyncEngine> {
+    match kind {
+        EngineKind::Viseme => Box::new(VisemeEngine::new()),
+    }
+}
+
+fn frame_offset(n: u64, fps: gst::Fraction) -> gst::ClockTime {
+    gst::ClockTime::SECOND
+        .mul_div_floor(n * fps.denom() as u64, fps.numer() as u64)
+        .unwrap_or_default()
+}
+
+fn running_time(
+    pad: &gst_base::AggregatorPad,
+    pts: Option<gst::ClockTime>,
+) -> Option<gst::ClockTime> {
+    let segment = pad.segment();
+    let segment = segment.downcast_ref::<gst::ClockTime>()?;
+    segment.to_running_time(pts?)
+}
+
+pub struct LipSync {
+    audio_pad: gst_base::AggregatorPad,
+    video_pad: gst_base::AggregatorPad,
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+}
+
+/// What `aggregate` decided about the next output frame.
+enum Next {
+    Render(gst::Buffer),
+    Wait,
+    Eos,
+}
+
+impl LipSync {
+    /// Adds one audio buffer to the timeline, as mono f32.
+    fn take_audio(&self, buffer: &gst::Buffer) -> Result<(), gst::FlowError> {
+        let mut state = self.state.lock().unwrap();
+        let Some(info) = state.audio_info.clone() else {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                ("audio buffer before audio caps")
+            );
+            return Err(gst::FlowError::NotNegotiated);
+        };
+        let Some(at) = running_time(&self.audio_pad, buffer.pts())
+            .or_else(|| state.audio.as_ref().and_then(|a| a.end()))
+        else {
+            gst::debug!(CAT, imp = self, "audio buffer outside the segment, dropped");
+            return Ok(());
+        };
+        let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+        let channels = info.channels() as usize;
+        let mono: Vec<f32> = match info.format() {
+            gst_audio::AudioFormat::S16le => map
+                .chunks_exact(2 * channels)
+                .map(|f| {
+                    f.chunks_exact(2)
+                        .map(|s| i16::from_le_bytes([s[0], s[1]]) as f32 / 32768.0)
+                        .sum::<f32>()
+                        / channels as f32
+                })
+                .collect(),
+            gst_audio::AudioFormat::F32le => map
+                .chunks_exact(4 * channels)
+                .map(|f| {
+                    f.chunks_exact(4)
+                        .map(|s| f32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+                        .sum::<f32>()
+                        / channels as f32
+                })
+                .collect(),
+            other => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    ("unsupported audio format {other:?}")
+                );
+                return Err(gst::FlowError::NotNegotiated);
+            }
+        };
+        let rate = info.rate();
+        let timeline = state.audio.get_or_insert_with(|| AudioTimeline::new(rate));
+        timeline.append(at, &mono);
+        if state.origin.is_none() {
+            state.origin = Some(at);
+            gst::debug!(CAT, imp = self, "output time starts at {at}");
+        }
+        gst::log!(CAT, imp = self, "audio {} samples at {at}", mono.len());
+        Ok(())
+    }
+
+    /// Decides and, when possible, draws the next output frame.
+    fn next_frame(&self, timeout: bool) -> Result<Next, gst::FlowError> {
+        let mut guard = self.state.lock().unwrap();
+        let state = &mut *guard;
+        let Some(video_info) = state.video_info.clone() else {
+            if self.video_pad.is_eos() {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ("the video pad ended before any avatar frame arrived")
+                );
+                return Err(gst::FlowError::Error);
+            }
+            return Ok(Next::Wait);
+        };
+        let fps = video_info.fps();
+        if fps.numer() <= 0 {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                ("the avatar video needs a fixed, non-zero framerate")
+            );
+            return Err(gst::FlowError::NotNegotiated);
+        }
+        let audio_eos = self.audio_pad.is_eos() && !self.audio_pad.has_buffer();
+
+        if state.origin.is_none() {
+            if timeout {
+                // Live, and no audio yet: start the clock with the avatar.
+                let first = self
+                    .video_pad
+                    .peek_buffer()
+                    .and_then(|b| running_time(&self.video_pad, b.pts()));
+                state.origin = Some(first.unwrap_or(gst::ClockTime::ZERO));
+            } else if audio_eos {
+                return Ok(Next::Eos);
+            } else {
+                return Ok(Next::Wait);
+            }
+        }
+        let origin = state.origin.unwrap();
+        let n = state.next_frame;
+        let start = origin + frame_offset(n, fps);
+        let end = origin + frame_offset(n + 1, fps);
+        let lookahead = state.engine.lookahead();
+
+        if timeout {
+            // Live and late: whatever audio has not arrived by now is silence.
+            let audio = state.audio.get_or_insert_with(|| AudioTimeline::new(16000));
+            if audio.start().is_none() {
+                audio.append(origin, &[]);
+            }
+            audio.extend_silence_to(end + lookahead);
+        }
+        let audio_end = state.audio.as_ref().and_then(|a| a.end());
+        let ready = match audio_end {
+            Some(ae) => end + lookahead <= ae || (audio_eos && start < ae),
+            None => false,
+        };
+        if !ready {
+            if audio_eos {
+                return Ok(Next::Eos);
+            }
+            return Ok(Next::Wait);
+        }
+
+        // The avatar frame: the latest one at or before this frame's start.
+        loop {
+            match self.video_pad.peek_buffer() {
+                Some(b) => {
+                    let rt = running_time(&self.video_pad, b.pts());
+                    if state.current_video.is_none() || rt.is_none_or(|rt| rt <= start) {
+                        self.video_pad.drop_buffer();
+                        state.current_video = Some(b);
+                        continue;
+                    }
+                    break;
+                }
+                None => {
+                    let Some(current) = &state.current_video else {
+                        if self.video_pad.is_eos() {
+                            gst::element_imp_error!(
+                                self,
+                                gst::StreamError::Failed,
+                                ("the video pad ended before any avatar frame arrived")
+                            );
+                            return Err(gst::FlowError::Error);
+                        }
+                        return Ok(Next::Wait);
+                    };
+                    // Without a newer frame queued, the current one is only known to be the
+                    // right one if it still covers this time (or no newer one can come).
+                    let covers = running_time(&self.video_pad, current.pts())
+                        .zip(current.duration())
+                        .is_some_and(|(rt, d)| start < rt + d);
+                    if !covers && !self.video_pad.is_eos() && !timeout {
+                        return Ok(Next::Wait);
+                    }
+                    break;
+                }
+            }
+        }
+        let video = state.current_video.clone().expect("selected above");
+        if !state.warned_no_pose && FaceInfo::from_buffer(&video).and_then(|f| f.pose).is_none() {
+            state.warned_no_pose = true;
+            gst::element_imp_warning!(
+                self,
+                gst::StreamError::Format,
+                ("the avatar frames were not drawn by avatarsrc's parametric renderer; engine={} leaves them unchanged", state.engine.name())
+            );
+        }
+
+        let duration = end - start;
+        let expression = *state.expression.advance(duration.seconds_f32());
+        let audio = state.audio.as_ref().expect("ready implies audio");
+        let job = FrameJob {
+            start,
+            duration,
+            audio,
+            phonemes: &state.phonemes,
+            video: &video,
+            video_info: &video_info,
+            expression: &expression,
+        };
+        let output = state.engine.render(&job).map_err(|e| {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Failed,
+                ("lip-sync engine failed: {e}")
+            );
+            gst::FlowError::Error
+        })?;
+        let mut buffer = output.buffer;
+        {
+            let b = buffer.make_mut();
+            b.set_pts(start);
+            b.set_dts(gst::ClockTime::NONE);
+            b.set_duration(duration);
+            b.set_offset(n);
+            b.set_offset_end(n + 1);
+            if n == 0 {
+                b.set_flags(gst::BufferFlags::DISCONT);
+            } else {
+                b.unset_flags(gst::BufferFlags::DISCONT);
+            }
+        }
+        state.next_frame += 1;
+        let history = state.engine.history();
+        if let Some(a) = state.audio.as_mut() {
+            a.trim_before(start.saturating_sub(history));
+        }
+        state
+            .phonemes
+            .trim_before(start.saturating_sub(PHONEME_HISTORY));
+        gst::log!(CAT, imp = self, "frame {n} at {start}");
+        Ok(Next::Render(buffer))
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for LipSync {
+    const NAME: &'static str = "GstFacecastLipSync";
+    type Type = super::LipSync;
+    type ParentType = gst_base::Aggregator;
+
+    fn with_class(klass: &Self::Class) -> Self {
+        let audio_pad = gst::PadBuilder::<gst_base::AggregatorPad>::from_template(
+            &klass.pad_template("audio").unwrap(),
+        )
+        .name("audio")
+        .build();
+        let video_pad = gst::PadBuilder::<gst_base::AggregatorPad>::from_template(
+            &klass.pad_template("video").unwrap(),
+        )
+        .name("video")
+        .build();
+        Self {
+            audio_pad,
+            video_pad,
+            settings: Mutex::new(Settings::default()),
+            state: Mutex::new(State::new(EngineKind::default())),
+        }
+    }
+}
+
+impl ObjectImpl for LipSync {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![glib::ParamSpecEnum::builder::<EngineKind>("engine")
+                .nick("Engine")
+                .blurb("How the talking face is made")
+                .default_value(EngineKind::default())
+                .mutable_ready()
+                .build()]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        match pspec.name() {
+            "engine" => {
+                let engine = value.get().expect("type checked upstream");
+                self.settings.lock().unwrap().engine = engine;
+                gst::info!(CAT, imp = self, "engine set to {engine:?}");
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        match pspec.name() {
+            "engine" => self.settings.lock().unwrap().engine.to_value(),
+            _ => unreachable!(),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.add_pad(&self.audio_pad).unwrap();
+        obj.add_pad(&self.video_pad).unwrap();
+    }
+}
+
+impl GstObjectImpl for LipSync {}
+
+impl ElementImpl for LipSync {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Lip sync",
+                "Filter/Effect/Video",
+                "Makes an avatar's mouth follow speech: one frame per 1/fps of audio",
+                "facecast developers",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let video = gst_video::VideoCapsBuilder::new()
+                .format(gst_video::VideoFormat::Rgba)
+                .build();
+            let audio = gst_audio::AudioCapsBuilder::new_interleaved()
+                .format_list([gst_audio::AudioFormat::S16le, gst_audio::AudioFormat::F32le])
+                .rate_range(8000..=192_000)
+                .channels_range(1..=8)
+                .build();
+            vec![
+                gst::PadTemplate::with_gtype(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &video,
+                    gst_base::AggregatorPad::static_type(),
+                )
+                .unwrap(),
+                gst::PadTemplate::with_gtype(
+                    "audio",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &audio,
+                    gst_base::AggregatorPad::static_type(),
+                )
+                .unwrap(),
+                gst::PadTemplate::with_gtype(
+                    "video",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &video,
+                    gst_base::AggregatorPad::static_type(),
+                )
+                .unwrap(),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+}
+
+impl AggregatorImpl for LipSync {
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = *self.settings.lock().unwrap();
+        let state = State::new(settings.engine);
+        // Frames wait for this much audio after their end; live pipelines must budget for it.
+        self.obj()
+            .set_latency(state.engine.lookahead(), gst::ClockTime::NONE);
+        *self.state.lock().unwrap() = state;
+        gst::info!(CAT, imp = self, "started with engine {:?}", settings.engine);
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        let engine = self.settings.lock().unwrap().engine;
+        *self.state.lock().unwrap() = State::new(engine);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut state = self.state.lock().unwrap();
+        state.audio = None;
+        state.phonemes.clear();
+        state.origin = None;
+        state.next_frame = 0;
+        state.current_video = None;
+        state.engine.reset();
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn sink_event(&self, pad: &gst_base::AggregatorPad, event: gst::Event) -> bool {
+        use gst::EventView;
+        if pad == &self.audio_pad {
+            match event.view() {
+                EventView::Caps(c) => {
+                    let caps = c.caps();
+                    match gst_audio::AudioInfo::from_caps(caps) {
+                        Ok(info) => {
+                            gst::info!(CAT, imp = self, "audio caps {caps}");
+                            let mut state = self.state.lock().unwrap();
+                            if let Some(timeline) = state.audio.as_mut() {
+                                if timeline.rate() != info.rate() {
+                                    // Keep the time axis, restart the samples at the new rate.
+                                    let end = timeline.end();
+                                    let mut fresh = AudioTimeline::new(info.rate());
+                                    if let Some(end) = end {
+                                        fresh.append(end, &[]);
+                                    }
+                                    *timeline = fresh;
+                                }
+                            }
+                            state.audio_info = Some(info);
+                        }
+                        Err(_) => {
+                            gst::element_imp_error!(
+                                self,
+                                gst::CoreError::Negotiation,
+                                ("cannot use audio caps {caps}")
+                            );
+                            return false;
+                        }
+                    }
+                }
+                EventView::CustomDownstream(_) => {
+                    if let Some(parsed) = PhonemeEvent::parse(&event) {
+                        match parsed {
+                            Ok(p) => {
+                                let start = running_time(pad, Some(p.pts));
+                                if let Some(start) = start {
+                                    gst::log!(
+                                        CAT,
+                                        imp = self,
+                                        "phoneme {} ({}) at {start}",
+                                        p.phoneme,
+                                        p.viseme
+                                    );
+                                    self.state.lock().unwrap().phonemes.push(TimedViseme {
+                                        start,
+                                        end: start + p.duration,
+                                        viseme: p.viseme,
+                                    });
+                                }
+                            }
+                            Err(e) => gst::warning!(CAT, imp = self, "ignoring {e}"),
+                        }
+                        return true;
+                    }
+                    if let Some(parsed) = EmotionEvent::parse(&event) {
+                        match parsed {
+                            Ok(e) => {
+                                gst::debug!(
+                                    CAT,
+                                    imp = self,
+                                    "emotion {} at {}",
+                                    e.emotion,
+                                    e.intensity
+                                );
+                                self.state
+                                    .lock()
+                                    .unwrap()
+                                    .expression
+                                    .set_target(e.emotion, e.intensity);
+                            }
+                            Err(e) => gst::warning!(CAT, imp = self, "ignoring {e}"),
+                        }
+                        return true;
+                    }
+                }
+                EventView::Gap(g) => {
+                    let (ts, dur) = g.get();
+                    if let Some(end) = running_time(pad, Some(ts + dur.unwrap_or_default())) {
+                        let mut state = self.state.lock().unwrap();
+                        if state.origin.is_none() {
+                            state.origin = running_time(pad, Some(ts));
+                        }
+                        let rate = state.audio_info.as_ref().map_or(16000, |i| i.rate());
+                        let start = state.origin.unwrap_or(end);
+                        let timeline = state.audio.get_or_insert_with(|| AudioTimeline::new(rate));
+                        if timeline.start().is_none() {
+                            timeline.append(start, &[]);
+                        }
+                        timeline.extend_silence_to(end);
+                    }
+                }
+                _ => {}
+            }
+        } else if pad == &self.video_pad {
+            if let EventView::Caps(c) = event.view() {
+                let caps = c.caps();
+                match gst_video::VideoInfo::from_caps(caps) {
+                    Ok(info) => {
+                        gst::info!(CAT, imp = self, "video caps {caps}");
+                        self.state.lock().unwrap().video_info = Some(info);
+                    }
+                    Err(_) => {
+                        gst::element_imp_error!(
+                            self,
+                            gst::CoreError::Negotiation,
+                            ("cannot use video caps {caps}")
+                        );
+                        return false;
+                    }
+                }
+            }
+        }
+        self.parent_sink_event(pad, event)
+    }
+
+    fn update_src_caps(&self, _caps: &gst::Caps) -> Result<gst::Caps, gst::FlowError> {
+        // The output looks like the avatar video.
+        self.video_pad
+            .current_caps()
+            .ok_or(gst_base::AGGREGATOR_FLOW_NEED_DATA)
+    }
+
+    fn next_time(&self) -> Option<gst::ClockTime> {
+        let state = self.state.lock().unwrap();
+        let fps = state.video_info.as_ref()?.fps();
+        if fps.numer() <= 0 {
+            return None;
+        }
+        let origin = match state.origin {
+            Some(o) => o,
+            None => self
+                .video_pad
+                .peek_buffer()
+                .and_then(|b| running_time(&self.video_pad, b.pts()))?,
+        };
+        Some(origin + frame_offset(state.next_frame + 1, fps))
+    }
+
+    fn aggregate(&self, timeout: bool) -> Result<gst::FlowSuccess, gst::FlowError> {
+        // One audio buffer per call: events queued behind it (phonemes, emotions) are handled
+        // by the base class between calls, in stream order.
+        if let Some(buffer) = self.audio_pad.pop_buffer() {
+            self.take_audio(&buffer)?;
+        }
+        loop {
+            match self.next_frame(timeout)? {
+                Next::Render(buffer) => {
+                    self.obj().finish_buffer(buffer)?;
+                    if timeout {
+                        return Ok(gst::FlowSuccess::Ok);
+                    }
+                }
+                Next::Wait => return Ok(gst::FlowSuccess::Ok),
+                Next::Eos => {
+                    gst::debug!(CAT, imp = self, "audio ended: end of stream");
+                    return Err(gst::FlowError::Eos);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! `lipsync`: audio + avatar video → the avatar, talking.
+//!
+//! An aggregator with two sink pads, `audio` (raw audio, any rate, S16LE or F32LE) and `video`
+//! (the avatar, RGBA, e.g. from `avatarsrc`), and one video `src` pad.
+//!
+//! **Time follows the audio.** Output frame *n* covers `[t0 + n/fps, t0 + (n+1)/fps)` of the
+//! audio's running time, where `t0` is where the audio starts: exactly one frame per 1/fps of
+//! audio, PTS strictly increasing with a constant duration, no gap where one utterance ends and
+//! the next begins (a gap in the audio is read as silence and filled with idle frames). Each
+//! output frame starts from the latest avatar frame at or before its time. The stream ends when
+//! the audio ends. In a live pipeline, frames keep coming through silence when no audio arrives.
+//!
+//! **The mouth** comes from the engine (`engine=viseme`): from `facecast/phoneme` events when
+//! the audio carries them (exact timing), otherwise from the audio's loudness and spectrum.
+//! `facecast/emotion` events on the audio pad set the expression, eased in over a few frames.
+//! Output frames carry the face meta with the pose they show.
+//!
+//! ```text
+//! gst-launch-1.0 lipsync name=ls ! videoconvert ! autovideosink \
+//!     avatarsrc ! ls.video \
+//!     speechsynth text="Hello there" ! tee name=t ! queue ! ls.audio  t. ! queue ! audioconvert ! autoaudiosink
+//! ```
+
+use gst::glib;
+use gst::prelude::*;
+
+mod imp;
+
+/// How the talking face is produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstFacecastLipSyncEngine")]
+pub enum EngineKind {
+    /// Mouth blendshapes from phonemes or audio; redraws the parametric avatar.
+    #[default]
+    #[enum_value(
+        name = "Viseme: blendshapes from phonemes/audio, parametric avatar",
+        nick = "viseme"
+    )]
+    Viseme,
+}
+
+glib::wrapper! {
+    pub struct LipSync(ObjectSubclass<imp::LipSync>) @extends gst_base::Aggregator, gst::Element, gst::Object;
+}
+
+pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    gst::Element::register(
+        Some(plugin),
+        "lipsync",
+        gst::Rank::NONE,
+        LipSync::static_type(),
+    )
+}

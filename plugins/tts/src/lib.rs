@@ -1,0 +1,24 @@
+//! facecast's speech plugin: `speechsynth`, text to speech with exact phoneme timing.
+//!
+//! - [`espeak`]: the espeak-ng engine (process-wide, serialised) and its phoneme events.
+//! - [`speechsynth`]: the GStreamer element that queues utterances and streams their audio with
+//!   `facecast/phoneme` events in-band.
+
+pub mod espeak;
+pub mod speechsynth;
+
+gst::plugin_define!(
+    facecasttts,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MIT/X11",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    env!("BUILD_REL_DATE")
+);
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), gst::glib::BoolError> {
+    speechsynth::register(plugin)
+}

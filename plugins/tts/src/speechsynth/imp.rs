@@ -1,0 +1,635 @@
+use crate::espeak::{self, TtsError, VoiceParams};
+use facecast_common::{Emotion, EmotionEvent, PhonemeEvent, Viseme};
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, LazyLock, Mutex};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "speechsynth",
+        gst::DebugColorFlags::empty(),
+        Some("facecast text to speech"),
+    )
+});
+
+const DEFAULT_LANGUAGE: &str = "en";
+const DEFAULT_RATE: u32 = 175;
+const DEFAULT_PITCH: u32 = 50;
+/// Audio leaves in buffers of this many samples (46 ms at 22050 Hz): small enough for lip-sync
+/// to start early, large enough to keep per-buffer overhead negligible.
+const CHUNK_SAMPLES: usize = 1024;
+
+#[derive(Debug, Clone)]
+struct Settings {
+    text: Option<String>,
+    language: String,
+    voice: Option<String>,
+    rate: u32,
+    pitch: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            text: None,
+            language: DEFAULT_LANGUAGE.into(),
+            voice: None,
+            rate: DEFAULT_RATE,
+            pitch: DEFAULT_PITCH,
+        }
+    }
+}
+
+impl Settings {
+    fn voice_params(&self) -> VoiceParams {
+        VoiceParams {
+            voice: self.voice.clone().unwrap_or_else(|| self.language.clone()),
+            rate: self.rate,
+            pitch: self.pitch,
+        }
+    }
+}
+
+/// What the streaming task does next, in order.
+#[derive(Debug)]
+enum Item {
+    Text(String),
+    Event(gst::Event),
+    Eos,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Item>,
+    flushing: bool,
+    /// End of everything synthesised so far, in samples; with `eos_queued`, the stream duration.
+    synthesized_samples: u64,
+    eos_queued: bool,
+}
+
+/// Per-stream output state, owned by the streaming task.
+#[derive(Default)]
+struct Stream {
+    started: bool,
+    sample_rate: u32,
+    /// Samples pushed since the segment start: the next buffer's offset.
+    next_sample: u64,
+}
+
+pub struct SpeechSynth {
+    srcpad: gst::Pad,
+    sinkpad: gst::Pad,
+    settings: Mutex<Settings>,
+    queue: Mutex<Queue>,
+    cond: Condvar,
+    stream: Mutex<Stream>,
+    /// Bumped by `interrupt`: speech being pushed under an older generation stops.
+    generation: AtomicU64,
+}
+
+impl SpeechSynth {
+    fn enqueue(&self, item: Item) {
+        let mut q = self.queue.lock().unwrap();
+        if matches!(item, Item::Eos) {
+            q.eos_queued = true;
+        }
+        q.items.push_back(item);
+        self.cond.notify_one();
+    }
+
+    /// Queues one utterance (the `say` signal, the `text` property, a text buffer).
+    pub fn say(&self, text: String) {
+        if text.trim().is_empty() {
+            gst::warning!(CAT, imp = self, "ignoring empty text");
+            return;
+        }
+        gst::debug!(CAT, imp = self, "queueing utterance {text:?}");
+        self.enqueue(Item::Text(text));
+    }
+
+    /// Drops current and queued speech; later utterances continue the same timeline.
+    pub fn interrupt(&self) {
+        let mut q = self.queue.lock().unwrap();
+        q.items.retain(|i| !matches!(i, Item::Text(_)));
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        gst::info!(CAT, imp = self, "interrupted");
+    }
+
+    fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+        match std::str::from_utf8(&map) {
+            Ok(text) => self.say(text.trim_end_matches('\0').to_owned()),
+            Err(e) => {
+                gst::element_imp_warning!(
+                    self,
+                    gst::StreamError::Decode,
+                    ("text buffer is not valid UTF-8 ({e}); skipped")
+                );
+            }
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        use gst::EventView;
+        match event.view() {
+            EventView::Eos(_) => {
+                self.enqueue(Item::Eos);
+                true
+            }
+            // We start our own audio stream; upstream's text stream details stay here.
+            EventView::StreamStart(_) | EventView::Caps(_) | EventView::Segment(_) => true,
+            EventView::FlushStart(_) => {
+                self.set_flushing(true);
+                self.srcpad.push_event(event)
+            }
+            EventView::FlushStop(_) => {
+                self.set_flushing(false);
+                let ok = self.srcpad.push_event(event);
+                self.start_task();
+                ok
+            }
+            EventView::CustomDownstream(_) if event.is_serialized() => {
+                self.enqueue(Item::Event(event));
+                true
+            }
+            _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
+        }
+    }
+
+    fn set_flushing(&self, flushing: bool) {
+        let mut q = self.queue.lock().unwrap();
+        q.flushing = flushing;
+        if flushing {
+            q.items.clear();
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+        self.cond.notify_all();
+    }
+
+    fn start_task(&self) {
+        let this = self.ref_counted();
+        if let Err(err) = self.srcpad.start_task(move || this.imp().stream_loop()) {
+            gst::element_imp_error!(self, gst::CoreError::Pad, ("cannot start streaming: {err}"));
+        }
+    }
+
+    fn ref_counted(&self) -> super::SpeechSynth {
+        self.obj().clone()
+    }
+
+    fn src_activatemode(&self, mode: gst::PadMode, active: bool) -> Result<(), gst::LoggableError> {
+        if mode != gst::PadMode::Push {
+            return Err(gst::loggable_error!(CAT, "speechsynth only pushes"));
+        }
+        if active {
+            self.set_flushing(false);
+            self.start_task();
+        } else {
+            self.set_flushing(true);
+            self.srcpad
+                .stop_task()
+                .map_err(|e| gst::loggable_error!(CAT, "cannot stop task: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::Duration(q) = query.view_mut() {
+            if q.format() != gst::Format::Time {
+                return false;
+            }
+            let rate = self.stream.lock().unwrap().sample_rate;
+            let queue = self.queue.lock().unwrap();
+            let all_synthesized = !queue.items.iter().any(|i| matches!(i, Item::Text(_)));
+            if rate > 0 && queue.eos_queued && all_synthesized {
+                q.set(samples_to_time(queue.synthesized_samples, rate));
+                return true;
+            }
+            return false;
+        }
+        gst::Pad::query_default(pad, Some(&*self.obj()), query)
+    }
+
+    /// The streaming task: one queued item per iteration.
+    fn stream_loop(&self) {
+        let item = {
+            let mut q = self.queue.lock().unwrap();
+            loop {
+                if q.flushing {
+                    drop(q);
+                    let _ = self.srcpad.pause_task();
+                    return;
+                }
+                if let Some(item) = q.items.pop_front() {
+                    break item;
+                }
+                q = self.cond.wait(q).unwrap();
+            }
+        };
+        let res = self.ensure_stream_started().and_then(|_| match item {
+            Item::Text(text) => self.speak(&text),
+            Item::Event(event) => {
+                self.srcpad.push_event(event);
+                Ok(gst::FlowSuccess::Ok)
+            }
+            Item::Eos => {
+                gst::debug!(CAT, imp = self, "end of speech");
+                self.srcpad.push_event(gst::event::Eos::new());
+                Err(gst::FlowError::Eos)
+            }
+        });
+        if let Err(flow) = res {
+            // Downstream is gone or broken: say so once, and end the stream.
+            if !matches!(flow, gst::FlowError::Eos | gst::FlowError::Flushing) {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ("streaming stopped, reason {flow:?}")
+                );
+                self.srcpad.push_event(gst::event::Eos::new());
+            }
+            gst::debug!(CAT, imp = self, "pausing task: {flow:?}");
+            let _ = self.srcpad.pause_task();
+        }
+    }
+
+    fn ensure_stream_started(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut stream = self.stream.lock().unwrap();
+        if stream.started {
+            return Ok(gst::FlowSuccess::Ok);
+        }
+        let rate = espeak::sample_rate().map_err(|e| {
+            gst::element_imp_error!(self, gst::LibraryError::Init, ("{e}"));
+            gst::FlowError::Error
+        })?;
+        stream.sample_rate = rate;
+        stream.started = true;
+        drop(stream);
+        let stream_id = self.srcpad.create_stream_id(&*self.obj(), Some("speech"));
+        self.srcpad
+            .push_event(gst::event::StreamStart::builder(&stream_id).build());
+        let caps = gst_audio::AudioCapsBuilder::new_interleaved()
+            .format(gst_audio::AUDIO_FORMAT_S16)
+            .rate(rate as i32)
+            .channels(1)
+            .build();
+        self.srcpad.push_event(gst::event::Caps::new(&caps));
+        let segment = gst::FormattedSegment::<gst::ClockTime>::new();
+        self.srcpad.push_event(gst::event::Segment::new(&segment));
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn speak(&self, text: &str) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let params = self.settings.lock().unwrap().voice_params();
+        let generation = self.generation.load(Ordering::SeqCst);
+        let utterance = match espeak::synthesize(text, &params) {
+            Ok(u) => u,
+            Err(TtsError::EmptyText) => return Ok(gst::FlowSuccess::Ok),
+            Err(e) => {
+                gst::element_imp_error!(self, gst::LibraryError::Settings, ("{e}"));
+                return Err(gst::FlowError::Error);
+            }
+        };
+        let (rate, start) = {
+            let s = self.stream.lock().unwrap();
+            (s.sample_rate, s.next_sample)
+        };
+        {
+            let mut q = self.queue.lock().unwrap();
+            q.synthesized_samples = start + utterance.samples.len() as u64;
+        }
+        gst::debug!(
+            CAT,
+            imp = self,
+            "{:?}: {} samples, {} phonemes",
+            text,
+            utterance.samples.len(),
+            utterance.phonemes.len()
+        );
+
+        let total = utterance.samples.len() as u64;
+        let phoneme_events: Vec<PhonemeEvent> = utterance
+            .phonemes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let end = utterance
+                    .phonemes
+                    .get(i + 1)
+                    .map_or(total, |n| n.sample)
+                    .max(p.sample);
+                PhonemeEvent {
+                    pts: samples_to_time(start + p.sample, rate),
+                    duration: samples_to_time(end - p.sample, rate),
+                    viseme: Viseme::from_ipa(&p.ipa),
+                    phoneme: p.ipa.clone(),
+                }
+            })
+            .collect();
+
+        let mut next_event = 0;
+        for (i, chunk) in utterance.samples.chunks(CHUNK_SAMPLES).enumerate() {
+            if self.generation.load(Ordering::SeqCst) != generation {
+                gst::debug!(CAT, imp = self, "utterance interrupted");
+                break;
+            }
+            let chunk_start = (i * CHUNK_SAMPLES) as u64;
+            let chunk_end = chunk_start + chunk.len() as u64;
+            while let Some(ev) = phoneme_events.get(next_event) {
+                let sample = utterance.phonemes[next_event].sample;
+                if sample >= chunk_end {
+                    break;
+                }
+                self.srcpad.push_event(ev.to_event());
+                next_event += 1;
+            }
+            let offset = start + chunk_start;
+            let mut buffer = gst::Buffer::from_mut_slice(
+                chunk
+                    .iter()
+                    .flat_map(|s| s.to_le_bytes())
+                    .collect::<Vec<u8>>(),
+            );
+            {
+                let b = buffer.get_mut().unwrap();
+                let pts = samples_to_time(offset, rate);
+                b.set_pts(pts);
+                b.set_duration(samples_to_time(offset + chunk.len() as u64, rate) - pts);
+                b.set_offset(offset);
+                b.set_offset_end(offset + chunk.len() as u64);
+                if offset == 0 {
+                    b.set_flags(gst::BufferFlags::DISCONT);
+                }
+            }
+            self.stream.lock().unwrap().next_sample = offset + chunk.len() as u64;
+            self.srcpad.push(buffer)?;
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+fn samples_to_time(samples: u64, rate: u32) -> gst::ClockTime {
+    gst::ClockTime::SECOND
+        .mul_div_floor(samples, rate as u64)
+        .unwrap_or(gst::ClockTime::ZERO)
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for SpeechSynth {
+    const NAME: &'static str = "GstFacecastSpeechSynth";
+    type Type = super::SpeechSynth;
+    type ParentType = gst::Element;
+
+    fn with_class(klass: &Self::Class) -> Self {
+        let sinkpad = gst::Pad::builder_from_template(&klass.pad_template("sink").unwrap())
+            .chain_function(|_pad, parent, buffer| {
+                SpeechSynth::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |imp| imp.sink_chain(buffer),
+                )
+            })
+            .event_function(|pad, parent, event| {
+                SpeechSynth::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_event(pad, event),
+                )
+            })
+            .build();
+        let srcpad = gst::Pad::builder_from_template(&klass.pad_template("src").unwrap())
+            .activatemode_function(|_pad, parent, mode, active| {
+                SpeechSynth::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::loggable_error!(CAT, "panic activating src pad")),
+                    |imp| imp.src_activatemode(mode, active),
+                )
+            })
+            .query_function(|pad, parent, query| {
+                SpeechSynth::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.src_query(pad, query),
+                )
+            })
+            .build();
+        Self {
+            srcpad,
+            sinkpad,
+            settings: Mutex::new(Settings::default()),
+            queue: Mutex::new(Queue::default()),
+            cond: Condvar::new(),
+            stream: Mutex::new(Stream::default()),
+            generation: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ObjectImpl for SpeechSynth {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("text")
+                    .nick("Text")
+                    .blurb("Text to speak when the element starts (then EOS if the sink pad is unlinked)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("language")
+                    .nick("Language")
+                    .blurb("Language of the speech: en, fa, de, … (any espeak-ng language)")
+                    .default_value(Some(DEFAULT_LANGUAGE))
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("voice")
+                    .nick("Voice")
+                    .blurb("Exact espeak-ng voice name (e.g. en-us+f3); overrides language when set")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("rate")
+                    .nick("Rate")
+                    .blurb("Speaking rate in words per minute (80-450)")
+                    .minimum(80)
+                    .maximum(450)
+                    .default_value(DEFAULT_RATE)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("pitch")
+                    .nick("Pitch")
+                    .blurb("Base pitch, 0-100 (50 is the voice's normal)")
+                    .maximum(100)
+                    .default_value(DEFAULT_PITCH)
+                    .mutable_playing()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn signals() -> &'static [glib::subclass::Signal] {
+        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
+            vec![
+                glib::subclass::Signal::builder("say")
+                    .param_types([String::static_type()])
+                    .action()
+                    .class_handler(|args| {
+                        let element = args[0].get::<super::SpeechSynth>().expect("signal arg");
+                        let text = args[1].get::<String>().expect("signal arg");
+                        element.imp().say(text);
+                        None
+                    })
+                    .build(),
+                glib::subclass::Signal::builder("interrupt")
+                    .action()
+                    .class_handler(|args| {
+                        let element = args[0].get::<super::SpeechSynth>().expect("signal arg");
+                        element.imp().interrupt();
+                        None
+                    })
+                    .build(),
+                glib::subclass::Signal::builder("push-emotion")
+                    .param_types([String::static_type(), f64::static_type()])
+                    .action()
+                    .return_type::<bool>()
+                    .class_handler(|args| {
+                        let element = args[0].get::<super::SpeechSynth>().expect("signal arg");
+                        let name = args[1].get::<String>().expect("signal arg");
+                        let intensity = args[2].get::<f64>().expect("signal arg");
+                        let ok = match name.parse::<Emotion>() {
+                            Ok(emotion) => {
+                                let ev = EmotionEvent {
+                                    emotion,
+                                    intensity: intensity.clamp(0.0, 1.0) as f32,
+                                };
+                                element.imp().enqueue(Item::Event(ev.to_event()));
+                                true
+                            }
+                            Err(e) => {
+                                gst::warning!(CAT, obj = element, "{e}");
+                                false
+                            }
+                        };
+                        Some(ok.to_value())
+                    })
+                    .build(),
+            ]
+        });
+        SIGNALS.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = self.settings.lock().unwrap();
+        match pspec.name() {
+            "text" => s.text = value.get().expect("type checked upstream"),
+            "language" => {
+                s.language = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_else(|| DEFAULT_LANGUAGE.into())
+            }
+            "voice" => s.voice = value.get().expect("type checked upstream"),
+            "rate" => s.rate = value.get().expect("type checked upstream"),
+            "pitch" => s.pitch = value.get().expect("type checked upstream"),
+            _ => unreachable!(),
+        }
+        gst::info!(CAT, imp = self, "{} set to {:?}", pspec.name(), value);
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = self.settings.lock().unwrap();
+        match pspec.name() {
+            "text" => s.text.to_value(),
+            "language" => s.language.to_value(),
+            "voice" => s.voice.to_value(),
+            "rate" => s.rate.to_value(),
+            "pitch" => s.pitch.to_value(),
+            _ => unreachable!(),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.add_pad(&self.sinkpad).unwrap();
+        obj.add_pad(&self.srcpad).unwrap();
+    }
+}
+
+impl GstObjectImpl for SpeechSynth {}
+
+impl ElementImpl for SpeechSynth {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Speech synthesizer",
+                "Filter/Converter/Audio",
+                "Speaks text (espeak-ng) and announces each phoneme with its exact timing",
+                "facecast developers",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let text = gst::Caps::builder("text/x-raw")
+                .field("format", "utf8")
+                .build();
+            let audio = gst_audio::AudioCapsBuilder::new_interleaved()
+                .format(gst_audio::AUDIO_FORMAT_S16)
+                .channels(1)
+                .build();
+            vec![
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &text,
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &audio,
+                )
+                .unwrap(),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::ReadyToPaused {
+            let settings = self.settings.lock().unwrap().clone();
+            let params = settings.voice_params();
+            if let Err(e) = espeak::check_voice(&params.voice) {
+                gst::element_imp_error!(self, gst::LibraryError::Settings, ("{e}"));
+                return Err(gst::StateChangeError);
+            }
+            *self.stream.lock().unwrap() = Stream::default();
+            *self.queue.lock().unwrap() = Queue::default();
+            if let Some(text) = settings.text {
+                if text.trim().is_empty() {
+                    gst::element_imp_error!(
+                        self,
+                        gst::LibraryError::Settings,
+                        ("nothing to say: the text property is empty")
+                    );
+                    return Err(gst::StateChangeError);
+                }
+                self.say(text);
+                if !self.sinkpad.is_linked() {
+                    self.enqueue(Item::Eos);
+                }
+            }
+        }
+        self.parent_change_state(transition)
+    }
+}
