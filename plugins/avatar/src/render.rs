@@ -182,11 +182,12 @@ impl Renderer {
         };
         FaceInfo {
             face: bbox(128.0 + g.fx * 0.3, 96.0, 384.0 + g.fx * 0.3, 412.0),
+            // Lips, jaw line and chin: everything `JawOpen` and the mouth shapes move.
             mouth: bbox(
-                176.0 + g.fx,
-                300.0 + g.fy,
-                336.0 + g.fx,
-                420.0 + g.fy.max(0.0),
+                (128.0 + g.fx * 0.3).min(176.0 + g.fx),
+                236.0 + g.fy.min(0.0),
+                (384.0 + g.fx * 0.3).max(336.0 + g.fx),
+                424.0 + g.fy.max(0.0),
             ),
             pose: Some(*pose),
         }

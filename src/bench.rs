@@ -1,0 +1,203 @@
+//! `facecast bench`: the figures that say whether the avatar keeps up in real time.
+//!
+//! - **TTS real-time factor**: espeak-ng synthesis time ÷ duration of the speech it made.
+//! - **Per-frame cost** of `avatarsrc` + `lipsync engine=viseme`, measured on their code paths
+//!   directly (no GStreamer scheduling, one thread, so one core): the idle animation and drawing
+//!   of an avatar frame, then the lip-sync engine's mouth estimate and redraw.
+//! - **Pipeline throughput**: `speechsynth ! lipsync ← avatarsrc ! fakesink` as fast as it goes,
+//!   with the process CPU time per frame (includes TTS and GStreamer overhead).
+//!
+//! Pin it to one core for the per-core figure: `taskset -c 0 facecast bench`.
+
+use anyhow::Context;
+use facecast_common::{BlendshapeWeights, Viseme};
+use gst::prelude::*;
+use gstfacecastavatar::idle::IdleAnimator;
+use gstfacecastavatar::render::Renderer;
+use gstfacecastlipsync::engine::viseme::VisemeEngine;
+use gstfacecastlipsync::engine::{FrameJob, LipSyncEngine};
+use gstfacecastlipsync::timeline::{AudioTimeline, PhonemeTimeline, TimedViseme};
+use gstfacecasttts::espeak::{self, VoiceParams};
+use std::time::{Duration, Instant};
+
+const PARAGRAPH: &str = "Good morning, and thank you for joining me today. \
+    I would like to walk you through the options for your savings plan. \
+    First, we will look at how much you can set aside each month without strain. \
+    Then we will compare a few portfolios, from careful to more ambitious, \
+    and talk about what each one means for you over five, ten and twenty years. \
+    Please stop me at any time if you have a question.";
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Frame size (square), in pixels.
+    #[arg(long, default_value_t = 512)]
+    size: u32,
+    /// Frames per second of the simulated stream.
+    #[arg(long, default_value_t = 25)]
+    fps: u32,
+    /// Repetitions of the TTS measurement.
+    #[arg(long, default_value_t = 5)]
+    tts_runs: usize,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// User + system CPU time of this process, from /proc (10 ms resolution).
+fn process_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    println!(
+        "facecast bench: {}x{} at {} fps",
+        args.size, args.size, args.fps
+    );
+
+    // TTS real-time factor.
+    let params = VoiceParams::default();
+    let mut rtf = Vec::new();
+    let mut utterance = None;
+    for _ in 0..args.tts_runs.max(1) {
+        let t = Instant::now();
+        let u = espeak::synthesize(PARAGRAPH, &params)?;
+        let elapsed = t.elapsed().as_secs_f64();
+        rtf.push(elapsed / (u.samples.len() as f64 / u.sample_rate as f64));
+        utterance = Some(u);
+    }
+    let utterance = utterance.expect("at least one run");
+    let speech_secs = utterance.samples.len() as f64 / utterance.sample_rate as f64;
+    println!(
+        "tts espeak-ng: {:.1} s of speech, real-time factor median {:.4} ({:.0}x faster than real time) over {} runs",
+        speech_secs,
+        median(&mut rtf),
+        1.0 / median(&mut rtf),
+        rtf.len()
+    );
+
+    // Per-frame cost on the elements' code paths.
+    let rate = utterance.sample_rate;
+    let mut audio = AudioTimeline::new(rate);
+    let samples: Vec<f32> = utterance
+        .samples
+        .iter()
+        .map(|&s| s as f32 / 32768.0)
+        .collect();
+    audio.append(gst::ClockTime::ZERO, &samples);
+    let mut phonemes = PhonemeTimeline::default();
+    let to_time = |s: u64| gst::ClockTime::from_nseconds(s * 1_000_000_000 / rate as u64);
+    for (i, p) in utterance.phonemes.iter().enumerate() {
+        let end = utterance
+            .phonemes
+            .get(i + 1)
+            .map_or(utterance.samples.len() as u64, |n| n.sample);
+        phonemes.push(TimedViseme {
+            start: to_time(p.sample),
+            end: to_time(end),
+            viseme: Viseme::from_ipa(&p.ipa),
+        });
+    }
+    let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgba, args.size, args.size)
+        .fps(gst::Fraction::new(args.fps as i32, 1))
+        .build()?;
+    let mut renderer = Renderer::new(args.size, args.size).context("renderer")?;
+    let mut idle = IdleAnimator::new(1);
+    let mut engine = VisemeEngine::new();
+    let expression = BlendshapeWeights::default();
+    let frame = gst::ClockTime::SECOND / args.fps as u64;
+    let n_frames = (speech_secs * args.fps as f64) as u64;
+    let (mut t_avatar, mut t_lipsync, mut t_total) = (Vec::new(), Vec::new(), Vec::new());
+    let stride = info.stride()[0] as usize;
+    for n in 0..n_frames {
+        let start = frame * n;
+        let t0 = Instant::now();
+        let pose = idle.pose_at(start.seconds_f32());
+        let mut buffer = gst::Buffer::with_size(info.size())?;
+        {
+            let b = buffer.get_mut().unwrap();
+            let mut map = b.map_writable()?;
+            renderer.render_into(&pose, map.as_mut_slice(), stride);
+            drop(map);
+            renderer.face_info(&pose).attach(b);
+        }
+        let t1 = Instant::now();
+        let job = FrameJob {
+            start,
+            duration: frame,
+            audio: &audio,
+            phonemes: &phonemes,
+            video: &buffer,
+            video_info: &info,
+            expression: &expression,
+        };
+        let out = engine.render(&job)?;
+        std::hint::black_box(out.buffer);
+        let t2 = Instant::now();
+        t_avatar.push((t1 - t0).as_secs_f64() * 1e3);
+        t_lipsync.push((t2 - t1).as_secs_f64() * 1e3);
+        t_total.push((t2 - t0).as_secs_f64() * 1e3);
+    }
+    let med_total = median(&mut t_total);
+    println!(
+        "per frame, one thread, {} frames: avatarsrc median {:.3} ms, lipsync(viseme) median {:.3} ms, \
+         total median {:.3} ms (p95 {:.3} ms) = {:.0} fps",
+        n_frames,
+        median(&mut t_avatar),
+        median(&mut t_lipsync),
+        med_total,
+        percentile(&mut t_total, 0.95),
+        1000.0 / med_total
+    );
+
+    // The whole pipeline, as fast as it goes.
+    let pipeline = gst::parse::launch(&format!(
+        "lipsync name=ls ! fakesink name=sink sync=false \
+         avatarsrc ! video/x-raw,width={s},height={s},framerate={f}/1 ! ls.video \
+         speechsynth name=tts ! ls.audio",
+        s = args.size,
+        f = args.fps
+    ))?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
+    pipeline
+        .by_name("tts")
+        .context("tts")?
+        .set_property("text", PARAGRAPH);
+    let cpu0 = process_cpu_time();
+    let t0 = Instant::now();
+    pipeline.set_state(gst::State::Playing)?;
+    let bus = pipeline.bus().context("bus")?;
+    let msg = bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(600),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = process_cpu_time()
+        .zip(cpu0)
+        .map(|(a, b)| (a - b).as_secs_f64());
+    pipeline.set_state(gst::State::Null)?;
+    if let Some(gst::MessageView::Error(e)) = msg.as_ref().map(|m| m.view()) {
+        anyhow::bail!("bench pipeline failed: {}", e.error());
+    }
+    let frames = (speech_secs * args.fps as f64).ceil();
+    println!(
+        "pipeline speechsynth+avatarsrc+lipsync→fakesink: {:.0} frames in {:.2} s wall = {:.0} fps; \
+         process CPU {:.1} ms/frame",
+        frames,
+        wall,
+        frames / wall,
+        cpu.map_or(f64::NAN, |c| c * 1000.0 / frames)
+    );
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! `facecast render`: text or an audio file → an MP4 (H.264 + AAC) of the talking avatar.
+//!
+//! The graph is the one users can also write by hand (see `pipelines/`):
+//!
+//! ```text
+//! speechsynth | filesrc ! decodebin ─ tee ─ queue ─────────────── lipsync.audio
+//!                                        └ queue ! audioconvert ! avenc_aac ─┐
+//! avatarsrc ! capsfilter ──────────────────────────────────────── lipsync.video
+//! lipsync ! videoconvert ! x264enc ───────────────────────────── mp4mux ! filesink
+//! ```
+//!
+//! The audio branch to the muxer gets an unbounded queue: x264 holds back a second or more of
+//! frames for look-ahead, and a bounded queue there would stall the tee, starving `lipsync`.
+
+use anyhow::{anyhow, bail, Context};
+use facecast_common::Emotion;
+use gst::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+#[derive(clap::Args, Debug)]
+pub struct RenderArgs {
+    /// Text to speak with the built-in TTS (espeak-ng).
+    #[arg(long, required_unless_present = "audio", conflicts_with = "audio")]
+    text: Option<String>,
+    /// An audio file to lip-sync instead (WAV, MP3, Ogg, …: anything GStreamer decodes).
+    #[arg(long)]
+    audio: Option<PathBuf>,
+    /// Language of the text: en, fa, de, … (any espeak-ng language).
+    #[arg(long, default_value = "en")]
+    lang: String,
+    /// Exact espeak-ng voice (e.g. en-us+f3); overrides --lang.
+    #[arg(long)]
+    voice: Option<String>,
+    /// Speaking rate in words per minute (80-450).
+    #[arg(long, default_value_t = 175, value_parser = clap::value_parser!(u32).range(80..=450))]
+    rate: u32,
+    /// Base pitch, 0-100.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pitch: u32,
+    /// Expression: neutral, happy, confident, thoughtful, concerned.
+    #[arg(long, default_value = "neutral")]
+    emotion: Emotion,
+    /// Strength of the expression, 0-1.
+    #[arg(long, default_value_t = 0.6)]
+    intensity: f64,
+    /// Video width in pixels.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(64..=4096))]
+    width: u32,
+    /// Video height in pixels.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(64..=4096))]
+    height: u32,
+    /// Frames per second.
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..=120))]
+    fps: u32,
+    /// Seed of the idle animation (blinks, glances).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output MP4 file.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn make(factory: &str) -> anyhow::Result<gst::Element> {
+    gst::ElementFactory::make(factory).build().with_context(|| {
+        format!("GStreamer element '{factory}' is missing: run scripts/install-deps.sh")
+    })
+}
+
+struct RenderPipeline {
+    pipeline: gst::Pipeline,
+    /// End time of the latest frame out of `lipsync`, in nanoseconds.
+    position: Arc<AtomicU64>,
+    frames: Arc<AtomicU64>,
+}
+
+fn build(args: &RenderArgs) -> anyhow::Result<RenderPipeline> {
+    let pipeline = gst::Pipeline::new();
+
+    let audio_out = make("tee")?;
+    pipeline.add(&audio_out)?;
+    if let Some(text) = &args.text {
+        if text.trim().is_empty() {
+            bail!("nothing to say: --text is empty");
+        }
+        let tts = gst::ElementFactory::make("speechsynth")
+            .property("text", text)
+            .property("language", &args.lang)
+            .property("voice", args.voice.as_deref())
+            .property("rate", args.rate)
+            .property("pitch", args.pitch)
+            .build()?;
+        pipeline.add(&tts)?;
+        tts.link(&audio_out)?;
+    } else if let Some(path) = &args.audio {
+        if !path.is_file() {
+            bail!("audio file not found: {}", path.display());
+        }
+        let src = gst::ElementFactory::make("filesrc")
+            .property("location", path)
+            .build()?;
+        let decode = make("decodebin")?;
+        let convert = make("audioconvert")?;
+        let resample = make("audioresample")?;
+        pipeline.add_many([&src, &decode, &convert, &resample])?;
+        src.link(&decode)?;
+        gst::Element::link_many([&convert, &resample, &audio_out])?;
+        let convert_sink = convert.static_pad("sink").expect("audioconvert has a sink");
+        decode.connect_pad_added(move |_, pad| {
+            let is_audio = pad
+                .current_caps()
+                .and_then(|c| c.structure(0).map(|s| s.name().starts_with("audio/")))
+                .unwrap_or(false);
+            if is_audio && !convert_sink.is_linked() {
+                let _ = pad.link(&convert_sink);
+            }
+        });
+    }
+
+    let avatar = gst::ElementFactory::make("avatarsrc")
+        .property("seed", args.seed)
+        .property("emotion", args.emotion.name())
+        .property("emotion-intensity", args.intensity.clamp(0.0, 1.0))
+        .build()?;
+    let avatar_caps = gst::ElementFactory::make("capsfilter")
+        .property(
+            "caps",
+            gst_video::VideoCapsBuilder::new()
+                .width(args.width as i32)
+                .height(args.height as i32)
+                .framerate(gst::Fraction::new(args.fps as i32, 1))
+                .build(),
+        )
+        .build()?;
+    let lipsync = make("lipsync")?;
+    let lip_queue = make("queue")?;
+    let mux_queue = gst::ElementFactory::make("queue")
+        .property("max-size-time", 0u64)
+        .property("max-size-buffers", 0u32)
+        .property("max-size-bytes", 0u32)
+        .build()?;
+    let aconvert = make("audioconvert")?;
+    let aresample = make("audioresample")?;
+    let aac = make("avenc_aac")?;
+    let vconvert = make("videoconvert")?;
+    let x264 = gst::ElementFactory::make("x264enc")
+        .property_from_str("speed-preset", "faster")
+        .build()
+        .context("GStreamer element 'x264enc' is missing: run scripts/install-deps.sh")?;
+    let h264_caps = gst::ElementFactory::make("capsfilter")
+        .property(
+            "caps",
+            gst::Caps::builder("video/x-h264")
+                .field("profile", "high")
+                .build(),
+        )
+        .build()?;
+    let mux = make("mp4mux")?;
+    let sink = gst::ElementFactory::make("filesink")
+        .property("location", &args.output)
+        .build()?;
+    pipeline.add_many([
+        &avatar,
+        &avatar_caps,
+        &lipsync,
+        &lip_queue,
+        &mux_queue,
+        &aconvert,
+        &aresample,
+        &aac,
+        &vconvert,
+        &x264,
+        &h264_caps,
+        &mux,
+        &sink,
+    ])?;
+    gst::Element::link_many([&avatar, &avatar_caps])?;
+    avatar_caps.link_pads(None, &lipsync, Some("video"))?;
+    gst::Element::link_many([&audio_out, &lip_queue])?;
+    lip_queue.link_pads(None, &lipsync, Some("audio"))?;
+    gst::Element::link_many([&lipsync, &vconvert, &x264, &h264_caps, &mux])?;
+    gst::Element::link_many([&audio_out, &mux_queue, &aconvert, &aresample, &aac, &mux])?;
+    mux.link(&sink)?;
+
+    let position = Arc::new(AtomicU64::new(0));
+    let frames = Arc::new(AtomicU64::new(0));
+    let (pos, count) = (position.clone(), frames.clone());
+    lipsync
+        .static_pad("src")
+        .expect("lipsync has a src pad")
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(buffer) = info.buffer() {
+                if let Some(pts) = buffer.pts() {
+                    let end = pts + buffer.duration().unwrap_or_default();
+                    pos.store(end.nseconds(), Ordering::Relaxed);
+                }
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    Ok(RenderPipeline {
+        pipeline,
+        position,
+        frames,
+    })
+}
+
+/// The first error on the bus, as one line naming the element that failed.
+fn bus_error(msg: &gst::message::Error) -> anyhow::Error {
+    let source = msg
+        .src()
+        .map(|s| s.name().to_string())
+        .unwrap_or_else(|| "pipeline".into());
+    anyhow!("{source}: {}", msg.error())
+}
+
+pub fn run(args: RenderArgs) -> anyhow::Result<()> {
+    // Fail early, and clearly, on a target that cannot be written.
+    std::fs::File::create(&args.output)
+        .with_context(|| format!("cannot write output file {}", args.output.display()))?;
+    let result = render(&args);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&args.output);
+    }
+    result
+}
+
+fn render(args: &RenderArgs) -> anyhow::Result<()> {
+    let RenderPipeline {
+        pipeline,
+        position,
+        frames,
+    } = build(args)?;
+    let bus = pipeline.bus().expect("a pipeline has a bus");
+    let _null_on_exit = NullOnDrop(pipeline.clone());
+
+    let progress = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new_spinner()
+    };
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:40}] {pos}/{len} ms  {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    progress.set_message("rendering");
+
+    if pipeline.set_state(gst::State::Playing).is_err() {
+        let err = bus
+            .timed_pop_filtered(gst::ClockTime::from_seconds(1), &[gst::MessageType::Error])
+            .and_then(|m| match m.view() {
+                gst::MessageView::Error(e) => Some(bus_error(e)),
+                _ => None,
+            });
+        return Err(err.unwrap_or_else(|| anyhow!("the render pipeline could not start")));
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let msg = bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(100),
+            &[
+                gst::MessageType::Eos,
+                gst::MessageType::Error,
+                gst::MessageType::Warning,
+            ],
+        );
+        if progress.length().is_none() {
+            if let Some(d) = pipeline.query_duration::<gst::ClockTime>() {
+                progress.set_length(d.mseconds());
+            }
+        }
+        progress.set_position(position.load(Ordering::Relaxed) / 1_000_000);
+        let Some(msg) = msg else { continue };
+        match msg.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => {
+                progress.abandon();
+                return Err(bus_error(e));
+            }
+            gst::MessageView::Warning(w) => {
+                progress.suspend(|| eprintln!("warning: {}", w.error()));
+            }
+            _ => {}
+        }
+    }
+    progress.finish_and_clear();
+    let secs = position.load(Ordering::Relaxed) as f64 / 1e9;
+    println!(
+        "wrote {}: {:.2} s, {} frames ({}x{} at {} fps) in {:.1} s",
+        args.output.display(),
+        secs,
+        frames.load(Ordering::Relaxed),
+        args.width,
+        args.height,
+        args.fps,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Sets the pipeline to `Null` however the render ends.
+struct NullOnDrop(gst::Pipeline);
+
+impl Drop for NullOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.set_state(gst::State::Null);
+    }
+}
