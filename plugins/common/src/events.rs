@@ -112,7 +112,6 @@ impl EmotionEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gst::prelude::*;
 
     #[test]
     fn events_round_trip() {

@@ -1,0 +1,165 @@
+//! speechsynth, avatarsrc and lipsync together in one pipeline, as `facecast render` and the
+//! server use them: text → speech (+ phoneme events) → lip-synced avatar frames.
+
+mod common;
+
+use facecast_common::{Blendshape, FaceInfo, PhonemeEvent, Viseme};
+use gst::prelude::*;
+use std::sync::{Arc, Mutex};
+
+struct Run {
+    frames: Vec<gst::Buffer>,
+    audio_end: gst::ClockTime,
+    phonemes: Vec<PhonemeEvent>,
+}
+
+/// Speaks `utterances` (fed as text buffers through an appsrc, one after the other) through the
+/// three elements and collects what comes out of `lipsync` and of the speech branch.
+fn speak(utterances: &[&str]) -> Run {
+    common::init();
+    let pipeline = gst::parse::launch(
+        "appsrc name=text format=time caps=text/x-raw,format=utf8 ! speechsynth ! tee name=t \
+         t. ! queue ! ls.audio \
+         t. ! queue ! appsink name=audio sync=false \
+         avatarsrc ! capsfilter caps=video/x-raw,width=192,height=192 ! ls.video \
+         lipsync name=ls ! appsink name=video sync=false",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let appsrc = pipeline
+        .by_name("text")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    for u in utterances {
+        appsrc
+            .push_buffer(gst::Buffer::from_slice(u.as_bytes().to_vec()))
+            .unwrap();
+    }
+    appsrc.end_of_stream().unwrap();
+
+    let frames = Arc::new(Mutex::new(Vec::new()));
+    let f = frames.clone();
+    pipeline
+        .by_name("video")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap()
+        .set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let s = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    f.lock().unwrap().push(s.buffer_owned().unwrap());
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+    let audio_end = Arc::new(Mutex::new(gst::ClockTime::ZERO));
+    let a = audio_end.clone();
+    pipeline
+        .by_name("audio")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap()
+        .set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let s = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let b = s.buffer().unwrap();
+                    let end = b.pts().unwrap() + b.duration().unwrap();
+                    let mut a = a.lock().unwrap();
+                    assert_eq!(b.pts().unwrap(), *a, "speech audio has a gap or overlap");
+                    *a = end;
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+    // The phoneme events as lipsync receives them, after tee and queue.
+    let phonemes = Arc::new(Mutex::new(Vec::new()));
+    let p = phonemes.clone();
+    pipeline
+        .by_name("ls")
+        .unwrap()
+        .static_pad("audio")
+        .unwrap()
+        .add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            if let Some(ev) = info.event() {
+                if let Some(Ok(pe)) = PhonemeEvent::parse(ev) {
+                    p.lock().unwrap().push(pe);
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    common::run_to_eos(&pipeline, 120);
+    let frames = frames.lock().unwrap().clone();
+    let audio_end = *audio_end.lock().unwrap();
+    let phonemes = phonemes.lock().unwrap().clone();
+    Run {
+        frames,
+        audio_end,
+        phonemes,
+    }
+}
+
+fn jaw(b: &gst::Buffer) -> f32 {
+    FaceInfo::from_buffer(b).unwrap().pose.unwrap().weights[Blendshape::JawOpen]
+}
+
+#[test]
+fn one_frame_per_frame_time_of_audio_across_two_utterances() {
+    let run = speak(&["Hello! I am your assistant.", "How can I help you today?"]);
+    let expected = run.audio_end.seconds_f64() * 25.0;
+    assert!(
+        (run.frames.len() as f64 - expected).abs() <= 1.0,
+        "{} frames for {} of audio",
+        run.frames.len(),
+        run.audio_end
+    );
+    // PTS strictly increasing, constant duration, no gap anywhere (including the junction of
+    // the two utterances).
+    for (n, f) in run.frames.iter().enumerate() {
+        assert_eq!(f.pts(), Some(gst::ClockTime::from_mseconds(40 * n as u64)));
+        assert_eq!(f.duration(), Some(gst::ClockTime::from_mseconds(40)));
+    }
+    // The second utterance's phonemes arrive too, and the mouth moves in both utterances.
+    let junction = run
+        .phonemes
+        .windows(2)
+        .find(|w| w[1].pts < w[0].pts + w[0].duration)
+        .map(|w| w[0].pts);
+    assert!(junction.is_none(), "phonemes overlap: {junction:?}");
+    let half = run.frames.len() / 2;
+    let max = |fs: &[gst::Buffer]| fs.iter().map(jaw).fold(0.0f32, f32::max);
+    assert!(max(&run.frames[..half]) > 0.3);
+    assert!(max(&run.frames[half..]) > 0.3);
+}
+
+#[test]
+fn jaw_peaks_follow_the_open_vowels() {
+    let run = speak(&["Papa, are you far away?"]);
+    let jaws: Vec<f32> = run.frames.iter().map(jaw).collect();
+    let mut checked = 0;
+    for e in run
+        .phonemes
+        .iter()
+        .filter(|e| e.viseme == Viseme::AA && e.duration >= gst::ClockTime::from_mseconds(60))
+    {
+        let (s, end) = (e.pts.seconds_f64(), (e.pts + e.duration).seconds_f64());
+        let peak_near = (1..jaws.len() - 1).any(|i| {
+            let c = (i as f64 + 0.5) / 25.0;
+            c >= s - 0.04
+                && c <= end + 0.04
+                && jaws[i] > 0.3
+                && jaws[i] >= jaws[i - 1]
+                && jaws[i] >= jaws[i + 1]
+        });
+        assert!(
+            peak_near,
+            "no jaw peak within 40 ms of '{}' ({s:.3}..{end:.3} s): {jaws:?}",
+            e.phoneme
+        );
+        checked += 1;
+    }
+    assert!(checked >= 2, "{:?}", run.phonemes);
+}
