@@ -9,6 +9,8 @@ packages=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
   libespeak-ng-dev espeak-ng-data
+  libnice10 gstreamer1.0-nice
+  chromium chromium-driver
 )
 
 missing=()

@@ -5,8 +5,15 @@
 //! and runs one subcommand.
 
 mod bench;
+mod config;
+mod error;
+mod metrics;
 mod plugins;
 mod render;
+mod routes;
+mod serve;
+mod session;
+mod signalling;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve live avatar sessions: REST API, WHEP to browsers, events, the web client.
+    Serve(serve::ServeArgs),
     /// Render text (spoken by the built-in TTS) or an audio file to an MP4 of the talking avatar.
     Render(render::RenderArgs),
     /// Measure the per-frame cost of the avatar and lip-sync, and the TTS real-time factor.
@@ -42,6 +51,7 @@ fn main() -> std::process::ExitCode {
         .map_err(anyhow::Error::from)
         .and_then(|_| plugins::register())
         .and_then(|_| match cli.command {
+            Command::Serve(args) => serve::run(args),
             Command::Render(args) => render::run(args),
             Command::Bench(args) => bench::run(args),
         });

@@ -21,6 +21,14 @@ const DEFAULT_PITCH: u32 = 50;
 /// Audio leaves in buffers of this many samples (46 ms at 22050 Hz): small enough for lip-sync
 /// to start early, large enough to keep per-buffer overhead negligible.
 const CHUNK_SAMPLES: usize = 1024;
+/// Live mode works in 20 ms buffers: fine-grained enough to stop within a buffer or two.
+const LIVE_CHUNK: gst::ClockTime = gst::ClockTime::from_mseconds(20);
+/// Live mode sends speech this far ahead of the clock, so `lipsync` has its look-ahead without
+/// waiting; silence goes out only one buffer ahead, so a new utterance starts almost at once.
+/// The lead also bounds how much speech is already downstream when `interrupt` comes.
+const SPEECH_LEAD: gst::ClockTime = gst::ClockTime::from_mseconds(80);
+const SILENCE_LEAD: gst::ClockTime = gst::ClockTime::from_mseconds(20);
+const DEFAULT_IS_LIVE: bool = false;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -29,11 +37,13 @@ struct Settings {
     voice: Option<String>,
     rate: u32,
     pitch: u32,
+    is_live: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
+            is_live: DEFAULT_IS_LIVE,
             text: None,
             language: DEFAULT_LANGUAGE.into(),
             voice: None,
@@ -77,6 +87,8 @@ struct Stream {
     sample_rate: u32,
     /// Samples pushed since the segment start: the next buffer's offset.
     next_sample: u64,
+    /// Live: the stream's first sample sits at this running time (the segment starts at 0).
+    discont: bool,
 }
 
 pub struct SpeechSynth {
@@ -88,6 +100,8 @@ pub struct SpeechSynth {
     stream: Mutex<Stream>,
     /// Bumped by `interrupt`: speech being pushed under an older generation stops.
     generation: AtomicU64,
+    /// Live mode's pending clock wait, cancelled when the pad deactivates.
+    clock_wait: Mutex<Option<gst::SingleShotClockId>>,
 }
 
 impl SpeechSynth {
@@ -166,8 +180,43 @@ impl SpeechSynth {
         if flushing {
             q.items.clear();
             self.generation.fetch_add(1, Ordering::SeqCst);
+            if let Some(id) = self.clock_wait.lock().unwrap().take() {
+                id.unschedule();
+            }
         }
         self.cond.notify_all();
+    }
+
+    /// Live: the clock and base time, once the element is playing.
+    fn clock_and_base(&self) -> Option<(gst::Clock, gst::ClockTime)> {
+        let obj = self.obj();
+        Some((obj.clock()?, obj.base_time()?))
+    }
+
+    /// Live: sleeps until running time `rt` (returns at once if it has passed).
+    fn wait_for_running_time(&self, rt: gst::ClockTime) -> Result<(), gst::FlowError> {
+        let Some((clock, base)) = self.clock_and_base() else {
+            return Ok(());
+        };
+        let id = clock.new_single_shot_id(base + rt);
+        {
+            if self.queue.lock().unwrap().flushing {
+                return Err(gst::FlowError::Flushing);
+            }
+            *self.clock_wait.lock().unwrap() = Some(id.clone());
+        }
+        let (res, _) = id.wait();
+        self.clock_wait.lock().unwrap().take();
+        match res {
+            Err(gst::ClockError::Unscheduled) => Err(gst::FlowError::Flushing),
+            _ => Ok(()),
+        }
+    }
+
+    /// Live: the current running time.
+    fn running_time_now(&self) -> Option<gst::ClockTime> {
+        let (clock, base) = self.clock_and_base()?;
+        clock.time().checked_sub(base)
     }
 
     fn start_task(&self) {
@@ -198,6 +247,15 @@ impl SpeechSynth {
     }
 
     fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::Latency(q) = query.view_mut() {
+            // Live speech leaves ahead of its time (see SPEECH_LEAD): no latency added.
+            q.set(
+                self.settings.lock().unwrap().is_live,
+                gst::ClockTime::ZERO,
+                gst::ClockTime::NONE,
+            );
+            return true;
+        }
         if let gst::QueryViewMut::Duration(q) = query.view_mut() {
             if q.format() != gst::Format::Time {
                 return false;
@@ -216,6 +274,20 @@ impl SpeechSynth {
 
     /// The streaming task: one queued item per iteration.
     fn stream_loop(&self) {
+        let live = self.settings.lock().unwrap().is_live;
+        if live && self.clock_and_base().is_none() {
+            // Not playing yet: a live source has nothing to say before the clock runs.
+            let q = self.queue.lock().unwrap();
+            if q.flushing {
+                drop(q);
+                let _ = self.srcpad.pause_task();
+                return;
+            }
+            let _ = self
+                .cond
+                .wait_timeout(q, std::time::Duration::from_millis(10));
+            return;
+        }
         let item = {
             let mut q = self.queue.lock().unwrap();
             loop {
@@ -225,10 +297,21 @@ impl SpeechSynth {
                     return;
                 }
                 if let Some(item) = q.items.pop_front() {
-                    break item;
+                    break Some(item);
+                }
+                if live {
+                    break None;
                 }
                 q = self.cond.wait(q).unwrap();
             }
+        };
+        let Some(item) = item else {
+            // Live and idle: keep the audio flowing with silence, paced by the clock.
+            let res = self
+                .ensure_stream_started()
+                .and_then(|_| self.push_silence());
+            self.handle_flow(res);
+            return;
         };
         let res = self.ensure_stream_started().and_then(|_| match item {
             Item::Text(text) => self.speak(&text),
@@ -242,6 +325,10 @@ impl SpeechSynth {
                 Err(gst::FlowError::Eos)
             }
         });
+        self.handle_flow(res);
+    }
+
+    fn handle_flow(&self, res: Result<gst::FlowSuccess, gst::FlowError>) {
         if let Err(flow) = res {
             // Downstream is gone or broken: say so once, and end the stream.
             if !matches!(flow, gst::FlowError::Eos | gst::FlowError::Flushing) {
@@ -268,6 +355,12 @@ impl SpeechSynth {
         })?;
         stream.sample_rate = rate;
         stream.started = true;
+        if self.settings.lock().unwrap().is_live {
+            // A live stream starts now: its first sample is at the current running time.
+            let now = self.running_time_now().unwrap_or_default();
+            stream.next_sample = time_to_samples(now, rate);
+            stream.discont = true;
+        }
         drop(stream);
         let stream_id = self.srcpad.create_stream_id(&*self.obj(), Some("speech"));
         self.srcpad
@@ -283,8 +376,72 @@ impl SpeechSynth {
         Ok(gst::FlowSuccess::Ok)
     }
 
+    /// Pushes one buffer of samples at the stream's next position.
+    fn push_samples(&self, samples: &[i16]) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let (rate, offset, discont) = {
+            let mut s = self.stream.lock().unwrap();
+            let r = (s.sample_rate, s.next_sample, s.discont);
+            s.next_sample += samples.len() as u64;
+            s.discont = false;
+            r
+        };
+        let mut buffer = gst::Buffer::from_mut_slice(
+            samples
+                .iter()
+                .flat_map(|s| s.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        );
+        {
+            let b = buffer.get_mut().unwrap();
+            let pts = samples_to_time(offset, rate);
+            b.set_pts(pts);
+            b.set_duration(samples_to_time(offset + samples.len() as u64, rate) - pts);
+            b.set_offset(offset);
+            b.set_offset_end(offset + samples.len() as u64);
+            if offset == 0 || discont {
+                b.set_flags(gst::BufferFlags::DISCONT);
+            }
+        }
+        self.srcpad.push(buffer)
+    }
+
+    /// Live: waits until the next buffer may leave (its time minus `lead`). If the stream fell
+    /// behind the clock (a stall), it jumps forward to now rather than play catch-up.
+    fn pace(&self, lead: gst::ClockTime) -> Result<(), gst::FlowError> {
+        let (rate, next) = {
+            let s = self.stream.lock().unwrap();
+            (s.sample_rate, s.next_sample)
+        };
+        let pts = samples_to_time(next, rate);
+        if let Some(now) = self.running_time_now() {
+            if pts + LIVE_CHUNK < now {
+                let mut s = self.stream.lock().unwrap();
+                s.next_sample = time_to_samples(now, rate);
+                s.discont = true;
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "behind the clock by {}, skipping ahead",
+                    now - pts
+                );
+                return Ok(());
+            }
+        }
+        self.wait_for_running_time(pts.saturating_sub(lead))
+    }
+
+    fn push_silence(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
+        self.pace(SILENCE_LEAD)?;
+        let rate = self.stream.lock().unwrap().sample_rate;
+        let n = time_to_samples(LIVE_CHUNK, rate) as usize;
+        self.push_samples(&vec![0i16; n])
+    }
+
     fn speak(&self, text: &str) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let params = self.settings.lock().unwrap().voice_params();
+        let (params, live) = {
+            let s = self.settings.lock().unwrap();
+            (s.voice_params(), s.is_live)
+        };
         let generation = self.generation.load(Ordering::SeqCst);
         let utterance = match espeak::synthesize(text, &params) {
             Ok(u) => u,
@@ -294,6 +451,10 @@ impl SpeechSynth {
                 return Err(gst::FlowError::Error);
             }
         };
+        if live {
+            // Catch up with the clock first if idle time was not filled.
+            self.pace(SPEECH_LEAD)?;
+        }
         let (rate, start) = {
             let s = self.stream.lock().unwrap();
             (s.sample_rate, s.next_sample)
@@ -310,7 +471,6 @@ impl SpeechSynth {
             utterance.samples.len(),
             utterance.phonemes.len()
         );
-
         let total = utterance.samples.len() as u64;
         let phoneme_events: Vec<PhonemeEvent> = utterance
             .phonemes
@@ -331,45 +491,60 @@ impl SpeechSynth {
             })
             .collect();
 
+        let started_at = samples_to_time(start, rate);
+        self.post_speech_message("facecast/speech-started", text, started_at, false);
+        let chunk_len = if live {
+            time_to_samples(LIVE_CHUNK, rate) as usize
+        } else {
+            CHUNK_SAMPLES
+        };
         let mut next_event = 0;
-        for (i, chunk) in utterance.samples.chunks(CHUNK_SAMPLES).enumerate() {
+        let mut interrupted = false;
+        for (i, chunk) in utterance.samples.chunks(chunk_len).enumerate() {
             if self.generation.load(Ordering::SeqCst) != generation {
                 gst::debug!(CAT, imp = self, "utterance interrupted");
+                interrupted = true;
                 break;
             }
-            let chunk_start = (i * CHUNK_SAMPLES) as u64;
+            if live {
+                self.wait_for_running_time(
+                    samples_to_time(start + (i * chunk_len) as u64, rate)
+                        .saturating_sub(SPEECH_LEAD),
+                )?;
+            }
+            let chunk_start = (i * chunk_len) as u64;
             let chunk_end = chunk_start + chunk.len() as u64;
             while let Some(ev) = phoneme_events.get(next_event) {
-                let sample = utterance.phonemes[next_event].sample;
-                if sample >= chunk_end {
+                if utterance.phonemes[next_event].sample >= chunk_end {
                     break;
                 }
                 self.srcpad.push_event(ev.to_event());
                 next_event += 1;
             }
-            let offset = start + chunk_start;
-            let mut buffer = gst::Buffer::from_mut_slice(
-                chunk
-                    .iter()
-                    .flat_map(|s| s.to_le_bytes())
-                    .collect::<Vec<u8>>(),
-            );
-            {
-                let b = buffer.get_mut().unwrap();
-                let pts = samples_to_time(offset, rate);
-                b.set_pts(pts);
-                b.set_duration(samples_to_time(offset + chunk.len() as u64, rate) - pts);
-                b.set_offset(offset);
-                b.set_offset_end(offset + chunk.len() as u64);
-                if offset == 0 {
-                    b.set_flags(gst::BufferFlags::DISCONT);
-                }
-            }
-            self.stream.lock().unwrap().next_sample = offset + chunk.len() as u64;
-            self.srcpad.push(buffer)?;
+            self.push_samples(chunk)?;
         }
+        let ended_at = samples_to_time(self.stream.lock().unwrap().next_sample, rate);
+        self.post_speech_message("facecast/speech-ended", text, ended_at, interrupted);
         Ok(gst::FlowSuccess::Ok)
     }
+
+    /// Tells the application (on the bus) where an utterance starts or ends in running time.
+    fn post_speech_message(&self, name: &str, text: &str, at: gst::ClockTime, interrupted: bool) {
+        let s = gst::Structure::builder(name)
+            .field("text", text)
+            .field("running-time", at.nseconds())
+            .field("interrupted", interrupted)
+            .build();
+        let _ = self
+            .obj()
+            .post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
+    }
+}
+
+fn time_to_samples(t: gst::ClockTime, rate: u32) -> u64 {
+    t.nseconds()
+        .mul_div_floor(rate as u64, gst::ClockTime::SECOND.nseconds())
+        .unwrap_or(0)
 }
 
 fn samples_to_time(samples: u64, rate: u32) -> gst::ClockTime {
@@ -425,6 +600,7 @@ impl ObjectSubclass for SpeechSynth {
             cond: Condvar::new(),
             stream: Mutex::new(Stream::default()),
             generation: AtomicU64::new(0),
+            clock_wait: Mutex::new(None),
         }
     }
 }
@@ -436,6 +612,12 @@ impl ObjectImpl for SpeechSynth {
                 glib::ParamSpecString::builder("text")
                     .nick("Text")
                     .blurb("Text to speak when the element starts (then EOS if the sink pad is unlinked)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("is-live")
+                    .nick("Is live")
+                    .blurb("Run on the clock: timestamps from the running time, silence while idle")
+                    .default_value(DEFAULT_IS_LIVE)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("language")
@@ -533,6 +715,7 @@ impl ObjectImpl for SpeechSynth {
             "voice" => s.voice = value.get().expect("type checked upstream"),
             "rate" => s.rate = value.get().expect("type checked upstream"),
             "pitch" => s.pitch = value.get().expect("type checked upstream"),
+            "is-live" => s.is_live = value.get().expect("type checked upstream"),
             _ => unreachable!(),
         }
         gst::info!(CAT, imp = self, "{} set to {:?}", pspec.name(), value);
@@ -546,6 +729,7 @@ impl ObjectImpl for SpeechSynth {
             "voice" => s.voice.to_value(),
             "rate" => s.rate.to_value(),
             "pitch" => s.pitch.to_value(),
+            "is-live" => s.is_live.to_value(),
             _ => unreachable!(),
         }
     }
@@ -630,6 +814,16 @@ impl ElementImpl for SpeechSynth {
                 }
             }
         }
-        self.parent_change_state(transition)
+        let res = self.parent_change_state(transition)?;
+        // A live source produces nothing before PLAYING: no preroll.
+        if self.settings.lock().unwrap().is_live
+            && matches!(
+                transition,
+                gst::StateChange::ReadyToPaused | gst::StateChange::PlayingToPaused
+            )
+        {
+            return Ok(gst::StateChangeSuccess::NoPreroll);
+        }
+        Ok(res)
     }
 }

@@ -1,0 +1,221 @@
+//! Server configuration: `configs/facecast.toml` (or `--config`), then environment overrides.
+//!
+//! Every field has a default, so an empty or missing file works. Environment variables win over
+//! the file, so containers and CI can change a setting without editing it:
+//! `FACECAST_LISTEN`, `FACECAST_MAX_SESSIONS`, `FACECAST_IDLE_TIMEOUT_SECS`,
+//! `FACECAST_ALLOWED_ORIGINS` (comma-separated), `FACECAST_STUN_SERVERS`,
+//! `FACECAST_TURN_SERVERS` (comma-separated URLs), `FACECAST_WEB_DIR`.
+
+use anyhow::Context;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// Folder of the browser client, served at `/`.
+    pub web_dir: PathBuf,
+    /// Sessions beyond this are refused with 503 and `Retry-After`.
+    pub max_sessions: usize,
+    /// Largest accepted request body (JSON or SDP), in bytes.
+    pub max_body_bytes: u64,
+    /// Longest text one `say` may carry, in characters.
+    pub max_text_chars: usize,
+    /// A session with no viewer for this long is ended.
+    pub idle_timeout_secs: u64,
+    /// Origins allowed to call WHEP and the REST API from another page (`*` for any).
+    pub allowed_origins: Vec<String>,
+    pub ice: IceConfig,
+    pub video: VideoConfig,
+    pub speech: SpeechConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IceConfig {
+    /// STUN servers (`stun://host:port`). None by default: nothing leaves the machine unless
+    /// a deployment asks for it.
+    pub stun_servers: Vec<String>,
+    /// TURN servers (`turn://user:password@host:port`).
+    pub turn_servers: Vec<String>,
+    /// Offer loopback ICE candidates (127.0.0.1). Default: when listening on loopback.
+    pub loopback: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VideoConfig {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    /// Target video bitrate, kbit/s.
+    pub bitrate_kbps: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpeechConfig {
+    /// Language of sessions that do not choose one.
+    pub language: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().unwrap(),
+            web_dir: PathBuf::from("web"),
+            max_sessions: 8,
+            max_body_bytes: 64 * 1024,
+            max_text_chars: 2000,
+            idle_timeout_secs: 120,
+            allowed_origins: vec!["*".into()],
+            ice: IceConfig::default(),
+            video: VideoConfig::default(),
+            speech: SpeechConfig::default(),
+        }
+    }
+}
+
+impl Default for IceConfig {
+    fn default() -> Self {
+        Self {
+            stun_servers: Vec::new(),
+            turn_servers: Vec::new(),
+            loopback: None,
+        }
+    }
+}
+
+impl Default for VideoConfig {
+    fn default() -> Self {
+        Self {
+            width: 512,
+            height: 512,
+            fps: 25,
+            bitrate_kbps: 1200,
+        }
+    }
+}
+
+impl Default for SpeechConfig {
+    fn default() -> Self {
+        Self {
+            language: "en".into(),
+        }
+    }
+}
+
+fn list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+impl Config {
+    /// Loads `path` (if it exists; a path given explicitly must exist), then the environment.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let default_path = Path::new("configs/facecast.toml");
+        let (path, required) = match path {
+            Some(p) => (p, true),
+            None => (default_path, false),
+        };
+        let mut config = match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text)
+                .with_context(|| format!("invalid configuration in {}", path.display()))?,
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Config::default(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        config.apply_env(|k| std::env::var(k).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies `FACECAST_*` overrides read through `var`.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        if let Some(v) = var("FACECAST_LISTEN") {
+            self.listen = v.parse().with_context(|| {
+                format!("FACECAST_LISTEN={v} is not an address like 127.0.0.1:8080")
+            })?;
+        }
+        if let Some(v) = var("FACECAST_MAX_SESSIONS") {
+            self.max_sessions = v
+                .parse()
+                .with_context(|| format!("FACECAST_MAX_SESSIONS={v} is not a number"))?;
+        }
+        if let Some(v) = var("FACECAST_IDLE_TIMEOUT_SECS") {
+            self.idle_timeout_secs = v
+                .parse()
+                .with_context(|| format!("FACECAST_IDLE_TIMEOUT_SECS={v} is not a number"))?;
+        }
+        if let Some(v) = var("FACECAST_ALLOWED_ORIGINS") {
+            self.allowed_origins = list(&v);
+        }
+        if let Some(v) = var("FACECAST_STUN_SERVERS") {
+            self.ice.stun_servers = list(&v);
+        }
+        if let Some(v) = var("FACECAST_TURN_SERVERS") {
+            self.ice.turn_servers = list(&v);
+        }
+        if let Some(v) = var("FACECAST_WEB_DIR") {
+            self.web_dir = PathBuf::from(v);
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let v = &self.video;
+        anyhow::ensure!(
+            (64..=4096).contains(&v.width) && (64..=4096).contains(&v.height),
+            "video size {}x{} is outside 64..4096",
+            v.width,
+            v.height
+        );
+        anyhow::ensure!(
+            (1..=60).contains(&v.fps),
+            "video fps {} is outside 1..60",
+            v.fps
+        );
+        anyhow::ensure!(self.max_sessions > 0, "max_sessions must be at least 1");
+        Ok(())
+    }
+
+    /// Whether to gather loopback ICE candidates.
+    pub fn ice_loopback(&self) -> bool {
+        self.ice
+            .loopback
+            .unwrap_or_else(|| self.listen.ip().is_loopback())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment() {
+        let mut c: Config = toml::from_str("max_sessions = 3\n[video]\nwidth = 256\n").unwrap();
+        assert_eq!(
+            (c.max_sessions, c.video.width, c.video.height),
+            (3, 256, 512)
+        );
+        c.apply_env(|k| match k {
+            "FACECAST_LISTEN" => Some("127.0.0.1:9000".into()),
+            "FACECAST_STUN_SERVERS" => Some("stun://a:3478, stun://b:3478".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.ice.stun_servers.len(), 2);
+        assert!(c.ice_loopback());
+        assert!(c
+            .apply_env(|k| (k == "FACECAST_MAX_SESSIONS").then(|| "many".into()))
+            .is_err());
+        assert!(toml::from_str::<Config>("listen_port = 1").is_err());
+    }
+}

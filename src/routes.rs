@@ -1,0 +1,391 @@
+//! HTTP routes (warp): the REST API, WHEP, the events WebSocket, health, metrics and the web
+//! client. One filter function per route, handlers as plain async functions, every error
+//! answered by [`crate::error::recover`] as JSON `{code, message}`.
+
+use crate::error::{recover, ApiError};
+use crate::session::{CreateSession, Registry};
+use crate::signalling;
+use facecast_common::Emotion;
+use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use warp::http::{header, StatusCode};
+use warp::{Filter, Rejection, Reply};
+
+type State = Arc<Registry>;
+
+fn with_state(
+    state: State,
+) -> impl Filter<Extract = (State,), Error = std::convert::Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+/// JSON body, at most `limit` bytes.
+fn json_body<T: serde::de::DeserializeOwned + Send>(
+    limit: u64,
+) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(limit).and(warp::body::json())
+}
+
+/// Every route, with CORS and JSON errors.
+pub fn routes(
+    state: State,
+) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
+    let cors = cors(&state.config.allowed_origins);
+    let api = create_session(state.clone())
+        .or(list_sessions(state.clone()))
+        .or(get_session(state.clone()))
+        .or(delete_session(state.clone()))
+        .or(say(state.clone()))
+        .or(interrupt(state.clone()))
+        .or(events(state.clone()))
+        .or(whep_offer(state.clone()))
+        .or(whep_patch(state.clone()))
+        .or(whep_delete(state.clone()))
+        .or(health_live())
+        .or(health_ready())
+        .or(metrics(state.clone()))
+        .with(cors);
+    let web = warp::get().and(warp::fs::dir(state.config.web_dir.clone()));
+    api.or(web).recover(recover)
+}
+
+fn cors(origins: &[String]) -> warp::cors::Builder {
+    let c = warp::cors()
+        .allow_methods(["GET", "POST", "PATCH", "DELETE", "OPTIONS"])
+        .allow_headers(["content-type", "authorization", "if-match"])
+        .expose_headers(["location", "etag", "link", "retry-after"]);
+    if origins.iter().any(|o| o == "*") {
+        c.allow_any_origin()
+    } else {
+        c.allow_origins(origins.iter().map(String::as_str))
+    }
+}
+
+#[derive(Serialize)]
+struct Created {
+    id: String,
+    whep_url: String,
+    events_url: String,
+}
+
+/// `POST /api/v1/sessions` `{avatar?, voice?, lang?}` → `201 {id, whep_url, events_url}`.
+fn create_session(state: State) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let limit = state.config.max_body_bytes;
+    warp::path!("api" / "v1" / "sessions")
+        .and(warp::post())
+        .and(
+            // An empty body means "all defaults".
+            warp::body::content_length_limit(limit)
+                .and(warp::body::bytes())
+                .and_then(|b: bytes::Bytes| async move {
+                    if b.iter().all(u8::is_ascii_whitespace) {
+                        return Ok(CreateSession::default());
+                    }
+                    serde_json::from_slice::<CreateSession>(&b).map_err(|e| {
+                        warp::reject::custom(ApiError::bad_request(
+                            "invalid_json",
+                            format!("invalid JSON body: {e}"),
+                        ))
+                    })
+                }),
+        )
+        .and(with_state(state))
+        .and_then(|req: CreateSession, state: State| async move {
+            let session = state.create(req).map_err(warp::reject::custom)?;
+            let info = session.info();
+            let body = Created {
+                id: info.id.clone(),
+                whep_url: info.whep_url,
+                events_url: info.events_url,
+            };
+            Ok::<_, Rejection>(warp::reply::with_header(
+                warp::reply::with_status(warp::reply::json(&body), StatusCode::CREATED),
+                header::LOCATION,
+                format!("/api/v1/sessions/{}", info.id),
+            ))
+        })
+}
+
+/// `GET /api/v1/sessions` → `200 [session…]`.
+fn list_sessions(state: State) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("api" / "v1" / "sessions")
+        .and(warp::get())
+        .and(with_state(state))
+        .map(|state: State| warp::reply::json(&state.list()))
+}
+
+/// `GET /api/v1/sessions/{id}` → `200 {session}`.
+fn get_session(state: State) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("api" / "v1" / "sessions" / String)
+        .and(warp::get())
+        .and(with_state(state))
+        .and_then(|id: String, state: State| async move {
+            let s = state.get(&id).map_err(warp::reject::custom)?;
+            Ok::<_, Rejection>(warp::reply::json(&s.info()))
+        })
+}
+
+/// `DELETE /api/v1/sessions/{id}` → `204`.
+fn delete_session(state: State) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("api" / "v1" / "sessions" / String)
+        .and(warp::delete())
+        .and(with_state(state))
+        .and_then(|id: String, state: State| async move {
+            if !state.end(&id, "deleted") {
+                return Err(warp::reject::custom(ApiError::session_not_found(&id)));
+            }
+            Ok(StatusCode::NO_CONTENT)
+        })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SayRequest {
+    text: String,
+    emotion: Option<String>,
+    intensity: Option<f64>,
+}
+
+/// `POST /api/v1/sessions/{id}/say` `{text, emotion?, intensity?}` → `202`; utterances queue.
+fn say(state: State) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let limit = state.config.max_body_bytes;
+    warp::path!("api" / "v1" / "sessions" / String / "say")
+        .and(warp::post())
+        .and(json_body::<SayRequest>(limit))
+        .and(with_state(state))
+        .and_then(|id: String, req: SayRequest, state: State| async move {
+            let session = state.get(&id).map_err(warp::reject::custom)?;
+            let text = req.text.trim();
+            if text.is_empty() {
+                return Err(warp::reject::custom(ApiError::bad_request(
+                    "empty_text",
+                    "nothing to say: text is empty",
+                )));
+            }
+            let max = state.config.max_text_chars;
+            if text.chars().count() > max {
+                return Err(warp::reject::custom(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "text_too_long",
+                    format!("text is longer than {max} characters"),
+                )));
+            }
+            let emotion = match req.emotion {
+                Some(name) => Some((
+                    name.parse::<Emotion>().map_err(|e| {
+                        warp::reject::custom(ApiError::bad_request(
+                            "unknown_emotion",
+                            e.to_string(),
+                        ))
+                    })?,
+                    req.intensity.unwrap_or(0.6).clamp(0.0, 1.0),
+                )),
+                None => None,
+            };
+            session.say(text, emotion);
+            Ok(warp::reply::with_status(
+                warp::reply::json(&serde_json::json!({"queued": true})),
+                StatusCode::ACCEPTED,
+            ))
+        })
+}
+
+/// `POST /api/v1/sessions/{id}/interrupt` → `202`: current and queued speech stop.
+fn interrupt(state: State) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("api" / "v1" / "sessions" / String / "interrupt")
+        .and(warp::post())
+        .and(with_state(state))
+        .and_then(|id: String, state: State| async move {
+            state.get(&id).map_err(warp::reject::custom)?.interrupt();
+            Ok::<_, Rejection>(StatusCode::ACCEPTED)
+        })
+}
+
+/// `GET /api/v1/sessions/{id}/events` (WebSocket): the session's events as JSON text frames.
+fn events(state: State) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("api" / "v1" / "sessions" / String / "events")
+        .and(warp::get())
+        .and(with_state(state))
+        .and_then(|id: String, state: State| async move {
+            state.get(&id).map(|s| s.subscribe()).map_err(warp::reject::custom)
+        })
+        .and(warp::ws())
+        .map(|mut rx: tokio::sync::broadcast::Receiver<crate::session::SessionEvent>, ws: warp::ws::Ws| {
+            ws.on_upgrade(move |socket| async move {
+                let (mut tx, mut incoming) = socket.split();
+                loop {
+                    tokio::select! {
+                        ev = rx.recv() => match ev {
+                            Ok(ev) => {
+                                let ended = matches!(ev, crate::session::SessionEvent::SessionEnded { .. });
+                                let text = serde_json::to_string(&ev).expect("events serialise");
+                                if tx.send(warp::ws::Message::text(text)).await.is_err() || ended {
+                                    break;
+                                }
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                            Err(_) => break,
+                        },
+                        msg = incoming.next() => match msg {
+                            Some(Ok(m)) if !m.is_close() => continue,
+                            _ => break,
+                        },
+                    }
+                }
+                let _ = tx.close().await;
+            })
+        })
+}
+
+/// `POST /whep/{id}` (`application/sdp` offer) → `201` + SDP answer + `Location`.
+fn whep_offer(state: State) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let limit = state.config.max_body_bytes;
+    warp::path!("whep" / String)
+        .and(warp::post())
+        .and(sdp_content_type("application/sdp"))
+        .and(warp::body::content_length_limit(limit))
+        .and(warp::body::bytes())
+        .and(with_state(state))
+        .and_then(|id: String, body: bytes::Bytes, state: State| async move {
+            let offer = std::str::from_utf8(&body).map_err(|_| {
+                warp::reject::custom(ApiError::bad_request(
+                    "malformed_sdp",
+                    "the offer is not UTF-8 text",
+                ))
+            })?;
+            let (viewer, answer) = state
+                .add_viewer(&id, offer)
+                .await
+                .map_err(warp::reject::custom)?;
+            let location = format!("/whep/{id}/{viewer}");
+            let reply = warp::reply::with_status(answer, StatusCode::CREATED);
+            let reply = warp::reply::with_header(reply, header::CONTENT_TYPE, "application/sdp");
+            Ok::<_, Rejection>(warp::reply::with_header(reply, header::LOCATION, location))
+        })
+}
+
+/// Requires the request's Content-Type to be `expected` (415 otherwise).
+fn sdp_content_type(
+    expected: &'static str,
+) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::optional::<String>("content-type")
+        .and_then(move |ct: Option<String>| async move {
+            match ct {
+                Some(ct)
+                    if ct
+                        .split(';')
+                        .next()
+                        .map(str::trim)
+                        .is_some_and(|t| t.eq_ignore_ascii_case(expected)) =>
+                {
+                    Ok(())
+                }
+                other => Err(warp::reject::custom(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    format!(
+                        "expected Content-Type {expected}, got {}",
+                        other.as_deref().unwrap_or("none")
+                    ),
+                ))),
+            }
+        })
+        .untuple_one()
+}
+
+/// `PATCH /whep/{id}/{viewer}` (`application/trickle-ice-sdpfrag`) → `204`.
+fn whep_patch(state: State) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let limit = state.config.max_body_bytes;
+    warp::path!("whep" / String / String)
+        .and(warp::patch())
+        .and(sdp_content_type("application/trickle-ice-sdpfrag"))
+        .and(warp::body::content_length_limit(limit))
+        .and(warp::body::bytes())
+        .and(with_state(state))
+        .and_then(
+            |id: String, viewer: String, body: bytes::Bytes, state: State| async move {
+                let session = state.get(&id).map_err(warp::reject::custom)?;
+                let not_found = || {
+                    warp::reject::custom(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "viewer_not_found",
+                        format!("no viewer '{viewer}' in session '{id}'"),
+                    ))
+                };
+                let mids = session.viewer_mids(&viewer).ok_or_else(not_found)?;
+                let fragment = std::str::from_utf8(&body).map_err(|_| {
+                    warp::reject::custom(ApiError::bad_request("malformed_fragment", "not UTF-8"))
+                })?;
+                let candidates = signalling::parse_trickle(fragment, &mids).map_err(|e| {
+                    warp::reject::custom(ApiError::bad_request("malformed_fragment", e.to_string()))
+                })?;
+                if !session.add_candidates(&viewer, &candidates) {
+                    return Err(not_found());
+                }
+                Ok(StatusCode::NO_CONTENT)
+            },
+        )
+}
+
+/// `DELETE /whep/{id}/{viewer}` → `204`: the viewer leaves.
+fn whep_delete(state: State) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("whep" / String / String)
+        .and(warp::delete())
+        .and(with_state(state))
+        .and_then(|id: String, viewer: String, state: State| async move {
+            state.get(&id).map_err(warp::reject::custom)?;
+            if !state.remove_viewer(&id, &viewer) {
+                return Err(warp::reject::custom(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "viewer_not_found",
+                    format!("no viewer '{viewer}' in session '{id}'"),
+                )));
+            }
+            Ok(StatusCode::NO_CONTENT)
+        })
+}
+
+/// `GET /health/live` → `200` while the process serves.
+fn health_live() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("health" / "live")
+        .and(warp::get())
+        .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})))
+}
+
+/// `GET /health/ready` → `200` when GStreamer and every element a session needs are usable.
+fn health_ready() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("health" / "ready").and(warp::get()).map(|| {
+        let missing: Vec<&str> = crate::serve::REQUIRED_ELEMENTS
+            .iter()
+            .copied()
+            .filter(|f| gst::ElementFactory::find(f).is_none())
+            .collect();
+        let status = if missing.is_empty() {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        warp::reply::with_status(
+            warp::reply::json(&serde_json::json!({
+                "status": if missing.is_empty() { "ready" } else { "not_ready" },
+                "missing_elements": missing,
+            })),
+            status,
+        )
+    })
+}
+
+/// `GET /metrics` → Prometheus text.
+fn metrics(state: State) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("metrics")
+        .and(warp::get())
+        .and(with_state(state))
+        .map(|state: State| {
+            warp::reply::with_header(
+                state.metrics.render(),
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )
+        })
+}

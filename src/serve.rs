@@ -1,0 +1,93 @@
+//! `facecast serve`: the HTTP server, its session reaper and its clean shutdown.
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::session::Registry;
+use anyhow::Context;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Elements every session needs; `/health/ready` checks them.
+pub const REQUIRED_ELEMENTS: &[&str] = &[
+    "speechsynth",
+    "avatarsrc",
+    "lipsync",
+    "vp8enc",
+    "opusenc",
+    "webrtcbin",
+    "rtpvp8pay",
+    "rtpopuspay",
+    "nicesrc",
+];
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Configuration file (default: configs/facecast.toml if present).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Listen address, e.g. 127.0.0.1:8080 (overrides the configuration and FACECAST_LISTEN).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if !config.web_dir.join("index.html").is_file() {
+        tracing::warn!(
+            "no web client at {}: only the API is served",
+            config.web_dir.display()
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(Arc::new(config)))
+}
+
+async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let registry = Registry::new(config.clone(), Arc::new(Metrics::new()));
+
+    let reaper = registry.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            reaper.reap_idle();
+        }
+    });
+
+    let routes = crate::routes::routes(registry.clone());
+    println!("facecast serving on http://{}", listener.local_addr()?);
+    // On a signal, end the sessions first: that tells viewers and closes event sockets, which
+    // graceful shutdown would otherwise wait for.
+    let ending = registry.clone();
+    warp::serve(routes)
+        .incoming(listener)
+        .graceful(async move {
+            shutdown_signal().await;
+            ending.end_all("server shutting down");
+        })
+        .run()
+        .await;
+    registry.end_all("server shutting down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,515 @@
+//! Sessions: one talking avatar each, with its pipeline, its viewers and its event stream.
+//!
+//! The [`Registry`] owns every session. A session's pipeline reports through its bus; a sync
+//! handler forwards each message to the session's task on the tokio runtime, which turns speech
+//! messages into events for clients and ends the session on a pipeline error, without touching
+//! any other session. A `Drop` guard sets the pipeline to `Null` on every way out.
+
+pub mod pipeline;
+pub mod viewer;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::signalling;
+use facecast_common::Emotion;
+use gst::prelude::*;
+use pipeline::{SessionPipeline, Voice};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+use viewer::Viewer;
+use warp::http::StatusCode;
+
+/// What a session tells its clients (the events WebSocket).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SessionEvent {
+    SpeechStarted { text: String },
+    SpeechEnded { text: String, interrupted: bool },
+    ViewerJoined { viewer: String },
+    ViewerLeft { viewer: String },
+    Error { message: String },
+    SessionEnded { reason: String },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    pub avatar: Option<String>,
+    pub voice: Option<String>,
+    pub lang: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionInfo {
+    pub id: String,
+    pub avatar: String,
+    pub lang: String,
+    pub voice: Option<String>,
+    pub viewers: usize,
+    pub age_secs: u64,
+    pub whep_url: String,
+    pub events_url: String,
+}
+
+/// Sets the pipeline to `Null` when the session goes, however it goes.
+struct NullOnDrop(gst::Pipeline);
+
+impl Drop for NullOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.set_state(gst::State::Null);
+    }
+}
+
+/// A `say` waiting for its first frame: when it was asked, and (once speech started) the
+/// running time its audio starts at.
+struct PendingSay {
+    asked: Instant,
+    starts_at: Option<gst::ClockTime>,
+}
+
+pub struct Session {
+    pub id: String,
+    pub avatar: String,
+    pub lang: String,
+    pub voice: Option<String>,
+    created: Instant,
+    pipeline: SessionPipeline,
+    _guard: NullOnDrop,
+    events: broadcast::Sender<SessionEvent>,
+    viewers: Mutex<HashMap<String, Viewer>>,
+    /// When the session last had a viewer (or was created): for the idle reaper.
+    last_watched: Mutex<Instant>,
+    pending_says: Mutex<VecDeque<PendingSay>>,
+    next_viewer: AtomicU64,
+}
+
+impl Session {
+    pub fn info(&self) -> SessionInfo {
+        SessionInfo {
+            id: self.id.clone(),
+            avatar: self.avatar.clone(),
+            lang: self.lang.clone(),
+            voice: self.voice.clone(),
+            viewers: self.viewers.lock().unwrap().len(),
+            age_secs: self.created.elapsed().as_secs(),
+            whep_url: format!("/whep/{}", self.id),
+            events_url: format!("/api/v1/sessions/{}/events", self.id),
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, event: SessionEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// Queues `text`, with an optional emotion that starts with it.
+    pub fn say(&self, text: &str, emotion: Option<(Emotion, f64)>) {
+        if let Some((emotion, intensity)) = emotion {
+            self.pipeline
+                .speech
+                .emit_by_name::<bool>("push-emotion", &[&emotion.name(), &intensity]);
+        }
+        self.pending_says.lock().unwrap().push_back(PendingSay {
+            asked: Instant::now(),
+            starts_at: None,
+        });
+        self.pipeline.speech.emit_by_name::<()>("say", &[&text]);
+    }
+
+    pub fn interrupt(&self) {
+        self.pipeline.speech.emit_by_name::<()>("interrupt", &[]);
+        self.pending_says.lock().unwrap().clear();
+    }
+
+    pub fn viewer_count(&self) -> usize {
+        self.viewers.lock().unwrap().len()
+    }
+
+    pub fn viewer_mids(&self, viewer: &str) -> Option<Vec<Option<String>>> {
+        self.viewers
+            .lock()
+            .unwrap()
+            .get(viewer)
+            .map(|v| v.mids.clone())
+    }
+
+    pub fn add_candidates(&self, viewer: &str, c: &[signalling::TrickleCandidate]) -> bool {
+        match self.viewers.lock().unwrap().get(viewer) {
+            Some(v) => {
+                v.add_candidates(c);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+pub struct Registry {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+}
+
+impl Registry {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            metrics,
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn get(&self, id: &str) -> Result<Arc<Session>, ApiError> {
+        self.sessions
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ApiError::session_not_found(id))
+    }
+
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let mut v: Vec<_> = self
+            .sessions
+            .lock()
+            .unwrap()
+            .values()
+            .map(|s| s.info())
+            .collect();
+        v.sort_by(|a, b| b.age_secs.cmp(&a.age_secs).then(a.id.cmp(&b.id)));
+        v
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.lock().unwrap().len()
+    }
+
+    /// Starts a session. Must run inside the tokio runtime (it spawns the session's bus task).
+    pub fn create(self: &Arc<Self>, req: CreateSession) -> Result<Arc<Session>, ApiError> {
+        let avatar = req.avatar.unwrap_or_else(|| "default".into());
+        if avatar != "default" {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "avatar_not_found",
+                format!("no avatar '{avatar}' (available: default)"),
+            ));
+        }
+        let lang = req
+            .lang
+            .unwrap_or_else(|| self.config.speech.language.clone());
+        let voice_name = req.voice.clone().unwrap_or_else(|| lang.clone());
+        if let Err(e) = gstfacecasttts::espeak::check_voice(&voice_name) {
+            return Err(ApiError::bad_request("unknown_voice", e.to_string()));
+        }
+        if self.len() >= self.config.max_sessions {
+            let mut e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_sessions",
+                format!(
+                    "the server is at its limit of {} sessions; try again shortly",
+                    self.config.max_sessions
+                ),
+            );
+            e.retry_after = Some(10);
+            return Err(e);
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let seed = u64::from_str_radix(&id[..16], 16).unwrap_or(1);
+        let pipeline = SessionPipeline::build(
+            &self.config,
+            &Voice {
+                language: &lang,
+                voice: req.voice.as_deref(),
+            },
+            seed,
+        )
+        .map_err(|e| ApiError::internal(format!("cannot build the session pipeline: {e:#}")))?;
+        let (events, _) = broadcast::channel(256);
+        let session = Arc::new(Session {
+            id: id.clone(),
+            avatar,
+            lang,
+            voice: req.voice,
+            created: Instant::now(),
+            _guard: NullOnDrop(pipeline.pipeline.clone()),
+            pipeline,
+            events,
+            viewers: Mutex::new(HashMap::new()),
+            last_watched: Mutex::new(Instant::now()),
+            pending_says: Mutex::new(VecDeque::new()),
+            next_viewer: AtomicU64::new(1),
+        });
+        self.instrument(&session);
+        self.watch_bus(&session);
+        session
+            .pipeline
+            .pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|_| ApiError::internal("the session pipeline could not start"))?;
+        self.sessions
+            .lock()
+            .unwrap()
+            .insert(id.clone(), session.clone());
+        self.metrics.sessions_active.set(self.len() as i64);
+        tracing::info!(session = %id, "session started");
+        Ok(session)
+    }
+
+    /// Counts frames in and out of the encoder and times `say` → first frame.
+    fn instrument(&self, session: &Arc<Session>) {
+        let produced = self
+            .metrics
+            .frames_produced
+            .with_label_values(&[&session.id]);
+        session
+            .pipeline
+            .lipsync
+            .static_pad("src")
+            .unwrap()
+            .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                produced.inc();
+                gst::PadProbeReturn::Ok
+            });
+        let dropped = self
+            .metrics
+            .frames_dropped
+            .with_label_values(&[&session.id]);
+        session
+            .pipeline
+            .encoder_queue
+            .connect("overrun", false, move |_| {
+                dropped.inc();
+                None
+            });
+        let weak = Arc::downgrade(session);
+        let histogram = self.metrics.say_to_first_frame.clone();
+        session
+            .pipeline
+            .encoder
+            .static_pad("src")
+            .unwrap()
+            .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                let (Some(session), Some(buffer)) = (weak.upgrade(), info.buffer()) else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let Some(end) = buffer
+                    .pts()
+                    .map(|p| p + buffer.duration().unwrap_or_default())
+                else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                let mut pending = session.pending_says.lock().unwrap();
+                while let Some(p) = pending.front() {
+                    match p.starts_at {
+                        Some(start) if end > start => {
+                            histogram.observe(p.asked.elapsed().as_secs_f64());
+                            pending.pop_front();
+                        }
+                        _ => break,
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            });
+    }
+
+    /// Forwards the pipeline's bus to the session's task; handles speech timing synchronously.
+    fn watch_bus(self: &Arc<Self>, session: &Arc<Session>) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<gst::Message>();
+        let weak = Arc::downgrade(session);
+        let bus = session
+            .pipeline
+            .pipeline
+            .bus()
+            .expect("pipelines have a bus");
+        bus.set_sync_handler(move |_, msg| {
+            if let (Some(s), Some(session)) = (msg.structure(), weak.upgrade()) {
+                if s.name() == "facecast/speech-started" {
+                    // The oldest say still waiting for its speech: now we know where it starts.
+                    let at =
+                        gst::ClockTime::from_nseconds(s.get::<u64>("running-time").unwrap_or(0));
+                    let mut pending = session.pending_says.lock().unwrap();
+                    if let Some(p) = pending.iter_mut().find(|p| p.starts_at.is_none()) {
+                        p.starts_at = Some(at);
+                    }
+                }
+            }
+            let _ = tx.send(msg.clone());
+            gst::BusSyncReply::Drop
+        });
+        let registry = Arc::downgrade(self);
+        let weak = Arc::downgrade(session);
+        let id = session.id.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                let Some(session) = weak.upgrade() else { break };
+                match msg.view() {
+                    gst::MessageView::Element(e) => {
+                        let Some(s) = e.structure() else { continue };
+                        let text = s.get::<String>("text").unwrap_or_default();
+                        match s.name().as_str() {
+                            "facecast/speech-started" => {
+                                session.emit(SessionEvent::SpeechStarted { text })
+                            }
+                            "facecast/speech-ended" => session.emit(SessionEvent::SpeechEnded {
+                                text,
+                                interrupted: s.get("interrupted").unwrap_or(false),
+                            }),
+                            _ => {}
+                        }
+                    }
+                    gst::MessageView::Error(e) => {
+                        let source = e.src().map(|s| s.name().to_string()).unwrap_or_default();
+                        let message = format!("{source}: {}", e.error());
+                        tracing::error!(session = %id, "pipeline error: {message} ({:?})", e.debug());
+                        session.emit(SessionEvent::Error {
+                            message: message.clone(),
+                        });
+                        drop(session);
+                        if let Some(registry) = registry.upgrade() {
+                            registry.end(&id, &format!("pipeline error: {message}"));
+                        }
+                        break;
+                    }
+                    gst::MessageView::Warning(w) => {
+                        tracing::warn!(session = %id, "pipeline warning: {}", w.error());
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+
+    /// Ends a session: tells its clients, drops its viewers and stops its pipeline.
+    pub fn end(&self, id: &str, reason: &str) -> bool {
+        let Some(session) = self.sessions.lock().unwrap().remove(id) else {
+            return false;
+        };
+        tracing::info!(session = %id, "session ended: {reason}");
+        session.emit(SessionEvent::SessionEnded {
+            reason: reason.to_owned(),
+        });
+        let viewers: Vec<Viewer> = session
+            .viewers
+            .lock()
+            .unwrap()
+            .drain()
+            .map(|(_, v)| v)
+            .collect();
+        self.metrics.viewers.sub(viewers.len() as i64);
+        let _ = session.pipeline.pipeline.set_state(gst::State::Null);
+        for mut v in viewers {
+            v.disconnect(&session.pipeline.pipeline);
+        }
+        self.metrics.remove_session(id);
+        self.metrics.sessions_active.set(self.len() as i64);
+        true
+    }
+
+    pub fn end_all(&self, reason: &str) {
+        let ids: Vec<String> = self.sessions.lock().unwrap().keys().cloned().collect();
+        for id in ids {
+            self.end(&id, reason);
+        }
+    }
+
+    /// Adds a WHEP viewer to session `id`; returns its id and the SDP answer.
+    pub async fn add_viewer(
+        self: &Arc<Self>,
+        id: &str,
+        offer: &str,
+    ) -> Result<(String, String), ApiError> {
+        let session = self.get(id)?;
+        let (sdp, plan) = signalling::plan_offer(offer).map_err(|e| match e {
+            signalling::SignallingError::NothingToSend => ApiError::new(
+                StatusCode::NOT_ACCEPTABLE,
+                "unsupported_offer",
+                e.to_string(),
+            ),
+            _ => ApiError::bad_request("malformed_sdp", e.to_string()),
+        })?;
+        let viewer_id = format!("v{}", session.next_viewer.fetch_add(1, Ordering::Relaxed));
+        let (viewer, answer) = Viewer::connect(
+            &viewer_id,
+            &session.pipeline.pipeline,
+            &session.pipeline.video_out,
+            &session.pipeline.audio_out,
+            &self.config,
+            sdp,
+            &plan,
+        )
+        .await
+        .map_err(|e| ApiError::bad_request("negotiation_failed", format!("{e:#}")))?;
+
+        // A viewer that vanishes without DELETE is dropped once its connection fails.
+        let registry = Arc::downgrade(self);
+        let (sid, vid) = (id.to_owned(), viewer_id.clone());
+        let runtime = tokio::runtime::Handle::current();
+        viewer
+            .webrtcbin
+            .connect_notify(Some("connection-state"), move |w, _| {
+                use gst_webrtc::WebRTCPeerConnectionState as S;
+                let state = w.property::<S>("connection-state");
+                if matches!(state, S::Failed | S::Closed) {
+                    let (registry, sid, vid) = (registry.clone(), sid.clone(), vid.clone());
+                    runtime.spawn(async move {
+                        if let Some(r) = registry.upgrade() {
+                            r.remove_viewer(&sid, &vid);
+                        }
+                    });
+                }
+            });
+        session
+            .viewers
+            .lock()
+            .unwrap()
+            .insert(viewer_id.clone(), viewer);
+        *session.last_watched.lock().unwrap() = Instant::now();
+        self.metrics.viewers.inc();
+        session.emit(SessionEvent::ViewerJoined {
+            viewer: viewer_id.clone(),
+        });
+        Ok((viewer_id, answer))
+    }
+
+    pub fn remove_viewer(&self, id: &str, viewer: &str) -> bool {
+        let Ok(session) = self.get(id) else {
+            return false;
+        };
+        let Some(mut v) = session.viewers.lock().unwrap().remove(viewer) else {
+            return false;
+        };
+        v.disconnect(&session.pipeline.pipeline);
+        *session.last_watched.lock().unwrap() = Instant::now();
+        self.metrics.viewers.dec();
+        session.emit(SessionEvent::ViewerLeft {
+            viewer: viewer.to_owned(),
+        });
+        true
+    }
+
+    /// Ends sessions that have had no viewer for the configured idle timeout.
+    pub fn reap_idle(&self) {
+        let timeout = Duration::from_secs(self.config.idle_timeout_secs);
+        let idle: Vec<String> = self
+            .sessions
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|s| {
+                s.viewer_count() == 0 && s.last_watched.lock().unwrap().elapsed() >= timeout
+            })
+            .map(|s| s.id.clone())
+            .collect();
+        for id in idle {
+            self.end(&id, "idle: no viewer");
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! One session's GStreamer pipeline: live speech and avatar, lip-synced, encoded once, fanned out
+//! to every viewer.
+//!
+//! ```text
+//! speechsynth is-live ─ tee ─ queue ─────────────────────────────────── lipsync.audio
+//!                           └ queue ! audioconvert ! audioresample ! opusenc ─ tee "audio_out"
+//! avatarsrc is-live ! caps ──────────────────────────────────────────── lipsync.video
+//! lipsync ! queue (leaky) ! videoconvert ! vp8enc ───────────────────── tee "video_out"
+//! ```
+//!
+//! The two output tees are where viewers attach ([`super::viewer`]). The leaky queue before the
+//! encoder is the one place frames may be dropped (if encoding falls behind); its overruns are
+//! the session's dropped-frame count.
+
+use crate::config::Config;
+use anyhow::Context;
+use gst::prelude::*;
+
+/// The elements a session talks to after the pipeline is built.
+pub struct SessionPipeline {
+    pub pipeline: gst::Pipeline,
+    pub speech: gst::Element,
+    pub lipsync: gst::Element,
+    pub encoder: gst::Element,
+    pub encoder_queue: gst::Element,
+    pub video_out: gst::Element,
+    pub audio_out: gst::Element,
+}
+
+fn make(factory: &str, name: Option<&str>) -> anyhow::Result<gst::Element> {
+    let mut b = gst::ElementFactory::make(factory);
+    if let Some(name) = name {
+        b = b.name(name);
+    }
+    b.build().with_context(|| {
+        format!("GStreamer element '{factory}' is missing: run scripts/install-deps.sh")
+    })
+}
+
+/// Speech settings of one session.
+pub struct Voice<'a> {
+    pub language: &'a str,
+    pub voice: Option<&'a str>,
+}
+
+impl SessionPipeline {
+    pub fn build(config: &Config, voice: &Voice, seed: u64) -> anyhow::Result<Self> {
+        let v = &config.video;
+        let pipeline = gst::Pipeline::new();
+
+        let speech = gst::ElementFactory::make("speechsynth")
+            .name("speech")
+            .property("is-live", true)
+            .property("language", voice.language)
+            .property("voice", voice.voice)
+            .build()?;
+        let speech_tee = make("tee", None)?;
+        let lip_queue = make("queue", None)?;
+        let audio_queue = make("queue", None)?;
+        let aconvert = make("audioconvert", None)?;
+        let aresample = make("audioresample", None)?;
+        let opus_caps = gst::ElementFactory::make("capsfilter")
+            .property(
+                "caps",
+                gst_audio::AudioCapsBuilder::new()
+                    .rate(48000)
+                    .channels(1)
+                    .build(),
+            )
+            .build()?;
+        let opus = gst::ElementFactory::make("opusenc")
+            .property("bitrate", 48_000i32)
+            .property_from_str("frame-size", "20")
+            .build()
+            .context("GStreamer element 'opusenc' is missing: run scripts/install-deps.sh")?;
+        let audio_out = gst::ElementFactory::make("tee")
+            .name("audio_out")
+            .property("allow-not-linked", true)
+            .build()?;
+
+        let avatar = gst::ElementFactory::make("avatarsrc")
+            .property("is-live", true)
+            .property("seed", seed)
+            .build()?;
+        let avatar_caps = gst::ElementFactory::make("capsfilter")
+            .property(
+                "caps",
+                gst_video::VideoCapsBuilder::new()
+                    .width(v.width as i32)
+                    .height(v.height as i32)
+                    .framerate(gst::Fraction::new(v.fps as i32, 1))
+                    .build(),
+            )
+            .build()?;
+        let lipsync = make("lipsync", Some("lipsync"))?;
+        let encoder_queue = gst::ElementFactory::make("queue")
+            .name("encoder_queue")
+            .property("max-size-buffers", 3u32)
+            .property("max-size-time", 0u64)
+            .property("max-size-bytes", 0u32)
+            .property_from_str("leaky", "downstream")
+            .build()?;
+        let vconvert = make("videoconvert", None)?;
+        // Real-time VP8: one thread per session (sessions run in parallel), constant bitrate,
+        // a keyframe every two seconds so a joining viewer waits little even without asking.
+        let encoder = gst::ElementFactory::make("vp8enc")
+            .name("encoder")
+            .property("deadline", 1i64)
+            .property("cpu-used", 8i32)
+            .property("threads", 1i32)
+            .property_from_str("end-usage", "cbr")
+            .property("target-bitrate", (v.bitrate_kbps * 1000) as i32)
+            .property("keyframe-max-dist", (v.fps * 2) as i32)
+            .property_from_str("error-resilient", "default")
+            .property("lag-in-frames", 0i32)
+            .build()
+            .context("GStreamer element 'vp8enc' is missing: run scripts/install-deps.sh")?;
+        let video_out = gst::ElementFactory::make("tee")
+            .name("video_out")
+            .property("allow-not-linked", true)
+            .build()?;
+
+        pipeline.add_many([
+            &speech,
+            &speech_tee,
+            &lip_queue,
+            &audio_queue,
+            &aconvert,
+            &aresample,
+            &opus_caps,
+            &opus,
+            &audio_out,
+            &avatar,
+            &avatar_caps,
+            &lipsync,
+            &encoder_queue,
+            &vconvert,
+            &encoder,
+            &video_out,
+        ])?;
+        gst::Element::link_many([&speech, &speech_tee])?;
+        gst::Element::link_many([&speech_tee, &lip_queue])?;
+        lip_queue.link_pads(None, &lipsync, Some("audio"))?;
+        gst::Element::link_many([
+            &speech_tee,
+            &audio_queue,
+            &aconvert,
+            &aresample,
+            &opus_caps,
+            &opus,
+            &audio_out,
+        ])?;
+        gst::Element::link_many([&avatar, &avatar_caps])?;
+        avatar_caps.link_pads(None, &lipsync, Some("video"))?;
+        gst::Element::link_many([&lipsync, &encoder_queue, &vconvert, &encoder, &video_out])?;
+        Ok(Self {
+            pipeline,
+            speech,
+            lipsync,
+            encoder,
+            encoder_queue,
+            video_out,
+            audio_out,
+        })
+    }
+}

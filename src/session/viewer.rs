@@ -1,0 +1,243 @@
+//! A WHEP viewer: one `webrtcbin` answering the viewer's offer, fed from the session's encoded
+//! video and audio tees through per-viewer payloaders (numbered with the viewer's payload types).
+
+use crate::config::Config;
+use crate::signalling::{MediaPlan, OfferPlan};
+use anyhow::{anyhow, Context};
+use gst::prelude::*;
+use std::time::Duration;
+
+pub struct Viewer {
+    pub webrtcbin: gst::Element,
+    /// Everything added to the pipeline for this viewer, webrtcbin included.
+    elements: Vec<gst::Element>,
+    /// (tee, tee src pad) pairs feeding the viewer.
+    branches: Vec<(gst::Element, gst::Pad)>,
+    /// The offer's m-line mids, for trickled candidates.
+    pub mids: Vec<Option<String>>,
+}
+
+/// A gst promise as a future.
+async fn promise_reply(f: impl FnOnce(&gst::Promise)) -> anyhow::Result<Option<gst::Structure>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let promise = gst::Promise::with_change_func(move |reply| {
+        let _ = tx.send(match reply {
+            Ok(s) => Ok(s.map(|s| s.to_owned())),
+            Err(e) => Err(anyhow!("webrtcbin promise failed: {e:?}")),
+        });
+    });
+    f(&promise);
+    tokio::time::timeout(Duration::from_secs(5), rx)
+        .await
+        .context("webrtcbin did not answer in time")?
+        .context("webrtcbin dropped its promise")?
+}
+
+impl Viewer {
+    /// Adds a viewer to `pipeline` and answers `offer`. On failure nothing is left behind.
+    pub async fn connect(
+        id: &str,
+        pipeline: &gst::Pipeline,
+        video_out: &gst::Element,
+        audio_out: &gst::Element,
+        config: &Config,
+        offer: gst_sdp::SDPMessage,
+        plan: &OfferPlan,
+    ) -> anyhow::Result<(Viewer, String)> {
+        let mids = offer
+            .medias()
+            .map(|m| m.attribute_val("mid").map(String::from))
+            .collect();
+        let webrtcbin = gst::ElementFactory::make("webrtcbin")
+            .name(format!("viewer-{id}"))
+            .property_from_str("bundle-policy", "max-bundle")
+            .build()
+            .context("GStreamer element 'webrtcbin' is missing: run scripts/install-deps.sh")?;
+        if let Some(stun) = config.ice.stun_servers.first() {
+            webrtcbin.set_property("stun-server", stun);
+        }
+        for turn in &config.ice.turn_servers {
+            webrtcbin.emit_by_name::<bool>("add-turn-server", &[turn]);
+        }
+        let mut viewer = Viewer {
+            webrtcbin: webrtcbin.clone(),
+            elements: vec![webrtcbin.clone()],
+            branches: Vec::new(),
+            mids,
+        };
+        let result = viewer
+            .negotiate(pipeline, video_out, audio_out, config, offer, plan)
+            .await;
+        match result {
+            Ok(answer) => Ok((viewer, answer)),
+            Err(e) => {
+                viewer.disconnect(pipeline);
+                Err(e)
+            }
+        }
+    }
+
+    fn add_branch(
+        &mut self,
+        pipeline: &gst::Pipeline,
+        tee: &gst::Element,
+        payloader: &str,
+        media: &MediaPlan,
+        caps: gst::Caps,
+    ) -> anyhow::Result<()> {
+        let queue = gst::ElementFactory::make("queue")
+            .property("max-size-time", 500_000_000u64)
+            .property_from_str("leaky", "downstream")
+            .build()?;
+        let pay = gst::ElementFactory::make(payloader)
+            .property("pt", media.payload as u32)
+            .build()
+            .with_context(|| format!("GStreamer element '{payloader}' is missing"))?;
+        pipeline.add_many([&queue, &pay])?;
+        self.elements.push(queue.clone());
+        self.elements.push(pay.clone());
+        queue.link(&pay)?;
+        let templ = self
+            .webrtcbin
+            .pad_template("sink_%u")
+            .context("webrtcbin has no sink_%u template")?;
+        let sink = self
+            .webrtcbin
+            .request_pad(&templ, None, Some(&caps))
+            .context("webrtcbin refused a sink pad")?;
+        pay.static_pad("src")
+            .unwrap()
+            .link(&sink)
+            .map_err(|e| anyhow!("cannot link {payloader} to webrtcbin: {e:?}"))?;
+        if let Some(transceiver) =
+            sink.property::<Option<gst_webrtc::WebRTCRTPTransceiver>>("transceiver")
+        {
+            transceiver.set_property(
+                "direction",
+                gst_webrtc::WebRTCRTPTransceiverDirection::Sendonly,
+            );
+        }
+        queue.sync_state_with_parent()?;
+        pay.sync_state_with_parent()?;
+        let tee_pad = tee
+            .request_pad_simple("src_%u")
+            .context("tee refused a src pad")?;
+        tee_pad
+            .link(&queue.static_pad("sink").unwrap())
+            .map_err(|e| anyhow!("cannot link tee to viewer: {e:?}"))?;
+        self.branches.push((tee.clone(), tee_pad));
+        Ok(())
+    }
+
+    async fn negotiate(
+        &mut self,
+        pipeline: &gst::Pipeline,
+        video_out: &gst::Element,
+        audio_out: &gst::Element,
+        config: &Config,
+        offer: gst_sdp::SDPMessage,
+        plan: &OfferPlan,
+    ) -> anyhow::Result<String> {
+        pipeline.add(&self.webrtcbin)?;
+        if config.ice_loopback() {
+            // libnice skips loopback interfaces unless told about them.
+            let agent = self.webrtcbin.property::<gst::glib::Object>("ice-agent");
+            agent.emit_by_name::<bool>("add-local-ip-address", &[&"127.0.0.1"]);
+        }
+        self.webrtcbin.sync_state_with_parent()?;
+        if let Some(video) = &plan.video {
+            let caps = gst::Caps::builder("application/x-rtp")
+                .field("media", "video")
+                .field("encoding-name", "VP8")
+                .field("clock-rate", 90000i32)
+                .field("payload", video.payload as i32)
+                .build();
+            self.add_branch(pipeline, video_out, "rtpvp8pay", video, caps)?;
+        }
+        if let Some(audio) = &plan.audio {
+            let caps = gst::Caps::builder("application/x-rtp")
+                .field("media", "audio")
+                .field("encoding-name", "OPUS")
+                .field("clock-rate", 48000i32)
+                .field("payload", audio.payload as i32)
+                .build();
+            self.add_branch(pipeline, audio_out, "rtpopuspay", audio, caps)?;
+        }
+
+        let webrtcbin = self.webrtcbin.clone();
+        let desc =
+            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, offer);
+        promise_reply(|p| webrtcbin.emit_by_name::<()>("set-remote-description", &[&desc, p]))
+            .await?;
+        let reply = promise_reply(|p| {
+            webrtcbin.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, p])
+        })
+        .await?
+        .context("webrtcbin gave no answer")?;
+        if let Ok(err) = reply.get::<gst::glib::Error>("error") {
+            anyhow::bail!("webrtcbin could not answer: {err}");
+        }
+        let answer = reply
+            .get::<gst_webrtc::WebRTCSessionDescription>("answer")
+            .context("webrtcbin's reply holds no answer")?;
+        promise_reply(|p| webrtcbin.emit_by_name::<()>("set-local-description", &[&answer, p]))
+            .await?;
+
+        // Answer with every host candidate in the SDP, so players need not trickle.
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let tx = std::sync::Mutex::new(Some(tx));
+        let handler = webrtcbin.connect_notify(Some("ice-gathering-state"), move |w, _| {
+            if w.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
+                == gst_webrtc::WebRTCICEGatheringState::Complete
+            {
+                if let Some(tx) = tx.lock().unwrap().take() {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if webrtcbin.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
+            != gst_webrtc::WebRTCICEGatheringState::Complete
+        {
+            let _ = tokio::time::timeout(Duration::from_secs(3), rx).await;
+        }
+        webrtcbin.disconnect(handler);
+        let local = webrtcbin
+            .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
+            .context("no local description")?;
+        let sdp = local
+            .sdp()
+            .as_text()
+            .context("cannot write the answer SDP")?;
+
+        // A new viewer needs a keyframe now, not at the next scheduled one.
+        if let Some((_, pad)) = self.branches.first() {
+            let ev = gst_video::UpstreamForceKeyUnitEvent::builder()
+                .all_headers(true)
+                .build();
+            pad.send_event(ev);
+        }
+        Ok(sdp)
+    }
+
+    /// Adds trickled remote candidates.
+    pub fn add_candidates(&self, candidates: &[crate::signalling::TrickleCandidate]) {
+        for c in candidates {
+            self.webrtcbin
+                .emit_by_name::<()>("add-ice-candidate", &[&c.mline, &c.candidate]);
+        }
+    }
+
+    /// Detaches the viewer from the running pipeline and removes its elements.
+    pub fn disconnect(&mut self, pipeline: &gst::Pipeline) {
+        for (tee, pad) in self.branches.drain(..) {
+            if let Some(peer) = pad.peer() {
+                let _ = pad.unlink(&peer);
+            }
+            tee.release_request_pad(&pad);
+        }
+        for e in self.elements.drain(..) {
+            let _ = e.set_state(gst::State::Null);
+            let _ = pipeline.remove(&e);
+        }
+    }
+}

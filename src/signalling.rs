@@ -1,0 +1,196 @@
+//! WHEP (WebRTC-HTTP Egress Protocol) without sockets: what we read from a viewer's SDP offer
+//! and from its trickled ICE fragments.
+//!
+//! A session encodes once (VP8 video, Opus audio) for all its viewers, so an offer is usable when
+//! it can receive at least one of them; each viewer gets its own payloaders, numbered with the
+//! payload types its offer chose.
+
+/// What to send a viewer on one of its offer's m-lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaPlan {
+    /// Index of the m-line in the offer.
+    pub mline: u32,
+    pub mid: Option<String>,
+    /// The payload type the offer gave our codec.
+    pub payload: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OfferPlan {
+    pub video: Option<MediaPlan>,
+    pub audio: Option<MediaPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SignallingError {
+    #[error("malformed SDP offer: {0}")]
+    Malformed(String),
+    #[error("the offer has nothing we can send: it must receive VP8 video or Opus audio")]
+    NothingToSend,
+    #[error("malformed trickle ICE fragment: {0}")]
+    MalformedFragment(String),
+}
+
+/// Parses an offer and decides which of its m-lines get our video and audio.
+pub fn plan_offer(sdp: &str) -> Result<(gst_sdp::SDPMessage, OfferPlan), SignallingError> {
+    if !sdp.trim_start().starts_with("v=0") {
+        return Err(SignallingError::Malformed(
+            "it does not start with v=0".into(),
+        ));
+    }
+    let message = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes())
+        .map_err(|_| SignallingError::Malformed("GStreamer's SDP parser rejected it".into()))?;
+    if message.medias_len() == 0 {
+        return Err(SignallingError::Malformed("it has no m-lines".into()));
+    }
+    let mut plan = OfferPlan::default();
+    for (index, media) in message.medias().enumerate() {
+        if media.port() == 0 {
+            continue;
+        }
+        // We only send: the viewer must be willing to receive.
+        let receives = !(media.attribute_val("sendonly").is_some()
+            || media.attribute_val("inactive").is_some());
+        if !receives {
+            continue;
+        }
+        let (kind, codec) = match media.media() {
+            Some("video") => ("video", "vp8/90000"),
+            Some("audio") => ("audio", "opus/48000"),
+            _ => continue,
+        };
+        let payload = media.attributes().find_map(|a| {
+            if a.key() != "rtpmap" {
+                return None;
+            }
+            let value = a.value()?;
+            let (pt, encoding) = value.split_once(' ')?;
+            encoding
+                .to_ascii_lowercase()
+                .starts_with(codec)
+                .then(|| pt.parse::<u8>().ok())
+                .flatten()
+        });
+        let Some(payload) = payload else { continue };
+        let entry = MediaPlan {
+            mline: index as u32,
+            mid: media.attribute_val("mid").map(String::from),
+            payload,
+        };
+        match kind {
+            "video" if plan.video.is_none() => plan.video = Some(entry),
+            "audio" if plan.audio.is_none() => plan.audio = Some(entry),
+            _ => {}
+        }
+    }
+    if plan.video.is_none() && plan.audio.is_none() {
+        return Err(SignallingError::NothingToSend);
+    }
+    Ok((message, plan))
+}
+
+/// One trickled candidate: its m-line and the `candidate:…` text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrickleCandidate {
+    pub mline: u32,
+    pub candidate: String,
+}
+
+/// Reads an `application/trickle-ice-sdpfrag` body (RFC 8840): `a=mid:` lines select the m-line
+/// (by the offer's mids), `a=candidate:` lines follow. With no mid, m-line 0 is assumed (bundle).
+pub fn parse_trickle(
+    fragment: &str,
+    mids: &[Option<String>],
+) -> Result<Vec<TrickleCandidate>, SignallingError> {
+    let mut mline = 0u32;
+    let mut out = Vec::new();
+    for line in fragment.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(mid) = line.strip_prefix("a=mid:") {
+            mline = mids
+                .iter()
+                .position(|m| m.as_deref() == Some(mid))
+                .ok_or_else(|| SignallingError::MalformedFragment(format!("unknown mid '{mid}'")))?
+                as u32;
+        } else if let Some(c) = line.strip_prefix("a=") {
+            if c.starts_with("candidate:") {
+                out.push(TrickleCandidate {
+                    mline,
+                    candidate: c.to_owned(),
+                });
+            }
+        } else if !(line.starts_with("m=") || line.starts_with("c=")) {
+            return Err(SignallingError::MalformedFragment(format!(
+                "unexpected line '{line}'"
+            )));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape of a Chromium recvonly offer (trimmed).
+    pub const CHROME_OFFER: &str = "v=0\r\no=- 46117317 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+a=group:BUNDLE 0 1\r\na=msid-semantic: WMS\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 103\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
+a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 00:11\r\n\
+a=setup:actpass\r\na=mid:0\r\na=recvonly\r\na=rtcp-mux\r\n\
+a=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n\
+a=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+a=rtpmap:103 rtx/90000\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111 63\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=recvonly\r\n\
+a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:63 red/48000/2\r\n";
+
+    #[test]
+    fn chrome_offer_gets_vp8_and_opus() {
+        let (_, plan) = plan_offer(CHROME_OFFER).unwrap();
+        assert_eq!(
+            plan.video,
+            Some(MediaPlan {
+                mline: 0,
+                mid: Some("0".into()),
+                payload: 96
+            })
+        );
+        assert_eq!(plan.audio.unwrap().payload, 111);
+    }
+
+    #[test]
+    fn offers_we_cannot_serve_are_refused() {
+        assert!(matches!(
+            plan_offer("hello"),
+            Err(SignallingError::Malformed(_))
+        ));
+        assert!(matches!(
+            plan_offer("v=0\r\n"),
+            Err(SignallingError::Malformed(_))
+        ));
+        let send_only = CHROME_OFFER.replace("a=recvonly", "a=sendonly");
+        assert_eq!(
+            plan_offer(&send_only).unwrap_err(),
+            SignallingError::NothingToSend
+        );
+        let h264_only = CHROME_OFFER
+            .replace("a=rtpmap:96 VP8/90000", "a=rtpmap:96 AV1/90000")
+            .replace("opus/48000/2", "PCMU/8000");
+        assert_eq!(
+            plan_offer(&h264_only).unwrap_err(),
+            SignallingError::NothingToSend
+        );
+    }
+
+    #[test]
+    fn trickle_fragments_map_mids_to_mlines() {
+        let mids = [Some("0".to_string()), Some("1".to_string())];
+        let frag = "a=ice-ufrag:abcd\r\na=ice-pwd:x\r\nm=audio 9 RTP/AVP 0\r\na=mid:1\r\n\
+a=candidate:1 1 UDP 2122252543 127.0.0.1 5000 typ host\r\na=end-of-candidates\r\n";
+        let c = parse_trickle(frag, &mids).unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].mline, 1);
+        assert!(c[0].candidate.starts_with("candidate:1 1 UDP"));
+        assert!(parse_trickle("a=mid:7\r\n", &mids).is_err());
+        assert!(parse_trickle("garbage", &mids).is_err());
+    }
+}
