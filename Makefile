@@ -12,19 +12,22 @@ deps:
 build: deps
 	$(CARGO) build --release --workspace
 
-# Renders the default avatar saying hello to hello.mp4, then shows it live in a window when a
-# display is available.
+# Serves the default avatar: open http://127.0.0.1:8080 (FACECAST_LISTEN changes the address).
 run: build
+	$(RELEASE)/facecast serve
+
+# Renders the default avatar saying hello to hello.mp4.
+demo: build
 	$(RELEASE)/facecast render --text "Hello! I am your assistant. How can I help you today?" -o hello.mp4
-	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ]; then ./scripts/launch.sh pipelines/text-to-window.pipeline; \
-	 else echo "no display: open hello.mp4 in a video player"; fi
 
 test: deps
 	$(CARGO) test --workspace
 
-# Benchmarks are run on purpose, pinned to one core for the per-core figures.
+# Benchmarks are run on purpose: per-frame cost pinned to one core, then the live server
+# figures (say latency, concurrent sessions) on all cores.
 bench: build
 	taskset -c 0 $(RELEASE)/facecast bench
+	$(RELEASE)/facecast bench --serve
 
 lint:
 	$(CARGO) fmt --all -- --check

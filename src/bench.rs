@@ -38,6 +38,18 @@ pub struct BenchArgs {
     /// Repetitions of the TTS measurement.
     #[arg(long, default_value_t = 5)]
     tts_runs: usize,
+    /// Measure the live server instead: say → first frame latency and concurrent sessions.
+    #[arg(long)]
+    serve: bool,
+    /// Number of `say` requests timed (with --serve).
+    #[arg(long, default_value_t = 20)]
+    says: usize,
+    /// Most concurrent sessions tried (with --serve).
+    #[arg(long, default_value_t = 8)]
+    max_sessions: usize,
+    /// Seconds each concurrency step runs (with --serve).
+    #[arg(long, default_value_t = 10)]
+    step_secs: u64,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -60,6 +72,9 @@ fn process_cpu_time() -> Option<Duration> {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.serve {
+        return serve_bench(&args);
+    }
     println!(
         "facecast bench: {}x{} at {} fps",
         args.size, args.size, args.fps
@@ -200,4 +215,101 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         cpu.map_or(f64::NAN, |c| c * 1000.0 / frames)
     );
     Ok(())
+}
+
+/// Live sessions as `facecast serve` runs them (pipelines and registry, no HTTP): the latency
+/// from `say` to its first lip-synced frame out of the encoder, then how many sessions keep
+/// 25 fps with no dropped frame while all of them speak.
+fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
+    use crate::config::{Config, VideoConfig};
+    use crate::session::{CreateSession, Registry};
+    use std::sync::Arc;
+
+    let config = Arc::new(Config {
+        max_sessions: args.max_sessions,
+        video: VideoConfig {
+            width: args.size,
+            height: args.size,
+            fps: args.fps,
+            ..VideoConfig::default()
+        },
+        ..Config::default()
+    });
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let registry = Registry::new(config.clone(), metrics.clone());
+        println!(
+            "facecast bench --serve: {}x{} at {} fps, VP8 {} kbit/s + Opus, {} CPUs",
+            args.size,
+            args.size,
+            args.fps,
+            config.video.bitrate_kbps,
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+
+        // say → first frame, one session, one short sentence at a time.
+        let session = registry.create(CreateSession::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for i in 0..args.says {
+            session.say(if i % 2 == 0 { "Hello there." } else { "How can I help?" }, None);
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        let mut ms: Vec<f64> = session.say_latencies().iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        registry.end(&session.id, "bench");
+        anyhow::ensure!(!ms.is_empty(), "no say reached the encoder");
+        println!(
+            "say -> first lip-synced frame out of the encoder: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms ({} says)",
+            percentile(&mut ms, 0.5),
+            percentile(&mut ms, 0.95),
+            percentile(&mut ms, 1.0),
+            ms.len()
+        );
+
+        // Concurrent sessions, all speaking all the time.
+        for n in 1..=args.max_sessions {
+            let sessions: Vec<_> = (0..n)
+                .map(|_| registry.create(CreateSession::default()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let count = |id: &str| {
+                (
+                    metrics.frames_produced.with_label_values(&[id]).get(),
+                    metrics.frames_dropped.with_label_values(&[id]).get(),
+                )
+            };
+            let before: Vec<_> = sessions.iter().map(|s| count(&s.id)).collect();
+            for s in &sessions {
+                for _ in 0..((args.step_secs / 15) + 1) {
+                    s.say(PARAGRAPH, None);
+                }
+            }
+            let cpu0 = process_cpu_time();
+            let t0 = Instant::now();
+            tokio::time::sleep(Duration::from_secs(args.step_secs)).await;
+            let wall = t0.elapsed().as_secs_f64();
+            let cpu = process_cpu_time().zip(cpu0).map(|(a, b)| (a - b).as_secs_f64());
+            let after: Vec<_> = sessions.iter().map(|s| count(&s.id)).collect();
+            let expected = wall * args.fps as f64;
+            let (mut worst_fps, mut dropped) = (f64::MAX, 0);
+            for (b, a) in before.iter().zip(&after) {
+                worst_fps = worst_fps.min((a.0 - b.0) as f64 / wall);
+                dropped += a.1 - b.1;
+            }
+            let ok = dropped == 0 && worst_fps * wall >= expected * 0.98;
+            println!(
+                "{n} sessions speaking: slowest {worst_fps:.1} fps, {dropped} frames dropped, CPU {:.0}% of one core{}",
+                cpu.map_or(f64::NAN, |c| c / wall * 100.0),
+                if ok { "" } else { "  <- not sustained" }
+            );
+            for s in &sessions {
+                registry.end(&s.id, "bench");
+            }
+            if !ok {
+                break;
+            }
+        }
+        Ok(())
+    })
 }

@@ -33,7 +33,7 @@ pub struct Config {
     pub speech: SpeechConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IceConfig {
     /// STUN servers (`stun://host:port`). None by default: nothing leaves the machine unless
@@ -75,16 +75,6 @@ impl Default for Config {
             ice: IceConfig::default(),
             video: VideoConfig::default(),
             speech: SpeechConfig::default(),
-        }
-    }
-}
-
-impl Default for IceConfig {
-    fn default() -> Self {
-        Self {
-            stun_servers: Vec::new(),
-            turn_servers: Vec::new(),
-            loopback: None,
         }
     }
 }

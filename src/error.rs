@@ -71,7 +71,10 @@ pub async fn recover(rejection: warp::Rejection) -> Result<ApiError, std::conver
     if let Some(e) = rejection.find::<ApiError>() {
         return Ok(e.clone());
     }
-    let e = if rejection.is_not_found() {
+    // A refused CORS preflight comes combined with other routes' method mismatches: it wins.
+    let e = if let Some(e) = rejection.find::<warp::filters::cors::CorsForbidden>() {
+        ApiError::new(StatusCode::FORBIDDEN, "cors_forbidden", e.to_string())
+    } else if rejection.is_not_found() {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
     } else if let Some(e) = rejection.find::<reject::PayloadTooLarge>() {
         ApiError::new(
@@ -97,8 +100,6 @@ pub async fn recover(rejection: warp::Rejection) -> Result<ApiError, std::conver
             "method_not_allowed",
             "method not allowed here",
         )
-    } else if let Some(e) = rejection.find::<warp::filters::cors::CorsForbidden>() {
-        ApiError::new(StatusCode::FORBIDDEN, "cors_forbidden", e.to_string())
     } else if let Some(e) = rejection.find::<reject::LengthRequired>() {
         ApiError::new(
             StatusCode::LENGTH_REQUIRED,

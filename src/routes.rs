@@ -389,3 +389,428 @@ fn metrics(state: State) -> impl Filter<Extract = (impl Reply,), Error = Rejecti
             )
         })
 }
+
+#[cfg(test)]
+mod tests {
+    //! Every route and its errors, through `warp::test` (no sockets).
+
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use gst::prelude::*;
+    use warp::http::Response;
+
+    fn state(config: Config) -> State {
+        gst::init().unwrap();
+        crate::plugins::register().ok();
+        Registry::new(Arc::new(config), Arc::new(Metrics::new()))
+    }
+
+    fn json(r: &Response<bytes::Bytes>) -> serde_json::Value {
+        serde_json::from_slice(r.body()).unwrap_or_else(|_| panic!("not JSON: {:?}", r.body()))
+    }
+
+    /// Asserts an error answer: status and `{code, message}`.
+    fn assert_error(r: &Response<bytes::Bytes>, status: u16, code: &str) {
+        assert_eq!(r.status().as_u16(), status, "{:?}", r.body());
+        let j = json(r);
+        assert_eq!(j["code"], code, "{j}");
+        assert!(!j["message"].as_str().unwrap().is_empty());
+    }
+
+    async fn create(
+        routes: &(impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible>
+              + Clone
+              + 'static),
+    ) -> String {
+        let r = warp::test::request()
+            .method("POST")
+            .path("/api/v1/sessions")
+            .body("{}")
+            .reply(routes)
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.body());
+        json(&r)["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A real recvonly offer (VP8 + Opus), written by a local webrtcbin.
+    async fn offer() -> String {
+        gst::init().unwrap();
+        let webrtcbin = gst::ElementFactory::make("webrtcbin").build().unwrap();
+        let pipeline = gst::Pipeline::new();
+        pipeline.add(&webrtcbin).unwrap();
+        pipeline.set_state(gst::State::Ready).unwrap();
+        for caps in [
+            "application/x-rtp,media=video,encoding-name=VP8,clock-rate=90000,payload=96",
+            "application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,payload=111",
+        ] {
+            let caps: gst::Caps = caps.parse().unwrap();
+            webrtcbin.emit_by_name::<gst_webrtc::WebRTCRTPTransceiver>(
+                "add-transceiver",
+                &[&gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly, &caps],
+            );
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let promise = gst::Promise::with_change_func(move |reply| {
+            let offer = reply
+                .unwrap()
+                .unwrap()
+                .get::<gst_webrtc::WebRTCSessionDescription>("offer")
+                .unwrap();
+            let _ = tx.send(offer.sdp().as_text().unwrap());
+        });
+        webrtcbin.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
+        let sdp = rx.await.unwrap();
+        pipeline.set_state(gst::State::Null).unwrap();
+        sdp
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn session_lifecycle_and_errors() {
+        let routes = routes(state(Config {
+            max_sessions: 2,
+            ..Config::default()
+        }));
+        let id = create(&routes).await;
+
+        let r = warp::test::request()
+            .path("/api/v1/sessions")
+            .reply(&routes)
+            .await;
+        assert_eq!(json(&r).as_array().unwrap().len(), 1);
+        let r = warp::test::request()
+            .path(&format!("/api/v1/sessions/{id}"))
+            .reply(&routes)
+            .await;
+        assert_eq!(json(&r)["whep_url"], format!("/whep/{id}"));
+        let r = warp::test::request()
+            .path("/api/v1/sessions/nope")
+            .reply(&routes)
+            .await;
+        assert_error(&r, 404, "session_not_found");
+
+        // Bad creation requests.
+        for (body, status, code) in [
+            (r#"{"lang": 5}"#, 400, "invalid_json"),
+            (r#"{"colour": "red"}"#, 400, "invalid_json"),
+            (r#"{"#, 400, "invalid_json"),
+            (r#"{"avatar": "anna"}"#, 404, "avatar_not_found"),
+            (r#"{"lang": "xx-nonexistent"}"#, 400, "unknown_voice"),
+        ] {
+            let r = warp::test::request()
+                .method("POST")
+                .path("/api/v1/sessions")
+                .body(body)
+                .reply(&routes)
+                .await;
+            assert_error(&r, status, code);
+        }
+        let big = format!(r#"{{"lang": "{}"}}"#, "x".repeat(70_000));
+        let r = warp::test::request()
+            .method("POST")
+            .path("/api/v1/sessions")
+            .body(big)
+            .reply(&routes)
+            .await;
+        assert_error(&r, 413, "body_too_large");
+
+        // The limit: a second session fits, a third gets 503 with Retry-After.
+        let second = create(&routes).await;
+        let r = warp::test::request()
+            .method("POST")
+            .path("/api/v1/sessions")
+            .body("{}")
+            .reply(&routes)
+            .await;
+        assert_error(&r, 503, "too_many_sessions");
+        assert!(r.headers().get("retry-after").is_some());
+
+        let r = warp::test::request()
+            .method("DELETE")
+            .path(&format!("/api/v1/sessions/{second}"))
+            .reply(&routes)
+            .await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        let r = warp::test::request()
+            .method("DELETE")
+            .path(&format!("/api/v1/sessions/{second}"))
+            .reply(&routes)
+            .await;
+        assert_error(&r, 404, "session_not_found");
+
+        let r = warp::test::request()
+            .path("/api/v1/nothing-here")
+            .reply(&routes)
+            .await;
+        assert_error(&r, 404, "not_found");
+        let r = warp::test::request()
+            .method("PUT")
+            .path(&format!("/api/v1/sessions/{id}"))
+            .reply(&routes)
+            .await;
+        assert!(r.status().is_client_error());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn say_interrupt_and_events() {
+        let routes = routes(state(Config::default()));
+        let id = create(&routes).await;
+        let say = |body: String, id: String| {
+            warp::test::request()
+                .method("POST")
+                .path(&format!("/api/v1/sessions/{id}/say"))
+                .header("content-type", "application/json")
+                .body(body)
+        };
+
+        let mut ws = warp::test::ws()
+            .path(&format!("/api/v1/sessions/{id}/events"))
+            .handshake(routes.clone())
+            .await
+            .expect("events socket opens");
+
+        let r = say(
+            r#"{"text": "Hello there.", "emotion": "happy", "intensity": 0.9}"#.into(),
+            id.clone(),
+        )
+        .reply(&routes)
+        .await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let first = tokio::time::timeout(std::time::Duration::from_secs(5), ws.recv())
+            .await
+            .expect("an event within 5 s")
+            .unwrap();
+        let ev: serde_json::Value = serde_json::from_str(first.to_str().unwrap()).unwrap();
+        assert_eq!(ev["type"], "speech_started");
+        assert_eq!(ev["text"], "Hello there.");
+
+        for (body, status, code) in [
+            (r#"{"text": ""}"#.to_string(), 400, "empty_text"),
+            (r#"{"text": "   "}"#.to_string(), 400, "empty_text"),
+            (r#"{"text": 42}"#.to_string(), 400, "invalid_json"),
+            (r#"{"words": "hi"}"#.to_string(), 400, "invalid_json"),
+            (
+                r#"{"text": "hi", "emotion": "furious"}"#.to_string(),
+                400,
+                "unknown_emotion",
+            ),
+            (
+                format!(r#"{{"text": "{}"}}"#, "a".repeat(2001)),
+                413,
+                "text_too_long",
+            ),
+            (
+                format!(r#"{{"text": "{}"}}"#, "a".repeat(70_000)),
+                413,
+                "body_too_large",
+            ),
+        ] {
+            let r = say(body.clone(), id.clone()).reply(&routes).await;
+            assert_error(&r, status, code);
+        }
+        let r = say(r#"{"text": "hi"}"#.into(), "nope".into())
+            .reply(&routes)
+            .await;
+        assert_error(&r, 404, "session_not_found");
+
+        let r = warp::test::request()
+            .method("POST")
+            .path(&format!("/api/v1/sessions/{id}/interrupt"))
+            .reply(&routes)
+            .await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let r = warp::test::request()
+            .method("POST")
+            .path("/api/v1/sessions/nope/interrupt")
+            .reply(&routes)
+            .await;
+        assert_error(&r, 404, "session_not_found");
+        let r = warp::test::request()
+            .path("/api/v1/sessions/nope/events")
+            .reply(&routes)
+            .await;
+        assert_error(&r, 404, "session_not_found");
+
+        // Deleting the session tells the events socket.
+        warp::test::request()
+            .method("DELETE")
+            .path(&format!("/api/v1/sessions/{id}"))
+            .reply(&routes)
+            .await;
+        let mut ended = false;
+        while let Ok(Ok(m)) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), ws.recv()).await
+        {
+            if let Ok(t) = m.to_str() {
+                ended |= t.contains("session_ended");
+            }
+        }
+        assert!(ended);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn whep_offer_trickle_delete_and_errors() {
+        let routes = routes(state(Config::default()));
+        let id = create(&routes).await;
+        let sdp = offer().await;
+        let post = |body: String, ct: &'static str, id: &str| {
+            warp::test::request()
+                .method("POST")
+                .path(&format!("/whep/{id}"))
+                .header("content-type", ct)
+                .body(body)
+        };
+
+        let r = post(sdp.clone(), "application/sdp", &id)
+            .reply(&routes)
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.body());
+        assert_eq!(r.headers()["content-type"], "application/sdp");
+        let location = r.headers()["location"].to_str().unwrap().to_owned();
+        assert!(location.starts_with(&format!("/whep/{id}/")));
+        let answer = std::str::from_utf8(r.body()).unwrap();
+        assert!(
+            answer.contains("m=video") && answer.contains("VP8/90000"),
+            "{answer}"
+        );
+        assert!(answer.contains("a=sendonly"), "{answer}");
+        assert!(
+            answer.contains("a=candidate"),
+            "answer has no candidates: {answer}"
+        );
+
+        let r = warp::test::request()
+            .path(&format!("/api/v1/sessions/{id}"))
+            .reply(&routes)
+            .await;
+        assert_eq!(json(&r)["viewers"], 1);
+
+        // Trickle ICE.
+        let patch = |body: &str, ct: &'static str, path: &str| {
+            warp::test::request()
+                .method("PATCH")
+                .path(path)
+                .header("content-type", ct)
+                .body(body)
+        };
+        let frag = "a=mid:video0\r\na=candidate:1 1 UDP 2122252543 127.0.0.1 40000 typ host\r\n";
+        let mid_frag = frag.replace(
+            "video0",
+            sdp.lines()
+                .find_map(|l| l.strip_prefix("a=mid:"))
+                .unwrap()
+                .trim(),
+        );
+        let r = patch(&mid_frag, "application/trickle-ice-sdpfrag", &location)
+            .reply(&routes)
+            .await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT, "{:?}", r.body());
+        let r = patch(&mid_frag, "application/sdp", &location)
+            .reply(&routes)
+            .await;
+        assert_error(&r, 415, "unsupported_media_type");
+        let r = patch("nonsense", "application/trickle-ice-sdpfrag", &location)
+            .reply(&routes)
+            .await;
+        assert_error(&r, 400, "malformed_fragment");
+        let r = patch(
+            &mid_frag,
+            "application/trickle-ice-sdpfrag",
+            &format!("/whep/{id}/v999"),
+        )
+        .reply(&routes)
+        .await;
+        assert_error(&r, 404, "viewer_not_found");
+
+        // Bad offers.
+        let r = post(sdp.clone(), "text/plain", &id).reply(&routes).await;
+        assert_error(&r, 415, "unsupported_media_type");
+        let r = post("this is not SDP".into(), "application/sdp", &id)
+            .reply(&routes)
+            .await;
+        assert_error(&r, 400, "malformed_sdp");
+        let no_codecs = sdp
+            .replace("VP8/90000", "AV1/90000")
+            .replace("OPUS/48000", "PCMU/8000");
+        let r = post(no_codecs, "application/sdp", &id).reply(&routes).await;
+        assert_error(&r, 406, "unsupported_offer");
+        let r = post(sdp.clone(), "application/sdp", "nope")
+            .reply(&routes)
+            .await;
+        assert_error(&r, 404, "session_not_found");
+        let r = post(
+            "v=0\r\n".to_owned() + &"a=x\r\n".repeat(20_000),
+            "application/sdp",
+            &id,
+        )
+        .reply(&routes)
+        .await;
+        assert_error(&r, 413, "body_too_large");
+
+        // Leaving.
+        let r = warp::test::request()
+            .method("DELETE")
+            .path(&location)
+            .reply(&routes)
+            .await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        let r = warp::test::request()
+            .method("DELETE")
+            .path(&location)
+            .reply(&routes)
+            .await;
+        assert_error(&r, 404, "viewer_not_found");
+        let r = warp::test::request()
+            .path(&format!("/api/v1/sessions/{id}"))
+            .reply(&routes)
+            .await;
+        assert_eq!(json(&r)["viewers"], 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cors_health_and_metrics() {
+        let routes = routes(state(Config {
+            allowed_origins: vec!["https://player.example".into()],
+            ..Config::default()
+        }));
+        let preflight = |origin: &str| {
+            warp::test::request()
+                .method("OPTIONS")
+                .path("/whep/some-session")
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header("access-control-request-headers", "content-type")
+        };
+        let r = preflight("https://player.example").reply(&routes).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(
+            r.headers()["access-control-allow-origin"],
+            "https://player.example"
+        );
+        let r = preflight("https://evil.example").reply(&routes).await;
+        assert_error(&r, 403, "cors_forbidden");
+
+        let r = warp::test::request()
+            .path("/health/live")
+            .reply(&routes)
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let r = warp::test::request()
+            .path("/health/ready")
+            .reply(&routes)
+            .await;
+        assert_eq!(r.status(), StatusCode::OK, "{:?}", r.body());
+        assert_eq!(json(&r)["status"], "ready");
+        create(&routes).await;
+        let r = warp::test::request().path("/metrics").reply(&routes).await;
+        let text = std::str::from_utf8(r.body()).unwrap();
+        assert!(text.contains("facecast_sessions_active 1"), "{text}");
+        for name in [
+            "facecast_viewers",
+            "facecast_frames_produced_total",
+            "facecast_say_to_first_frame_seconds",
+        ] {
+            assert!(text.contains(name), "{name} missing");
+        }
+    }
+}

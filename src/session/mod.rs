@@ -85,6 +85,8 @@ pub struct Session {
     /// When the session last had a viewer (or was created): for the idle reaper.
     last_watched: Mutex<Instant>,
     pending_says: Mutex<VecDeque<PendingSay>>,
+    /// The latest say → first frame latencies (for `facecast bench --serve`).
+    say_latencies: Mutex<VecDeque<Duration>>,
     next_viewer: AtomicU64,
 }
 
@@ -127,6 +129,11 @@ impl Session {
     pub fn interrupt(&self) {
         self.pipeline.speech.emit_by_name::<()>("interrupt", &[]);
         self.pending_says.lock().unwrap().clear();
+    }
+
+    /// The latest say → first lip-synced frame latencies, oldest first.
+    pub fn say_latencies(&self) -> Vec<Duration> {
+        self.say_latencies.lock().unwrap().iter().copied().collect()
     }
 
     pub fn viewer_count(&self) -> usize {
@@ -245,6 +252,7 @@ impl Registry {
             viewers: Mutex::new(HashMap::new()),
             last_watched: Mutex::new(Instant::now()),
             pending_says: Mutex::new(VecDeque::new()),
+            say_latencies: Mutex::new(VecDeque::new()),
             next_viewer: AtomicU64::new(1),
         });
         self.instrument(&session);
@@ -310,8 +318,14 @@ impl Registry {
                 while let Some(p) = pending.front() {
                     match p.starts_at {
                         Some(start) if end > start => {
-                            histogram.observe(p.asked.elapsed().as_secs_f64());
+                            let latency = p.asked.elapsed();
+                            histogram.observe(latency.as_secs_f64());
                             pending.pop_front();
+                            let mut recent = session.say_latencies.lock().unwrap();
+                            if recent.len() == 1000 {
+                                recent.pop_front();
+                            }
+                            recent.push_back(latency);
                         }
                         _ => break,
                     }
