@@ -293,13 +293,17 @@ fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
             let after: Vec<_> = sessions.iter().map(|s| count(&s.id)).collect();
             let expected = wall * args.fps as f64;
             let (mut worst_fps, mut dropped) = (f64::MAX, 0);
+            let mut rates = Vec::new();
             for (b, a) in before.iter().zip(&after) {
-                worst_fps = worst_fps.min((a.0 - b.0) as f64 / wall);
+                let fps = (a.0 - b.0) as f64 / wall;
+                rates.push(format!("{fps:.1}"));
+                worst_fps = worst_fps.min(fps);
                 dropped += a.1 - b.1;
             }
             let ok = dropped == 0 && worst_fps * wall >= expected * 0.98;
             println!(
-                "{n} sessions speaking: slowest {worst_fps:.1} fps, {dropped} frames dropped, CPU {:.0}% of one core{}",
+                "{n} sessions speaking: fps [{}], {dropped} frames dropped, CPU {:.0}% of one core{}",
+                rates.join(", "),
                 cpu.map_or(f64::NAN, |c| c / wall * 100.0),
                 if ok { "" } else { "  <- not sustained" }
             );

@@ -294,7 +294,7 @@ impl BaseSrcImpl for AvatarSrc {
                 q.set(settings.is_live, latency, gst::ClockTime::NONE);
                 return true;
             }
-            return false;
+            // Not negotiated yet: the base class answers (live or not, no latency yet).
         }
         BaseSrcImplExt::parent_query(self, query)
     }

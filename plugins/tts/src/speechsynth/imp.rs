@@ -190,6 +190,11 @@ impl SpeechSynth {
     /// Live: the clock and base time, once the element is playing.
     fn clock_and_base(&self) -> Option<(gst::Clock, gst::ClockTime)> {
         let obj = self.obj();
+        // The pipeline hands out its clock before it sets the base time: only once this
+        // element is PLAYING are both valid.
+        if obj.current_state() != gst::State::Playing {
+            return None;
+        }
         Some((obj.clock()?, obj.base_time()?))
     }
 
