@@ -26,6 +26,8 @@ pub struct Config {
     pub max_text_chars: usize,
     /// A session with no viewer for this long is ended.
     pub idle_timeout_secs: u64,
+    /// A viewer whose WebRTC connection is not up this long after its offer is dropped.
+    pub viewer_connect_timeout_secs: u64,
     /// Origins allowed to call WHEP and the REST API from another page (`*` for any).
     pub allowed_origins: Vec<String>,
     pub ice: IceConfig,
@@ -71,6 +73,7 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             max_text_chars: 2000,
             idle_timeout_secs: 120,
+            viewer_connect_timeout_secs: 20,
             allowed_origins: vec!["*".into()],
             ice: IceConfig::default(),
             video: VideoConfig::default(),

@@ -31,6 +31,7 @@ impl Drop for Reaped {
 fn start_server() -> (Reaped, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_facecast"))
         .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("FACECAST_LOG", "info")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -96,9 +97,9 @@ async fn two_browser_sessions_play_speak_and_end() {
             .expect("chromium starts"),
     );
 
-    let text = tokio::time::timeout(Duration::from_secs(90), rx.recv())
+    let text = tokio::time::timeout(Duration::from_secs(120), rx.recv())
         .await
-        .expect("the page reported within 90 s")
+        .expect("the page reported within 120 s")
         .unwrap();
     eprintln!("browser report: {text}");
     let r: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -153,4 +154,8 @@ async fn two_browser_sessions_play_speak_and_end() {
         "the other session stopped too"
     );
     assert_eq!(r["whep_delete_status"], 204);
+    assert!(
+        r["vanished_viewer_dropped_after_s"].is_number(),
+        "a viewer that closed without DELETE was not dropped within 60 s"
+    );
 }

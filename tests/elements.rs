@@ -163,3 +163,95 @@ fn jaw_peaks_follow_the_open_vowels() {
     }
     assert!(checked >= 2, "{:?}", run.phonemes);
 }
+
+#[test]
+fn interrupt_stops_speech_within_100ms_and_closes_the_mouth() {
+    common::init();
+    let pipeline = gst::parse::launch(
+        "speechsynth name=tts is-live=true ! tee name=t \
+         t. ! queue ! ls.audio \
+         t. ! queue ! appsink name=audio sync=false \
+         avatarsrc is-live=true ! capsfilter caps=video/x-raw,width=128,height=128 ! ls.video \
+         lipsync name=ls ! appsink name=video sync=false",
+    )
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let collect = |name: &str| {
+        let out = Arc::new(Mutex::new(Vec::<gst::Buffer>::new()));
+        let o = out.clone();
+        pipeline
+            .by_name(name)
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap()
+            .set_callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(move |s| {
+                        let s = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        o.lock().unwrap().push(s.buffer_owned().unwrap());
+                        Ok(gst::FlowSuccess::Ok)
+                    })
+                    .build(),
+            );
+        out
+    };
+    let (audio, video) = (collect("audio"), collect("video"));
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let tts = pipeline.by_name("tts").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    tts.emit_by_name::<()>(
+        "say",
+        &[&"This is a long sentence that keeps going and going so that it can be interrupted in the middle."],
+    );
+    tts.emit_by_name::<()>("say", &[&"And this queued one must never be heard."]);
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let now = || pipeline.clock().unwrap().time() - pipeline.base_time().unwrap();
+    let interrupted_at = now();
+    tts.emit_by_name::<()>("interrupt", &[]);
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    pipeline.set_state(gst::State::Null).unwrap();
+
+    let audio = audio.lock().unwrap();
+    let loud_before = audio.iter().any(|b| {
+        b.pts().unwrap() < interrupted_at
+            && b.map_readable()
+                .unwrap()
+                .chunks_exact(2)
+                .any(|s| i16::from_le_bytes([s[0], s[1]]).abs() > 1000)
+    });
+    assert!(loud_before, "no speech before the interrupt");
+    for b in audio
+        .iter()
+        .filter(|b| b.pts().unwrap() >= interrupted_at + gst::ClockTime::from_mseconds(100))
+    {
+        let map = b.map_readable().unwrap();
+        assert!(
+            map.chunks_exact(2)
+                .all(|s| i16::from_le_bytes([s[0], s[1]]) == 0),
+            "speech at {} ({} after the interrupt)",
+            b.pts().unwrap(),
+            b.pts().unwrap() - interrupted_at
+        );
+    }
+    assert!(
+        audio.last().unwrap().pts().unwrap() > interrupted_at + gst::ClockTime::from_mseconds(500)
+    );
+    let video = video.lock().unwrap();
+    // The sound stops within 100 ms; the lips then relax naturally (attack/release), closed
+    // well within a quarter of a second.
+    let after: Vec<f32> = video
+        .iter()
+        .filter(|b| b.pts().unwrap() >= interrupted_at + gst::ClockTime::from_mseconds(250))
+        .map(jaw)
+        .collect();
+    assert!(
+        after.len() >= 10,
+        "{} frames after the interrupt",
+        after.len()
+    );
+    assert!(
+        after.iter().all(|&j| j < 0.05),
+        "mouth still open after the interrupt: {after:?}"
+    );
+}

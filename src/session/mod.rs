@@ -462,24 +462,64 @@ impl Registry {
         .await
         .map_err(|e| ApiError::bad_request("negotiation_failed", format!("{e:#}")))?;
 
-        // A viewer that vanishes without DELETE is dropped once its connection fails.
+        // A viewer that vanishes without DELETE is dropped: when its connection fails, when
+        // it says goodbye in RTCP (BYE) or falls silent there (timeout), or when it never
+        // connects at all.
         let registry = Arc::downgrade(self);
-        let (sid, vid) = (id.to_owned(), viewer_id.clone());
         let runtime = tokio::runtime::Handle::current();
+        let drop_viewer = {
+            let (sid, vid) = (id.to_owned(), viewer_id.clone());
+            move |why: &'static str| {
+                let (registry, sid, vid) = (registry.clone(), sid.clone(), vid.clone());
+                runtime.spawn(async move {
+                    if let Some(r) = registry.upgrade() {
+                        if r.remove_viewer(&sid, &vid) {
+                            tracing::info!(session = %sid, viewer = %vid, "viewer dropped: {why}");
+                        }
+                    }
+                });
+            }
+        };
+        let on_state = drop_viewer.clone();
         viewer
             .webrtcbin
             .connect_notify(Some("connection-state"), move |w, _| {
                 use gst_webrtc::WebRTCPeerConnectionState as S;
-                let state = w.property::<S>("connection-state");
-                if matches!(state, S::Failed | S::Closed) {
-                    let (registry, sid, vid) = (registry.clone(), sid.clone(), vid.clone());
-                    runtime.spawn(async move {
-                        if let Some(r) = registry.upgrade() {
-                            r.remove_viewer(&sid, &vid);
-                        }
-                    });
+                if matches!(w.property::<S>("connection-state"), S::Failed | S::Closed) {
+                    on_state("connection failed");
                 }
             });
+        if let Some(rtpbin) = viewer
+            .webrtcbin
+            .downcast_ref::<gst::Bin>()
+            .and_then(|b| b.by_name("rtpbin"))
+        {
+            for signal in ["on-bye-ssrc", "on-timeout"] {
+                let on_rtcp = drop_viewer.clone();
+                rtpbin.connect(signal, false, move |_| {
+                    on_rtcp(if signal == "on-bye-ssrc" {
+                        "RTCP BYE"
+                    } else {
+                        "RTCP timeout"
+                    });
+                    None
+                });
+            }
+        } else {
+            tracing::warn!("webrtcbin has no rtpbin: viewers are dropped only on ICE failure");
+        }
+        let deadline = Duration::from_secs(self.config.viewer_connect_timeout_secs);
+        let webrtcbin = viewer.webrtcbin.downgrade();
+        tokio::spawn(async move {
+            tokio::time::sleep(deadline).await;
+            let connected = webrtcbin.upgrade().is_some_and(|w| {
+                w.property::<gst_webrtc::WebRTCPeerConnectionState>("connection-state")
+                    == gst_webrtc::WebRTCPeerConnectionState::Connected
+            });
+            if !connected {
+                drop_viewer("never connected");
+            }
+        });
         session
             .viewers
             .lock()

@@ -529,6 +529,17 @@ impl SpeechSynth {
             self.push_samples(chunk)?;
         }
         let ended_at = samples_to_time(self.stream.lock().unwrap().next_sample, rate);
+        if interrupted {
+            // The last phoneme sent may have been announced as lasting beyond the cut: say
+            // that silence starts here, so the mouth closes with the sound.
+            let cut = PhonemeEvent {
+                pts: ended_at,
+                duration: gst::ClockTime::ZERO,
+                phoneme: "_".into(),
+                viseme: Viseme::Sil,
+            };
+            self.srcpad.push_event(cut.to_event());
+        }
         self.post_speech_message("facecast/speech-ended", text, ended_at, interrupted);
         Ok(gst::FlowSuccess::Ok)
     }
