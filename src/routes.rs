@@ -397,7 +397,6 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::metrics::Metrics;
-    use gst::prelude::*;
     use warp::http::Response;
 
     fn state(config: Config) -> State {
@@ -433,36 +432,8 @@ mod tests {
         json(&r)["id"].as_str().unwrap().to_owned()
     }
 
-    /// A real recvonly offer (VP8 + Opus), written by a local webrtcbin.
     async fn offer() -> String {
-        gst::init().unwrap();
-        let webrtcbin = gst::ElementFactory::make("webrtcbin").build().unwrap();
-        let pipeline = gst::Pipeline::new();
-        pipeline.add(&webrtcbin).unwrap();
-        pipeline.set_state(gst::State::Ready).unwrap();
-        for caps in [
-            "application/x-rtp,media=video,encoding-name=VP8,clock-rate=90000,payload=96",
-            "application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,payload=111",
-        ] {
-            let caps: gst::Caps = caps.parse().unwrap();
-            webrtcbin.emit_by_name::<gst_webrtc::WebRTCRTPTransceiver>(
-                "add-transceiver",
-                &[&gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly, &caps],
-            );
-        }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let promise = gst::Promise::with_change_func(move |reply| {
-            let offer = reply
-                .unwrap()
-                .unwrap()
-                .get::<gst_webrtc::WebRTCSessionDescription>("offer")
-                .unwrap();
-            let _ = tx.send(offer.sdp().as_text().unwrap());
-        });
-        webrtcbin.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
-        let sdp = rx.await.unwrap();
-        pipeline.set_state(gst::State::Null).unwrap();
-        sdp
+        crate::signalling::tests::webrtcbin_offer().await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

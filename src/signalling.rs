@@ -128,8 +128,9 @@ pub fn parse_trickle(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use gst::prelude::*;
 
     /// The shape of a Chromium recvonly offer (trimmed).
     pub const CHROME_OFFER: &str = "v=0\r\no=- 46117317 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
@@ -142,6 +143,38 @@ a=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mo
 a=rtpmap:103 rtx/90000\r\n\
 m=audio 9 UDP/TLS/RTP/SAVPF 111 63\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=recvonly\r\n\
 a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:63 red/48000/2\r\n";
+
+    /// A real recvonly offer (VP8 + Opus), written by a local webrtcbin.
+    pub async fn webrtcbin_offer() -> String {
+        gst::init().unwrap();
+        let webrtcbin = gst::ElementFactory::make("webrtcbin").build().unwrap();
+        let pipeline = gst::Pipeline::new();
+        pipeline.add(&webrtcbin).unwrap();
+        pipeline.set_state(gst::State::Ready).unwrap();
+        for caps in [
+            "application/x-rtp,media=video,encoding-name=VP8,clock-rate=90000,payload=96",
+            "application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,payload=111",
+        ] {
+            let caps: gst::Caps = caps.parse().unwrap();
+            webrtcbin.emit_by_name::<gst_webrtc::WebRTCRTPTransceiver>(
+                "add-transceiver",
+                &[&gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly, &caps],
+            );
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let promise = gst::Promise::with_change_func(move |reply| {
+            let offer = reply
+                .unwrap()
+                .unwrap()
+                .get::<gst_webrtc::WebRTCSessionDescription>("offer")
+                .unwrap();
+            let _ = tx.send(offer.sdp().as_text().unwrap());
+        });
+        webrtcbin.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, &promise]);
+        let sdp = rx.await.unwrap();
+        pipeline.set_state(gst::State::Null).unwrap();
+        sdp
+    }
 
     #[test]
     fn chrome_offer_gets_vp8_and_opus() {

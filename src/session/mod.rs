@@ -567,3 +567,96 @@ impl Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(config: Config) -> Arc<Registry> {
+        gst::init().unwrap();
+        crate::plugins::register().ok();
+        Registry::new(Arc::new(config), Arc::new(Metrics::new()))
+    }
+
+    async fn next_event(
+        rx: &mut broadcast::Receiver<SessionEvent>,
+        want: fn(&SessionEvent) -> bool,
+    ) -> SessionEvent {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let ev = rx.recv().await.expect("event stream open");
+                if want(&ev) {
+                    return ev;
+                }
+            }
+        })
+        .await
+        .expect("event within 5 s")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pipeline_error_ends_only_its_session() {
+        let registry = registry(Config::default());
+        let broken = registry.create(CreateSession::default()).unwrap();
+        let healthy = registry.create(CreateSession::default()).unwrap();
+        let mut events = broken.subscribe();
+        // What an element posts when it fails while streaming.
+        let lipsync = broken.pipeline.lipsync.clone();
+        lipsync
+            .post_message(
+                gst::message::Error::builder(gst::StreamError::Failed, "simulated failure")
+                    .src(&lipsync)
+                    .build(),
+            )
+            .unwrap();
+        let ev = next_event(&mut events, |e| matches!(e, SessionEvent::Error { .. })).await;
+        assert!(
+            matches!(ev, SessionEvent::Error { message } if message.contains("simulated failure"))
+        );
+        next_event(&mut events, |e| {
+            matches!(e, SessionEvent::SessionEnded { .. })
+        })
+        .await;
+        assert!(registry.get(&broken.id).is_err());
+        assert!(registry.get(&healthy.id).is_ok());
+        // The other session keeps producing frames.
+        let produced = || {
+            registry
+                .metrics
+                .frames_produced
+                .with_label_values(&[&healthy.id])
+                .get()
+        };
+        let before = produced();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let after = produced();
+        assert!(after >= before + 15, "{before} -> {after} frames in 1 s");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_sessions_are_reaped_and_silent_viewers_dropped() {
+        let registry = registry(Config {
+            idle_timeout_secs: 0,
+            viewer_connect_timeout_secs: 1,
+            ..Config::default()
+        });
+        let watched = registry.create(CreateSession::default()).unwrap();
+        let idle = registry.create(CreateSession::default()).unwrap();
+        let offer = crate::signalling::tests::webrtcbin_offer().await;
+        let (viewer, _answer) = registry.add_viewer(&watched.id, &offer).await.unwrap();
+        registry.reap_idle();
+        assert!(
+            registry.get(&idle.id).is_err(),
+            "an unwatched session survived the reaper"
+        );
+        assert!(registry.get(&watched.id).is_ok());
+        // This viewer (a canned offer) never connects: it is dropped after the deadline.
+        let mut events = watched.subscribe();
+        let ev = next_event(&mut events, |e| {
+            matches!(e, SessionEvent::ViewerLeft { .. })
+        })
+        .await;
+        assert_eq!(ev, SessionEvent::ViewerLeft { viewer });
+        assert_eq!(watched.viewer_count(), 0);
+    }
+}

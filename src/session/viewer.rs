@@ -167,8 +167,15 @@ impl Viewer {
         let webrtcbin = self.webrtcbin.clone();
         let desc =
             gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, offer);
-        promise_reply(|p| webrtcbin.emit_by_name::<()>("set-remote-description", &[&desc, p]))
-            .await?;
+        let reply =
+            promise_reply(|p| webrtcbin.emit_by_name::<()>("set-remote-description", &[&desc, p]))
+                .await?;
+        if let Some(err) = reply
+            .as_ref()
+            .and_then(|r| r.get::<gst::glib::Error>("error").ok())
+        {
+            anyhow::bail!("webrtcbin rejected the offer: {err}");
+        }
         let reply = promise_reply(|p| {
             webrtcbin.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, p])
         })
