@@ -225,25 +225,28 @@ fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
     use crate::session::{CreateSession, Registry};
     use std::sync::Arc;
 
+    let mut base = Config::default();
+    base.apply_env(|k| std::env::var(k).ok())?;
     let config = Arc::new(Config {
         max_sessions: args.max_sessions,
         video: VideoConfig {
             width: args.size,
             height: args.size,
             fps: args.fps,
-            ..VideoConfig::default()
+            ..base.video
         },
-        ..Config::default()
+        ..base
     });
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let registry = Registry::new(config.clone(), metrics.clone());
         println!(
-            "facecast bench --serve: {}x{} at {} fps, VP8 {} kbit/s + Opus, {} CPUs",
+            "facecast bench --serve: {}x{} at {} fps, {:?} {} kbit/s + Opus, {} CPUs",
             args.size,
             args.size,
             args.fps,
+            config.video.codec,
             config.video.bitrate_kbps,
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );

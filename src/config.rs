@@ -4,7 +4,8 @@
 //! the file, so containers and CI can change a setting without editing it:
 //! `FACECAST_LISTEN`, `FACECAST_MAX_SESSIONS`, `FACECAST_IDLE_TIMEOUT_SECS`,
 //! `FACECAST_ALLOWED_ORIGINS` (comma-separated), `FACECAST_STUN_SERVERS`,
-//! `FACECAST_TURN_SERVERS` (comma-separated URLs), `FACECAST_WEB_DIR`.
+//! `FACECAST_TURN_SERVERS` (comma-separated URLs), `FACECAST_VIDEO_CODEC` (`vp8`, `h264`),
+//! `FACECAST_WEB_DIR`.
 
 use anyhow::Context;
 use serde::Deserialize;
@@ -47,9 +48,32 @@ pub struct IceConfig {
     pub loopback: Option<bool>,
 }
 
+/// The video codec sessions send to viewers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoCodec {
+    /// VP8 (libvpx): every browser and WHEP player decodes it.
+    #[default]
+    Vp8,
+    /// H.264 constrained baseline: NVENC (`nvh264enc`) where the GPU has it, x264 otherwise.
+    H264,
+}
+
+impl std::str::FromStr for VideoCodec {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "vp8" => Ok(VideoCodec::Vp8),
+            "h264" => Ok(VideoCodec::H264),
+            other => anyhow::bail!("unknown video codec '{other}' (expected vp8 or h264)"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VideoConfig {
+    pub codec: VideoCodec,
     pub width: u32,
     pub height: u32,
     pub fps: u32,
@@ -85,6 +109,7 @@ impl Default for Config {
 impl Default for VideoConfig {
     fn default() -> Self {
         Self {
+            codec: VideoCodec::default(),
             width: 512,
             height: 512,
             fps: 25,
@@ -154,6 +179,9 @@ impl Config {
         }
         if let Some(v) = var("FACECAST_TURN_SERVERS") {
             self.ice.turn_servers = list(&v);
+        }
+        if let Some(v) = var("FACECAST_VIDEO_CODEC") {
+            self.video.codec = v.parse().context("FACECAST_VIDEO_CODEC")?;
         }
         if let Some(v) = var("FACECAST_WEB_DIR") {
             self.web_dir = PathBuf::from(v);

@@ -43,11 +43,13 @@ pub fn routes(
         .or(whep_patch(state.clone()))
         .or(whep_delete(state.clone()))
         .or(health_live())
-        .or(health_ready())
+        .or(health_ready(state.clone()))
         .or(metrics(state.clone()))
+        // Errors get CORS headers too, or a page on another origin cannot read them.
+        .recover(recover)
         .with(cors);
     let web = warp::get().and(warp::fs::dir(state.config.web_dir.clone()));
-    api.or(web).recover(recover)
+    web.or(api).recover(recover)
 }
 
 fn cors(origins: &[String]) -> warp::cors::Builder {
@@ -354,26 +356,28 @@ fn health_live() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Cl
 }
 
 /// `GET /health/ready` → `200` when GStreamer and every element a session needs are usable.
-fn health_ready() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    warp::path!("health" / "ready").and(warp::get()).map(|| {
-        let missing: Vec<&str> = crate::serve::REQUIRED_ELEMENTS
-            .iter()
-            .copied()
-            .filter(|f| gst::ElementFactory::find(f).is_none())
-            .collect();
-        let status = if missing.is_empty() {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        };
-        warp::reply::with_status(
-            warp::reply::json(&serde_json::json!({
-                "status": if missing.is_empty() { "ready" } else { "not_ready" },
-                "missing_elements": missing,
-            })),
-            status,
-        )
-    })
+fn health_ready(state: State) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("health" / "ready")
+        .and(warp::get())
+        .and(with_state(state))
+        .map(|state: State| {
+            let missing: Vec<&str> = crate::serve::required_elements(state.config.video.codec)
+                .into_iter()
+                .filter(|f| gst::ElementFactory::find(f).is_none())
+                .collect();
+            let status = if missing.is_empty() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            warp::reply::with_status(
+                warp::reply::json(&serde_json::json!({
+                    "status": if missing.is_empty() { "ready" } else { "not_ready" },
+                    "missing_elements": missing,
+                })),
+                status,
+            )
+        })
 }
 
 /// `GET /metrics` → Prometheus text.

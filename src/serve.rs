@@ -8,18 +8,28 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Elements every session needs; `/health/ready` checks them.
-pub const REQUIRED_ELEMENTS: &[&str] = &[
-    "speechsynth",
-    "avatarsrc",
-    "lipsync",
-    "vp8enc",
-    "opusenc",
-    "webrtcbin",
-    "rtpvp8pay",
-    "rtpopuspay",
-    "nicesrc",
-];
+/// Elements every session needs with `codec`; `/health/ready` checks them.
+pub fn required_elements(codec: crate::config::VideoCodec) -> Vec<&'static str> {
+    let mut v = vec![
+        "speechsynth",
+        "avatarsrc",
+        "lipsync",
+        "opusenc",
+        "webrtcbin",
+        "rtpopuspay",
+        "nicesrc",
+    ];
+    match codec {
+        crate::config::VideoCodec::Vp8 => v.extend(["vp8enc", "rtpvp8pay"]),
+        crate::config::VideoCodec::H264 => {
+            v.extend(["h264parse", "rtph264pay"]);
+            if gst::ElementFactory::find("nvh264enc").is_none() {
+                v.push("x264enc");
+            }
+        }
+    }
+    v
+}
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {

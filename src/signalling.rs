@@ -1,9 +1,11 @@
 //! WHEP (WebRTC-HTTP Egress Protocol) without sockets: what we read from a viewer's SDP offer
 //! and from its trickled ICE fragments.
 //!
-//! A session encodes once (VP8 video, Opus audio) for all its viewers, so an offer is usable when
-//! it can receive at least one of them; each viewer gets its own payloaders, numbered with the
-//! payload types its offer chose.
+//! A session encodes once (VP8 or H.264 video, Opus audio) for all its viewers, so an offer is
+//! usable when it can receive at least one of them; each viewer gets its own payloaders,
+//! numbered with the payload types its offer chose.
+
+use crate::config::VideoCodec;
 
 /// What to send a viewer on one of its offer's m-lines.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,6 +15,8 @@ pub struct MediaPlan {
     pub mid: Option<String>,
     /// The payload type the offer gave our codec.
     pub payload: u8,
+    /// H.264 only: the profile-level-id the offer asked for with that payload type.
+    pub profile_level_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -25,14 +29,21 @@ pub struct OfferPlan {
 pub enum SignallingError {
     #[error("malformed SDP offer: {0}")]
     Malformed(String),
-    #[error("the offer has nothing we can send: it must receive VP8 video or Opus audio")]
-    NothingToSend,
+    #[error("the offer has nothing we can send: it must receive {0} video or Opus audio")]
+    NothingToSend(&'static str),
     #[error("malformed trickle ICE fragment: {0}")]
     MalformedFragment(String),
 }
 
 /// Parses an offer and decides which of its m-lines get our video and audio.
-pub fn plan_offer(sdp: &str) -> Result<(gst_sdp::SDPMessage, OfferPlan), SignallingError> {
+pub fn plan_offer(
+    sdp: &str,
+    codec: VideoCodec,
+) -> Result<(gst_sdp::SDPMessage, OfferPlan), SignallingError> {
+    let video_codec = match codec {
+        VideoCodec::Vp8 => "vp8/90000",
+        VideoCodec::H264 => "h264/90000",
+    };
     if !sdp.trim_start().starts_with("v=0") {
         return Err(SignallingError::Malformed(
             "it does not start with v=0".into(),
@@ -55,27 +66,67 @@ pub fn plan_offer(sdp: &str) -> Result<(gst_sdp::SDPMessage, OfferPlan), Signall
             continue;
         }
         let (kind, codec) = match media.media() {
-            Some("video") => ("video", "vp8/90000"),
+            Some("video") => ("video", video_codec),
             Some("audio") => ("audio", "opus/48000"),
             _ => continue,
         };
-        let payload = media.attributes().find_map(|a| {
-            if a.key() != "rtpmap" {
-                return None;
-            }
-            let value = a.value()?;
-            let (pt, encoding) = value.split_once(' ')?;
-            encoding
-                .to_ascii_lowercase()
-                .starts_with(codec)
-                .then(|| pt.parse::<u8>().ok())
-                .flatten()
-        });
-        let Some(payload) = payload else { continue };
+        // Candidate payload types for our codec, in the offer's order of preference.
+        let payloads: Vec<u8> = media
+            .attributes()
+            .filter(|a| a.key() == "rtpmap")
+            .filter_map(|a| {
+                let (pt, encoding) = a.value()?.split_once(' ')?;
+                encoding
+                    .to_ascii_lowercase()
+                    .starts_with(codec)
+                    .then(|| pt.parse::<u8>().ok())
+                    .flatten()
+            })
+            .collect();
+        let fmtp = |pt: u8| {
+            media.attributes().find_map(|a| {
+                let (p, params) = a.value()?.split_once(' ')?;
+                (a.key() == "fmtp" && p == pt.to_string()).then(|| params.to_owned())
+            })
+        };
+        let param = |params: &str, name: &str| {
+            params
+                .split(';')
+                .filter_map(|kv| kv.trim().split_once('='))
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_owned())
+        };
+        let chosen = if codec == "h264/90000" {
+            // Non-interleaved packetization, constrained baseline first (what we encode).
+            let h264: Vec<(u8, Option<String>)> = payloads
+                .iter()
+                .filter_map(|&pt| {
+                    let params = fmtp(pt).unwrap_or_default();
+                    (param(&params, "packetization-mode").as_deref() == Some("1"))
+                        .then(|| (pt, param(&params, "profile-level-id")))
+                })
+                .collect();
+            h264.iter()
+                .find(|(_, p)| {
+                    p.as_deref()
+                        .is_some_and(|p| p.to_ascii_lowercase().starts_with("42e0"))
+                })
+                .or_else(|| {
+                    h264.iter()
+                        .find(|(_, p)| p.as_deref().is_some_and(|p| p.starts_with("42")))
+                })
+                .cloned()
+        } else {
+            payloads.first().map(|&pt| (pt, None))
+        };
+        let Some((payload, profile_level_id)) = chosen else {
+            continue;
+        };
         let entry = MediaPlan {
             mline: index as u32,
             mid: media.attribute_val("mid").map(String::from),
             payload,
+            profile_level_id,
         };
         match kind {
             "video" if plan.video.is_none() => plan.video = Some(entry),
@@ -84,7 +135,10 @@ pub fn plan_offer(sdp: &str) -> Result<(gst_sdp::SDPMessage, OfferPlan), Signall
         }
     }
     if plan.video.is_none() && plan.audio.is_none() {
-        return Err(SignallingError::NothingToSend);
+        return Err(SignallingError::NothingToSend(match codec {
+            VideoCodec::Vp8 => "VP8",
+            VideoCodec::H264 => "H.264 (packetization-mode=1, baseline)",
+        }));
     }
     Ok((message, plan))
 }
@@ -178,40 +232,53 @@ a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:6
 
     #[test]
     fn chrome_offer_gets_vp8_and_opus() {
-        let (_, plan) = plan_offer(CHROME_OFFER).unwrap();
+        let (_, plan) = plan_offer(CHROME_OFFER, VideoCodec::Vp8).unwrap();
         assert_eq!(
             plan.video,
             Some(MediaPlan {
                 mline: 0,
                 mid: Some("0".into()),
-                payload: 96
+                payload: 96,
+                profile_level_id: None,
             })
         );
         assert_eq!(plan.audio.unwrap().payload, 111);
+        let (_, plan) = plan_offer(CHROME_OFFER, VideoCodec::H264).unwrap();
+        let video = plan.video.unwrap();
+        assert_eq!(video.payload, 102);
+        assert_eq!(video.profile_level_id.as_deref(), Some("42e01f"));
     }
 
     #[test]
     fn offers_we_cannot_serve_are_refused() {
         assert!(matches!(
-            plan_offer("hello"),
+            plan_offer("hello", VideoCodec::Vp8),
             Err(SignallingError::Malformed(_))
         ));
         assert!(matches!(
-            plan_offer("v=0\r\n"),
+            plan_offer("v=0\r\n", VideoCodec::Vp8),
             Err(SignallingError::Malformed(_))
         ));
         let send_only = CHROME_OFFER.replace("a=recvonly", "a=sendonly");
-        assert_eq!(
-            plan_offer(&send_only).unwrap_err(),
-            SignallingError::NothingToSend
-        );
-        let h264_only = CHROME_OFFER
+        assert!(matches!(
+            plan_offer(&send_only, VideoCodec::Vp8),
+            Err(SignallingError::NothingToSend(_))
+        ));
+        let no_vp8_no_opus = CHROME_OFFER
             .replace("a=rtpmap:96 VP8/90000", "a=rtpmap:96 AV1/90000")
             .replace("opus/48000/2", "PCMU/8000");
-        assert_eq!(
-            plan_offer(&h264_only).unwrap_err(),
-            SignallingError::NothingToSend
-        );
+        assert!(matches!(
+            plan_offer(&no_vp8_no_opus, VideoCodec::Vp8),
+            Err(SignallingError::NothingToSend(_))
+        ));
+        // H.264 needs packetization-mode=1.
+        let single_nal = CHROME_OFFER
+            .replace("packetization-mode=1", "packetization-mode=0")
+            .replace("opus/48000/2", "PCMU/8000");
+        assert!(matches!(
+            plan_offer(&single_nal, VideoCodec::H264),
+            Err(SignallingError::NothingToSend(_))
+        ));
     }
 
     #[test]

@@ -441,14 +441,15 @@ impl Registry {
         offer: &str,
     ) -> Result<(String, String), ApiError> {
         let session = self.get(id)?;
-        let (sdp, plan) = signalling::plan_offer(offer).map_err(|e| match e {
-            signalling::SignallingError::NothingToSend => ApiError::new(
-                StatusCode::NOT_ACCEPTABLE,
-                "unsupported_offer",
-                e.to_string(),
-            ),
-            _ => ApiError::bad_request("malformed_sdp", e.to_string()),
-        })?;
+        let (sdp, plan) =
+            signalling::plan_offer(offer, self.config.video.codec).map_err(|e| match e {
+                signalling::SignallingError::NothingToSend(_) => ApiError::new(
+                    StatusCode::NOT_ACCEPTABLE,
+                    "unsupported_offer",
+                    e.to_string(),
+                ),
+                _ => ApiError::bad_request("malformed_sdp", e.to_string()),
+            })?;
         let viewer_id = format!("v{}", session.next_viewer.fetch_add(1, Ordering::Relaxed));
         let (viewer, answer) = Viewer::connect(
             &viewer_id,

@@ -5,14 +5,14 @@
 //! speechsynth is-live ─ tee ─ queue ─────────────────────────────────── lipsync.audio
 //!                           └ queue ! audioconvert ! audioresample ! opusenc ─ tee "audio_out"
 //! avatarsrc is-live ! caps ──────────────────────────────────────────── lipsync.video
-//! lipsync ! queue (leaky) ! videoconvert ! vp8enc ───────────────────── tee "video_out"
+//! lipsync ! queue (leaky) ! videoconvert ! vp8enc | (nvh264enc|x264enc) ─ tee "video_out"
 //! ```
 //!
 //! The two output tees are where viewers attach ([`super::viewer`]). The leaky queue before the
 //! encoder is the one place frames may be dropped (if encoding falls behind); its overruns are
 //! the session's dropped-frame count.
 
-use crate::config::Config;
+use crate::config::{Config, VideoCodec};
 use anyhow::Context;
 use gst::prelude::*;
 
@@ -101,20 +101,8 @@ impl SessionPipeline {
             .property_from_str("leaky", "downstream")
             .build()?;
         let vconvert = make("videoconvert", None)?;
-        // Real-time VP8: one thread per session (sessions run in parallel), constant bitrate,
-        // a keyframe every two seconds so a joining viewer waits little even without asking.
-        let encoder = gst::ElementFactory::make("vp8enc")
-            .name("encoder")
-            .property("deadline", 1i64)
-            .property("cpu-used", 8i32)
-            .property("threads", 1i32)
-            .property_from_str("end-usage", "cbr")
-            .property("target-bitrate", (v.bitrate_kbps * 1000) as i32)
-            .property("keyframe-max-dist", (v.fps * 2) as i32)
-            .property_from_str("error-resilient", "default")
-            .property("lag-in-frames", 0i32)
-            .build()
-            .context("GStreamer element 'vp8enc' is missing: run scripts/install-deps.sh")?;
+        let encoder_chain = video_encoder(config)?;
+        let encoder = encoder_chain[0].clone();
         let video_out = gst::ElementFactory::make("tee")
             .name("video_out")
             .property("allow-not-linked", true)
@@ -135,9 +123,9 @@ impl SessionPipeline {
             &lipsync,
             &encoder_queue,
             &vconvert,
-            &encoder,
             &video_out,
         ])?;
+        pipeline.add_many(&encoder_chain)?;
         gst::Element::link_many([&speech, &speech_tee])?;
         gst::Element::link_many([&speech_tee, &lip_queue])?;
         lip_queue.link_pads(None, &lipsync, Some("audio"))?;
@@ -152,7 +140,12 @@ impl SessionPipeline {
         ])?;
         gst::Element::link_many([&avatar, &avatar_caps])?;
         avatar_caps.link_pads(None, &lipsync, Some("video"))?;
-        gst::Element::link_many([&lipsync, &encoder_queue, &vconvert, &encoder, &video_out])?;
+        gst::Element::link_many([&lipsync, &encoder_queue, &vconvert])?;
+        gst::Element::link_many(
+            std::iter::once(&vconvert)
+                .chain(encoder_chain.iter())
+                .chain(std::iter::once(&video_out)),
+        )?;
         Ok(Self {
             pipeline,
             speech,
@@ -162,5 +155,76 @@ impl SessionPipeline {
             video_out,
             audio_out,
         })
+    }
+}
+
+/// The video encoder (first element) and what must follow it, for the configured codec.
+fn video_encoder(config: &Config) -> anyhow::Result<Vec<gst::Element>> {
+    let v = &config.video;
+    let missing =
+        |name: &str| format!("GStreamer element '{name}' is missing: run scripts/install-deps.sh");
+    match v.codec {
+        // Real-time VP8: one thread per session (sessions run in parallel), constant bitrate,
+        // a keyframe every two seconds so a joining viewer waits little even without asking.
+        VideoCodec::Vp8 => Ok(vec![gst::ElementFactory::make("vp8enc")
+            .name("encoder")
+            .property("deadline", 1i64)
+            .property("cpu-used", 8i32)
+            .property("threads", 1i32)
+            .property_from_str("end-usage", "cbr")
+            .property("target-bitrate", (v.bitrate_kbps * 1000) as i32)
+            .property("keyframe-max-dist", (v.fps * 2) as i32)
+            .property_from_str("error-resilient", "default")
+            .property("lag-in-frames", 0i32)
+            .build()
+            .with_context(|| missing("vp8enc"))?]),
+        VideoCodec::H264 => {
+            // NVENC when the GPU has it (nvcodec registers it only where CUDA loads), x264
+            // otherwise; both without B-frames or look-ahead, so a frame leaves at once.
+            let encoder = if gst::ElementFactory::find("nvh264enc").is_some() {
+                gst::ElementFactory::make("nvh264enc")
+                    .name("encoder")
+                    .property_from_str("preset", "low-latency-hq")
+                    .property_from_str("rc-mode", "cbr")
+                    .property("bitrate", v.bitrate_kbps)
+                    .property("gop-size", (v.fps * 2) as i32)
+                    .property("zerolatency", true)
+                    .property("bframes", 0u32)
+                    .build()
+                    .with_context(|| missing("nvh264enc"))?
+            } else {
+                gst::ElementFactory::make("x264enc")
+                    .name("encoder")
+                    .property_from_str("tune", "zerolatency")
+                    .property_from_str("speed-preset", "ultrafast")
+                    .property("bitrate", v.bitrate_kbps)
+                    .property("key-int-max", v.fps * 2)
+                    .property("threads", 1u32)
+                    .build()
+                    .with_context(|| missing("x264enc"))?
+            };
+            tracing::info!(
+                "H.264 encoder: {}",
+                encoder
+                    .factory()
+                    .map(|f| f.name().to_string())
+                    .unwrap_or_default()
+            );
+            let caps = gst::ElementFactory::make("capsfilter")
+                .property(
+                    "caps",
+                    gst::Caps::builder("video/x-h264")
+                        .field("profile", "constrained-baseline")
+                        .field("stream-format", "byte-stream")
+                        .field("alignment", "au")
+                        .build(),
+                )
+                .build()?;
+            let parse = gst::ElementFactory::make("h264parse")
+                .property("config-interval", -1i32)
+                .build()
+                .with_context(|| missing("h264parse"))?;
+            Ok(vec![encoder, caps, parse])
+        }
     }
 }

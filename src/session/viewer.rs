@@ -1,7 +1,7 @@
 //! A WHEP viewer: one `webrtcbin` answering the viewer's offer, fed from the session's encoded
 //! video and audio tees through per-viewer payloaders (numbered with the viewer's payload types).
 
-use crate::config::Config;
+use crate::config::{Config, VideoCodec};
 use crate::signalling::{MediaPlan, OfferPlan};
 use anyhow::{anyhow, Context};
 use gst::prelude::*;
@@ -93,6 +93,11 @@ impl Viewer {
             .property("pt", media.payload as u32)
             .build()
             .with_context(|| format!("GStreamer element '{payloader}' is missing"))?;
+        if payloader == "rtph264pay" {
+            // Parameter sets with every keyframe, packets out as soon as a frame is in.
+            pay.set_property("config-interval", -1i32);
+            pay.set_property_from_str("aggregate-mode", "zero-latency");
+        }
         pipeline.add_many([&queue, &pay])?;
         self.elements.push(queue.clone());
         self.elements.push(pay.clone());
@@ -146,13 +151,24 @@ impl Viewer {
         }
         self.webrtcbin.sync_state_with_parent()?;
         if let Some(video) = &plan.video {
-            let caps = gst::Caps::builder("application/x-rtp")
+            let (encoding, payloader) = match config.video.codec {
+                VideoCodec::Vp8 => ("VP8", "rtpvp8pay"),
+                VideoCodec::H264 => ("H264", "rtph264pay"),
+            };
+            let mut caps = gst::Caps::builder("application/x-rtp")
                 .field("media", "video")
-                .field("encoding-name", "VP8")
+                .field("encoding-name", encoding)
                 .field("clock-rate", 90000i32)
-                .field("payload", video.payload as i32)
-                .build();
-            self.add_branch(pipeline, video_out, "rtpvp8pay", video, caps)?;
+                .field("payload", video.payload as i32);
+            if config.video.codec == VideoCodec::H264 {
+                // Answer with the profile the viewer asked for: our constrained-baseline stream
+                // decodes as any of the 42xx profiles a browser offers.
+                caps = caps.field("packetization-mode", "1");
+                if let Some(p) = &video.profile_level_id {
+                    caps = caps.field("profile-level-id", p.as_str());
+                }
+            }
+            self.add_branch(pipeline, video_out, payloader, video, caps.build())?;
         }
         if let Some(audio) = &plan.audio {
             let caps = gst::Caps::builder("application/x-rtp")
