@@ -39,42 +39,8 @@ fn speak(utterances: &[&str]) -> Run {
     }
     appsrc.end_of_stream().unwrap();
 
-    let frames = Arc::new(Mutex::new(Vec::new()));
-    let f = frames.clone();
-    pipeline
-        .by_name("video")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap()
-        .set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |s| {
-                    let s = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    f.lock().unwrap().push(s.buffer_owned().unwrap());
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        );
-    let audio_end = Arc::new(Mutex::new(gst::ClockTime::ZERO));
-    let a = audio_end.clone();
-    pipeline
-        .by_name("audio")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap()
-        .set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |s| {
-                    let s = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let b = s.buffer().unwrap();
-                    let end = b.pts().unwrap() + b.duration().unwrap();
-                    let mut a = a.lock().unwrap();
-                    assert_eq!(b.pts().unwrap(), *a, "speech audio has a gap or overlap");
-                    *a = end;
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        );
+    let frames = common::collect_buffers(&pipeline, "video");
+    let audio = common::collect_buffers(&pipeline, "audio");
     // The phoneme events as lipsync receives them, after tee and queue.
     let phonemes = Arc::new(Mutex::new(Vec::new()));
     let p = phonemes.clone();
@@ -93,7 +59,16 @@ fn speak(utterances: &[&str]) -> Run {
         });
     common::run_to_eos(&pipeline, 120);
     let frames = frames.lock().unwrap().clone();
-    let audio_end = *audio_end.lock().unwrap();
+    // The speech audio is one gap-free timeline.
+    let mut audio_end = gst::ClockTime::ZERO;
+    for b in audio.lock().unwrap().iter() {
+        assert_eq!(
+            b.pts().unwrap(),
+            audio_end,
+            "speech audio has a gap or overlap"
+        );
+        audio_end += b.duration().unwrap();
+    }
     let phonemes = phonemes.lock().unwrap().clone();
     Run {
         frames,
@@ -177,26 +152,10 @@ fn interrupt_stops_speech_within_100ms_and_closes_the_mouth() {
     .unwrap()
     .downcast::<gst::Pipeline>()
     .unwrap();
-    let collect = |name: &str| {
-        let out = Arc::new(Mutex::new(Vec::<gst::Buffer>::new()));
-        let o = out.clone();
-        pipeline
-            .by_name(name)
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap()
-            .set_callbacks(
-                gst_app::AppSinkCallbacks::builder()
-                    .new_sample(move |s| {
-                        let s = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                        o.lock().unwrap().push(s.buffer_owned().unwrap());
-                        Ok(gst::FlowSuccess::Ok)
-                    })
-                    .build(),
-            );
-        out
-    };
-    let (audio, video) = (collect("audio"), collect("video"));
+    let (audio, video) = (
+        common::collect_buffers(&pipeline, "audio"),
+        common::collect_buffers(&pipeline, "video"),
+    );
     pipeline.set_state(gst::State::Playing).unwrap();
     let tts = pipeline.by_name("tts").unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));

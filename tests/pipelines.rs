@@ -82,24 +82,14 @@ fn mic_to_window_runs_live_with_a_test_source() {
         .unwrap()
         .downcast::<gst::Pipeline>()
         .unwrap();
-    let sink = pipeline
-        .by_name("out")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
-    let frames = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let f = frames.clone();
-    sink.set_callbacks(
-        gst_app::AppSinkCallbacks::builder()
-            .new_sample(move |s| {
-                let b = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                f.lock().unwrap().push(b.buffer().unwrap().pts().unwrap());
-                Ok(gst::FlowSuccess::Ok)
-            })
-            .build(),
-    );
+    let frames = common::collect_buffers(&pipeline, "out");
     common::run_to_eos(&pipeline, 30);
-    let pts = frames.lock().unwrap().clone();
+    let pts: Vec<_> = frames
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| b.pts().unwrap())
+        .collect();
     // 2 s of live audio at 25 fps.
     assert!((45..=55).contains(&pts.len()), "{} frames", pts.len());
     assert!(pts

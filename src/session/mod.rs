@@ -451,17 +451,10 @@ impl Registry {
                 _ => ApiError::bad_request("malformed_sdp", e.to_string()),
             })?;
         let viewer_id = format!("v{}", session.next_viewer.fetch_add(1, Ordering::Relaxed));
-        let (viewer, answer) = Viewer::connect(
-            &viewer_id,
-            &session.pipeline.pipeline,
-            &session.pipeline.video_out,
-            &session.pipeline.audio_out,
-            &self.config,
-            sdp,
-            &plan,
-        )
-        .await
-        .map_err(|e| ApiError::bad_request("negotiation_failed", format!("{e:#}")))?;
+        let (viewer, answer) =
+            Viewer::connect(&viewer_id, &session.pipeline, &self.config, sdp, &plan)
+                .await
+                .map_err(|e| ApiError::bad_request("negotiation_failed", format!("{e:#}")))?;
 
         // A viewer that vanishes without DELETE is dropped: when its connection fails, when
         // it says goodbye in RTCP (BYE) or falls silent there (timeout), or when it never

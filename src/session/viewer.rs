@@ -1,6 +1,7 @@
 //! A WHEP viewer: one `webrtcbin` answering the viewer's offer, fed from the session's encoded
 //! video and audio tees through per-viewer payloaders (numbered with the viewer's payload types).
 
+use super::pipeline::SessionPipeline;
 use crate::config::{Config, VideoCodec};
 use crate::signalling::{MediaPlan, OfferPlan};
 use anyhow::{anyhow, Context};
@@ -37,9 +38,7 @@ impl Viewer {
     /// Adds a viewer to `pipeline` and answers `offer`. On failure nothing is left behind.
     pub async fn connect(
         id: &str,
-        pipeline: &gst::Pipeline,
-        video_out: &gst::Element,
-        audio_out: &gst::Element,
+        session: &SessionPipeline,
         config: &Config,
         offer: gst_sdp::SDPMessage,
         plan: &OfferPlan,
@@ -65,13 +64,11 @@ impl Viewer {
             branches: Vec::new(),
             mids,
         };
-        let result = viewer
-            .negotiate(pipeline, video_out, audio_out, config, offer, plan)
-            .await;
+        let result = viewer.negotiate(session, config, offer, plan).await;
         match result {
             Ok(answer) => Ok((viewer, answer)),
             Err(e) => {
-                viewer.disconnect(pipeline);
+                viewer.disconnect(&session.pipeline);
                 Err(e)
             }
         }
@@ -136,13 +133,12 @@ impl Viewer {
 
     async fn negotiate(
         &mut self,
-        pipeline: &gst::Pipeline,
-        video_out: &gst::Element,
-        audio_out: &gst::Element,
+        session: &SessionPipeline,
         config: &Config,
         offer: gst_sdp::SDPMessage,
         plan: &OfferPlan,
     ) -> anyhow::Result<String> {
+        let pipeline = &session.pipeline;
         pipeline.add(&self.webrtcbin)?;
         if config.ice_loopback() {
             // libnice skips loopback interfaces unless told about them.
@@ -168,7 +164,7 @@ impl Viewer {
                     caps = caps.field("profile-level-id", p.as_str());
                 }
             }
-            self.add_branch(pipeline, video_out, payloader, video, caps.build())?;
+            self.add_branch(pipeline, &session.video_out, payloader, video, caps.build())?;
         }
         if let Some(audio) = &plan.audio {
             let caps = gst::Caps::builder("application/x-rtp")
@@ -177,7 +173,7 @@ impl Viewer {
                 .field("clock-rate", 48000i32)
                 .field("payload", audio.payload as i32)
                 .build();
-            self.add_branch(pipeline, audio_out, "rtpopuspay", audio, caps)?;
+            self.add_branch(pipeline, &session.audio_out, "rtpopuspay", audio, caps)?;
         }
 
         let webrtcbin = self.webrtcbin.clone();

@@ -51,3 +51,27 @@ pub fn write_wav(path: &std::path::Path, rate: u32, samples: &[i16]) {
     }
     std::fs::write(path, out).unwrap();
 }
+
+/// Every buffer the appsink `name` of `pipeline` receives, collected as they come.
+pub fn collect_buffers(
+    pipeline: &gst::Pipeline,
+    name: &str,
+) -> std::sync::Arc<std::sync::Mutex<Vec<gst::Buffer>>> {
+    let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let o = out.clone();
+    pipeline
+        .by_name(name)
+        .unwrap_or_else(|| panic!("no element named {name}"))
+        .downcast::<gst_app::AppSink>()
+        .expect("an appsink")
+        .set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let s = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    o.lock().unwrap().push(s.buffer_owned().unwrap());
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+    out
+}
