@@ -304,14 +304,23 @@ impl Registry {
             .encoder
             .static_pad("src")
             .unwrap()
-            .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            .add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
                 let (Some(session), Some(buffer)) = (weak.upgrade(), info.buffer()) else {
                     return gst::PadProbeReturn::Ok;
                 };
-                let Some(end) = buffer
+                // Encoders may shift timestamps (x264 adds 1000 h and says so in its segment):
+                // compare running times.
+                let segment = pad
+                    .sticky_event::<gst::event::Segment>(0)
+                    .and_then(|e| e.segment().downcast_ref::<gst::ClockTime>().cloned());
+                let end = buffer
                     .pts()
                     .map(|p| p + buffer.duration().unwrap_or_default())
-                else {
+                    .and_then(|end| match &segment {
+                        Some(seg) => seg.to_running_time(end),
+                        None => Some(end),
+                    });
+                let Some(end) = end else {
                     return gst::PadProbeReturn::Ok;
                 };
                 let mut pending = session.pending_says.lock().unwrap();

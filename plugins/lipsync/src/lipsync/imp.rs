@@ -200,6 +200,11 @@ impl LipSync {
 
         if timeout {
             // Live and late: whatever audio has not arrived by now is silence.
+            gst::debug!(
+                CAT,
+                imp = self,
+                "audio late for frame {n} at {start}: drawn as silence"
+            );
             let audio = state.audio.get_or_insert_with(|| AudioTimeline::new(16000));
             if audio.start().is_none() {
                 audio.append(origin, &[]);
