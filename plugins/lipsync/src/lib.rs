@@ -5,10 +5,12 @@
 //! - [`timeline`]: the audio and phonemes kept around the frame being drawn.
 //! - [`mouth`]: co-articulation and attack/release dynamics of the mouth.
 //! - [`audio_features`]: mouth shapes estimated from audio without phoneme events.
+//! - [`mel`]: the Wav2Lip mel spectrogram (for the neural engine).
 
 pub mod audio_features;
 pub mod engine;
 pub mod lipsync;
+pub mod mel;
 pub mod mouth;
 pub mod timeline;
 
