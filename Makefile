@@ -21,6 +21,7 @@ demo: build
 	$(RELEASE)/facecast render --text "Hello! I am your assistant. How can I help you today?" -o hello.mp4
 
 test: deps
+	./scripts/fetch-test-assets.sh
 	$(CARGO) test --workspace
 
 # Benchmarks are run on purpose: per-frame cost pinned to one core, then the live server

@@ -13,6 +13,7 @@ pub mod lipsync;
 pub mod mel;
 pub mod mouth;
 pub mod timeline;
+pub mod wav2lip_model;
 
 gst::plugin_define!(
     facecastlipsync,

@@ -1,0 +1,109 @@
+//! The Wav2Lip model runner with ONNX Runtime and the generated test model
+//! (`scripts/fetch-test-assets.sh`, which `make test` runs first).
+
+use gstfacecastlipsync::wav2lip_model::{runtime, ModelError, ModelIo, Wav2LipModel};
+use std::path::{Path, PathBuf};
+
+fn cache() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache")
+}
+
+fn assets() -> (&'static ort::environment::Environment, PathBuf) {
+    let lib = std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache().join("onnxruntime/libonnxruntime.so.1.31.1"));
+    let model = cache().join("models/wav2lip_w025_seed7.onnx");
+    assert!(
+        lib.is_file() && model.is_file(),
+        "test assets missing ({} / {}): run scripts/fetch-test-assets.sh",
+        lib.display(),
+        model.display()
+    );
+    (runtime(Some(&lib)).expect("ONNX Runtime loads"), model)
+}
+
+fn inputs(n: usize) -> (Vec<f32>, Vec<f32>) {
+    let mel = (0..n * 80 * 16)
+        .map(|i| ((i * 7919) % 800) as f32 / 100.0 - 4.0)
+        .collect();
+    let face = (0..n * 6 * 96 * 96)
+        .map(|i| ((i * 104729) % 255) as f32 / 255.0)
+        .collect();
+    (mel, face)
+}
+
+#[test]
+fn runs_and_batches_agree() {
+    let (env, path) = assets();
+    let mut model = Wav2LipModel::load(env, &path, ModelIo::default(), 2).unwrap();
+    let (mel, face) = inputs(4);
+    let batched = model.infer(4, &mel, &face).unwrap();
+    assert_eq!(batched.len(), 4 * 3 * 96 * 96);
+    assert!(batched.iter().all(|v| (0.0..=1.0).contains(v)));
+    // Frame by frame gives the same pixels as the batch.
+    for i in 0..4 {
+        let one = model
+            .infer(
+                1,
+                &mel[i * 1280..(i + 1) * 1280],
+                &face[i * 55296..(i + 1) * 55296],
+            )
+            .unwrap();
+        let worst = one
+            .iter()
+            .zip(&batched[i * 27648..(i + 1) * 27648])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst < 1e-5,
+            "frame {i}: batch 1 and batch 4 differ by {worst}"
+        );
+    }
+    // Different faces give different outputs (the model is not constant).
+    let (_, face2) = inputs(5);
+    let other = model
+        .infer(1, &mel[..1280], &face2[55296..2 * 55296])
+        .unwrap();
+    assert!(other
+        .iter()
+        .zip(&batched[..27648])
+        .any(|(a, b)| (a - b).abs() > 1e-4));
+}
+
+#[test]
+fn bad_models_and_inputs_are_named() {
+    let (env, path) = assets();
+    match Wav2LipModel::load(
+        env,
+        Path::new("/nonexistent/wav2lip.onnx"),
+        ModelIo::default(),
+        1,
+    ) {
+        Err(ModelError::NotFound(p)) => assert!(p.ends_with("wav2lip.onnx")),
+        other => panic!("{:?}", other.err()),
+    }
+    let renamed = ModelIo {
+        mel: "audio_sequences".into(),
+        ..ModelIo::default()
+    };
+    let err = Wav2LipModel::load(env, &path, renamed, 1).err().unwrap();
+    let text = err.to_string();
+    assert!(
+        text.contains("no 'audio_sequences'") && text.contains("[N,1,80,16]"),
+        "{text}"
+    );
+
+    let junk = std::env::temp_dir().join(format!("facecast-junk-{}.onnx", std::process::id()));
+    std::fs::write(&junk, b"not a model").unwrap();
+    let err = Wav2LipModel::load(env, &junk, ModelIo::default(), 1)
+        .err()
+        .unwrap();
+    std::fs::remove_file(&junk).unwrap();
+    assert!(matches!(err, ModelError::Load { .. }), "{err}");
+
+    let mut model = Wav2LipModel::load(env, &path, ModelIo::default(), 1).unwrap();
+    assert!(matches!(
+        model.infer(2, &[0.0; 10], &[0.0; 10]),
+        Err(ModelError::Run(_))
+    ));
+}
