@@ -50,6 +50,13 @@ pub struct BenchArgs {
     /// Seconds each concurrency step runs (with --serve).
     #[arg(long, default_value_t = 10)]
     step_secs: u64,
+    /// Time a Wav2Lip-class ONNX model instead (ms per frame at batch 1, 8 and 16; ONNX
+    /// Runtime from ORT_DYLIB_PATH).
+    #[arg(long, value_name = "MODEL")]
+    wav2lip: Option<std::path::PathBuf>,
+    /// ONNX Runtime intra-op threads (with --wav2lip).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -74,6 +81,9 @@ fn process_cpu_time() -> Option<Duration> {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.serve {
         return serve_bench(&args);
+    }
+    if let Some(model) = &args.wav2lip {
+        return wav2lip_bench(model, args.threads);
     }
     println!(
         "facecast bench: {}x{} at {} fps",
@@ -319,4 +329,36 @@ fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// Inference time of a Wav2Lip-class model on this machine's CPU, per frame, by batch size.
+fn wav2lip_bench(path: &std::path::Path, threads: usize) -> anyhow::Result<()> {
+    use gstfacecastlipsync::wav2lip_model::{runtime, ModelIo, Wav2LipModel};
+    let env = runtime(None)?;
+    let mut model = Wav2LipModel::load(env, path, ModelIo::default(), threads)?;
+    println!(
+        "wav2lip bench: {} with {threads} ONNX Runtime threads",
+        path.display()
+    );
+    for batch in [1usize, 8, 16] {
+        let mel: Vec<f32> = (0..batch * 80 * 16)
+            .map(|i| (i % 17) as f32 / 4.0 - 2.0)
+            .collect();
+        let face: Vec<f32> = (0..batch * 6 * 96 * 96)
+            .map(|i| (i % 251) as f32 / 251.0)
+            .collect();
+        model.infer(batch, &mel, &face)?; // warm-up
+        let mut per_frame = Vec::new();
+        for _ in 0..(40 / batch).max(3) {
+            let t = Instant::now();
+            std::hint::black_box(model.infer(batch, &mel, &face)?);
+            per_frame.push(t.elapsed().as_secs_f64() * 1e3 / batch as f64);
+        }
+        println!(
+            "batch {batch:>2}: median {:.1} ms per frame ({} runs)",
+            median(&mut per_frame),
+            per_frame.len()
+        );
+    }
+    Ok(())
 }
