@@ -15,7 +15,7 @@ use gst::prelude::*;
 use gstfacecastavatar::idle::IdleAnimator;
 use gstfacecastavatar::render::Renderer;
 use gstfacecastlipsync::engine::viseme::VisemeEngine;
-use gstfacecastlipsync::engine::{FrameJob, LipSyncEngine};
+use gstfacecastlipsync::engine::{FrameJob, LipSyncEngine, Rendered};
 use gstfacecastlipsync::timeline::{AudioTimeline, PhonemeTimeline, TimedViseme};
 use gstfacecasttts::espeak::{self, VoiceParams};
 use std::time::{Duration, Instant};
@@ -158,6 +158,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         let t1 = Instant::now();
         let job = FrameJob {
+            index: n,
+            origin: gst::ClockTime::ZERO,
             start,
             duration: frame,
             audio: &audio,
@@ -166,7 +168,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             video_info: &info,
             expression: &expression,
         };
-        let out = engine.render(&job)?;
+        let out = match engine.render(&job)? {
+            Rendered::Done(out) => *out,
+            Rendered::Pending(p) => p.finish()?,
+        };
         std::hint::black_box(out.buffer);
         let t2 = Instant::now();
         t_avatar.push((t1 - t0).as_secs_f64() * 1e3);
@@ -335,7 +340,7 @@ fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
 fn wav2lip_bench(path: &std::path::Path, threads: usize) -> anyhow::Result<()> {
     use gstfacecastlipsync::wav2lip_model::{runtime, ModelIo, Wav2LipModel};
     let env = runtime(None)?;
-    let mut model = Wav2LipModel::load(env, path, ModelIo::default(), threads)?;
+    let mut model = Wav2LipModel::load(env, path, ModelIo::default(), Default::default(), threads)?;
     println!(
         "wav2lip bench: {} with {threads} ONNX Runtime threads",
         path.display()

@@ -5,7 +5,8 @@
 //! `FACECAST_LISTEN`, `FACECAST_MAX_SESSIONS`, `FACECAST_IDLE_TIMEOUT_SECS`,
 //! `FACECAST_ALLOWED_ORIGINS` (comma-separated), `FACECAST_STUN_SERVERS`,
 //! `FACECAST_TURN_SERVERS` (comma-separated URLs), `FACECAST_VIDEO_CODEC` (`vp8`, `h264`),
-//! `FACECAST_WEB_DIR`.
+//! `FACECAST_WEB_DIR`, `FACECAST_MODELS_DIR`, `FACECAST_DATA_DIR`, `FACECAST_WAV2LIP_MODEL`,
+//! `FACECAST_DEVICE` (`cpu`, `cuda:N`), `ORT_DYLIB_PATH` (the ONNX Runtime library).
 
 use anyhow::Context;
 use serde::Deserialize;
@@ -34,6 +35,47 @@ pub struct Config {
     pub ice: IceConfig,
     pub video: VideoConfig,
     pub speech: SpeechConfig,
+    pub lipsync: LipSyncConfig,
+    /// Folder of ONNX models named by file name (face detector, lip-sync).
+    pub models_dir: PathBuf,
+    /// Folder of registered avatars (`avatars/` inside it).
+    pub data_dir: PathBuf,
+    /// Registered avatars kept decoded in memory (least recently used ones leave first).
+    pub avatar_cache_capacity: usize,
+    /// Largest avatar upload (`POST /api/v1/avatars`), in bytes.
+    pub max_upload_bytes: u64,
+}
+
+/// The neural lip-sync model photo and video avatars talk with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LipSyncConfig {
+    /// A Wav2Lip-class ONNX model (path, or file name in `models_dir`). Without one, registered
+    /// avatars cannot talk and sessions asking for `wav2lip` are refused.
+    pub model: Option<PathBuf>,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// Most frames per inference, shared by all sessions.
+    pub batch_size: u32,
+    /// Longest wait for more frames to fill a batch, in ms.
+    pub batch_wait_ms: u32,
+    /// CPU inference threads (0: one per core).
+    pub threads: u32,
+    /// The ONNX Runtime library (`libonnxruntime.so`); else `ORT_DYLIB_PATH`.
+    pub onnxruntime: Option<PathBuf>,
+}
+
+impl Default for LipSyncConfig {
+    fn default() -> Self {
+        Self {
+            model: None,
+            device: "cpu".into(),
+            batch_size: 8,
+            batch_wait_ms: 8,
+            threads: 0,
+            onnxruntime: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -102,6 +144,11 @@ impl Default for Config {
             ice: IceConfig::default(),
             video: VideoConfig::default(),
             speech: SpeechConfig::default(),
+            lipsync: LipSyncConfig::default(),
+            models_dir: PathBuf::from("models"),
+            data_dir: PathBuf::from("data"),
+            avatar_cache_capacity: 8,
+            max_upload_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -186,6 +233,21 @@ impl Config {
         if let Some(v) = var("FACECAST_WEB_DIR") {
             self.web_dir = PathBuf::from(v);
         }
+        if let Some(v) = var("FACECAST_MODELS_DIR") {
+            self.models_dir = PathBuf::from(v);
+        }
+        if let Some(v) = var("FACECAST_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = var("FACECAST_WAV2LIP_MODEL") {
+            self.lipsync.model = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty());
+        }
+        if let Some(v) = var("FACECAST_DEVICE") {
+            self.lipsync.device = v;
+        }
+        if let Some(v) = var("ORT_DYLIB_PATH") {
+            self.lipsync.onnxruntime.get_or_insert(PathBuf::from(v));
+        }
         Ok(())
     }
 
@@ -203,7 +265,24 @@ impl Config {
             v.fps
         );
         anyhow::ensure!(self.max_sessions > 0, "max_sessions must be at least 1");
+        self.lipsync
+            .device
+            .parse::<facecast_common::onnx::Device>()
+            .map_err(|e| anyhow::anyhow!("lipsync.device: {e}"))?;
+        anyhow::ensure!(
+            (1..=256).contains(&self.lipsync.batch_size),
+            "lipsync.batch_size {} is outside 1..256",
+            self.lipsync.batch_size
+        );
         Ok(())
+    }
+
+    /// The lip-sync model's full path, when one is configured.
+    pub fn wav2lip_model(&self) -> Option<PathBuf> {
+        self.lipsync
+            .model
+            .as_deref()
+            .map(|m| facecast_common::onnx::find_model(m, &self.models_dir))
     }
 
     /// Whether to gather loopback ICE candidates.

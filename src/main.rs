@@ -4,6 +4,7 @@
 //! facecast's elements statically (the same code `gst-launch-1.0` loads from the plugin files),
 //! and runs one subcommand.
 
+mod avatar;
 mod bench;
 mod config;
 mod error;
@@ -34,6 +35,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Render text (spoken by the built-in TTS) or an audio file to an MP4 of the talking avatar.
     Render(render::RenderArgs),
+    /// Register photo and video avatars (their face is found once and cached), list, delete.
+    Avatar(avatar::AvatarArgs),
     /// Measure the per-frame cost of the avatar and lip-sync, and the TTS real-time factor.
     Bench(bench::BenchArgs),
 }
@@ -53,6 +56,7 @@ fn main() -> std::process::ExitCode {
         .and_then(|_| match cli.command {
             Command::Serve(args) => serve::run(args),
             Command::Render(args) => render::run(args),
+            Command::Avatar(args) => avatar::run(args),
             Command::Bench(args) => bench::run(args),
         });
     match result {

@@ -1,6 +1,11 @@
 //! Prometheus metrics of the server, served as text at `GET /metrics`.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
+use gstfacecastavatar::registered::store::AvatarStore;
+use gstfacecastlipsync::wav2lip_batcher;
+use prometheus::{
+    Counter, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+use std::sync::atomic::Ordering;
 
 pub struct Metrics {
     registry: Registry,
@@ -12,6 +17,13 @@ pub struct Metrics {
     pub frames_dropped: IntCounterVec,
     /// From a `say` request to the first lip-synced frame of it leaving the encoder.
     pub say_to_first_frame: Histogram,
+    // Mirrors of counters kept by the avatar store and the shared lip-sync models, brought up
+    // to date when scraped.
+    avatar_cache_hits: IntCounter,
+    avatar_cache_misses: IntCounter,
+    wav2lip_frames: IntCounter,
+    wav2lip_batches: IntCounter,
+    wav2lip_inference_seconds: Counter,
 }
 
 impl Metrics {
@@ -42,8 +54,32 @@ impl Metrics {
             ]),
         )
         .unwrap();
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).unwrap();
+        let avatar_cache_hits = counter(
+            "avatar_cache_hits_total",
+            "Avatar opens served from the in-memory cache",
+        );
+        let avatar_cache_misses = counter(
+            "avatar_cache_misses_total",
+            "Avatar opens that read the cache file from disk",
+        );
+        let wav2lip_frames = counter(
+            "wav2lip_frames_total",
+            "Frames run through the lip-sync model",
+        );
+        let wav2lip_batches = counter("wav2lip_batches_total", "Lip-sync model runs (batches)");
+        let wav2lip_inference_seconds = Counter::new(
+            "wav2lip_inference_seconds_total",
+            "Time spent running the lip-sync model",
+        )
+        .unwrap();
         for c in [
-            Box::new(sessions_active.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(avatar_cache_hits.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(avatar_cache_misses.clone()),
+            Box::new(wav2lip_frames.clone()),
+            Box::new(wav2lip_batches.clone()),
+            Box::new(wav2lip_inference_seconds.clone()),
+            Box::new(sessions_active.clone()),
             Box::new(viewers.clone()),
             Box::new(frames_produced.clone()),
             Box::new(frames_dropped.clone()),
@@ -58,7 +94,31 @@ impl Metrics {
             frames_produced,
             frames_dropped,
             say_to_first_frame,
+            avatar_cache_hits,
+            avatar_cache_misses,
+            wav2lip_frames,
+            wav2lip_batches,
+            wav2lip_inference_seconds,
         }
+    }
+
+    /// Brings the mirrored counters up to date.
+    fn refresh(&self) {
+        let catch_up = |c: &IntCounter, total: u64| c.inc_by(total.saturating_sub(c.get()));
+        let store = AvatarStore::global();
+        catch_up(&self.avatar_cache_hits, store.hits());
+        catch_up(&self.avatar_cache_misses, store.misses());
+        let (mut frames, mut batches, mut us) = (0, 0, 0);
+        for model in wav2lip_batcher::loaded() {
+            frames += model.stats.frames.load(Ordering::Relaxed);
+            batches += model.stats.batches.load(Ordering::Relaxed);
+            us += model.stats.inference_us.load(Ordering::Relaxed);
+        }
+        catch_up(&self.wav2lip_frames, frames);
+        catch_up(&self.wav2lip_batches, batches);
+        let secs = us as f64 / 1e6;
+        self.wav2lip_inference_seconds
+            .inc_by((secs - self.wav2lip_inference_seconds.get()).max(0.0));
     }
 
     /// Forgets a finished session's series.
@@ -68,6 +128,7 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
+        self.refresh();
         let mut out = Vec::new();
         prometheus::TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

@@ -46,10 +46,27 @@ pub struct RenderArgs {
     /// Strength of the expression, 0-1.
     #[arg(long, default_value_t = 0.6)]
     intensity: f64,
-    /// Video width in pixels.
+    /// A registered photo/video avatar (`facecast avatar add`) instead of the parametric face;
+    /// the video takes its size.
+    #[arg(long)]
+    avatar: Option<String>,
+    /// How the mouth is made: viseme (parametric face) or wav2lip (photo/video avatars; needs
+    /// --model). Default: wav2lip with --avatar, viseme without.
+    #[arg(long)]
+    engine: Option<String>,
+    /// engine=wav2lip: the ONNX model, a path or a file name in the models folder.
+    #[arg(long, env = "FACECAST_WAV2LIP_MODEL")]
+    model: Option<String>,
+    /// engine=wav2lip: cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// engine=wav2lip: frames per inference.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    batch_size: u32,
+    /// Video width in pixels (parametric face only).
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(64..=4096))]
     width: u32,
-    /// Video height in pixels.
+    /// Video height in pixels (parametric face only).
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(64..=4096))]
     height: u32,
     /// Frames per second.
@@ -77,6 +94,7 @@ struct RenderPipeline {
     /// End time of the latest frame out of `lipsync`, in nanoseconds.
     position: Arc<AtomicU64>,
     frames: Arc<AtomicU64>,
+    lipsync: gst::Element,
 }
 
 fn build(args: &RenderArgs) -> anyhow::Result<RenderPipeline> {
@@ -126,18 +144,37 @@ fn build(args: &RenderArgs) -> anyhow::Result<RenderPipeline> {
         .property("seed", args.seed)
         .property("emotion", args.emotion.name())
         .property("emotion-intensity", args.intensity.clamp(0.0, 1.0))
+        .property("avatar", args.avatar.as_deref())
         .build()?;
+    // A registered avatar has its own size; the parametric face is drawn at any.
+    let caps = gst_video::VideoCapsBuilder::new().framerate(gst::Fraction::new(args.fps as i32, 1));
+    let caps = if args.avatar.is_some() {
+        caps.build()
+    } else {
+        caps.width(args.width as i32)
+            .height(args.height as i32)
+            .build()
+    };
     let avatar_caps = gst::ElementFactory::make("capsfilter")
-        .property(
-            "caps",
-            gst_video::VideoCapsBuilder::new()
-                .width(args.width as i32)
-                .height(args.height as i32)
-                .framerate(gst::Fraction::new(args.fps as i32, 1))
-                .build(),
-        )
+        .property("caps", caps)
         .build()?;
-    let lipsync = make("lipsync")?;
+    let engine = args.engine.clone().unwrap_or_else(|| {
+        if args.avatar.is_some() {
+            "wav2lip"
+        } else {
+            "viseme"
+        }
+        .to_owned()
+    });
+    let lipsync = gst::ElementFactory::make("lipsync")
+        .property_from_str("engine", &engine)
+        .property("model", args.model.as_deref())
+        .property("device", &args.device)
+        .property("batch-size", args.batch_size)
+        .build()
+        .with_context(|| {
+            format!("cannot set up lipsync with engine '{engine}' (viseme or wav2lip)")
+        })?;
     let lip_queue = make("queue")?;
     let mux_queue = gst::ElementFactory::make("queue")
         .property("max-size-time", 0u64)
@@ -207,6 +244,7 @@ fn build(args: &RenderArgs) -> anyhow::Result<RenderPipeline> {
         pipeline,
         position,
         frames,
+        lipsync,
     })
 }
 
@@ -235,6 +273,7 @@ fn render(args: &RenderArgs) -> anyhow::Result<()> {
         pipeline,
         position,
         frames,
+        lipsync,
     } = build(args)?;
     let bus = pipeline.bus().expect("a pipeline has a bus");
     let _null_on_exit = NullOnDrop(pipeline.clone());
@@ -291,13 +330,18 @@ fn render(args: &RenderArgs) -> anyhow::Result<()> {
     }
     progress.finish_and_clear();
     let secs = position.load(Ordering::Relaxed) as f64 / 1e9;
+    let (width, height) = lipsync
+        .static_pad("src")
+        .and_then(|p| p.current_caps())
+        .and_then(|c| gst_video::VideoInfo::from_caps(&c).ok())
+        .map_or((args.width, args.height), |i| (i.width(), i.height()));
     println!(
         "wrote {}: {:.2} s, {} frames ({}x{} at {} fps) in {:.1} s",
         args.output.display(),
         secs,
         frames.load(Ordering::Relaxed),
-        args.width,
-        args.height,
+        width,
+        height,
         args.fps,
         started.elapsed().as_secs_f64()
     );

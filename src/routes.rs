@@ -12,9 +12,9 @@ use std::sync::Arc;
 use warp::http::{header, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
-type State = Arc<Registry>;
+pub(crate) type State = Arc<Registry>;
 
-fn with_state(
+pub(crate) fn with_state(
     state: State,
 ) -> impl Filter<Extract = (State,), Error = std::convert::Infallible> + Clone {
     warp::any().map(move || state.clone())
@@ -26,6 +26,8 @@ fn json_body<T: serde::de::DeserializeOwned + Send>(
 ) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
     warp::body::content_length_limit(limit).and(warp::body::json())
 }
+
+mod avatars;
 
 /// Every route, with CORS and JSON errors.
 pub fn routes(
@@ -42,6 +44,7 @@ pub fn routes(
         .or(whep_offer(state.clone()))
         .or(whep_patch(state.clone()))
         .or(whep_delete(state.clone()))
+        .or(avatars::routes(state.clone()))
         .or(health_live())
         .or(health_ready(state.clone()))
         .or(metrics(state.clone()))

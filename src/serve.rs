@@ -52,11 +52,49 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             config.web_dir.display()
         );
     }
+    prepare_lipsync(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(serve(Arc::new(config)))
+}
+
+/// Opens the avatar store and, when a lip-sync model is configured, loads ONNX Runtime and the
+/// model now ("cold loading"): the first session then starts without waiting for them, and a
+/// model that cannot load stops the server at start instead of failing every session.
+fn prepare_lipsync(config: &Config) -> anyhow::Result<()> {
+    use gstfacecastavatar::registered::store::AvatarStore;
+    use gstfacecastlipsync::wav2lip_batcher::{self, ModelKey};
+    let store = AvatarStore::init_global(&config.data_dir, config.avatar_cache_capacity);
+    tracing::info!("avatars in {}", store.dir().display());
+    let l = &config.lipsync;
+    // The detector (registration) and the lip-sync model share one ONNX Runtime.
+    let runtime = facecast_common::onnx::runtime(l.onnxruntime.as_deref());
+    let Some(model) = config.wav2lip_model() else {
+        if let Err(e) = runtime {
+            tracing::warn!("{e}: avatar registration and engine wav2lip are unavailable");
+        }
+        println!("no lip-sync model configured: registered avatars cannot talk (see README, 'Neural lip-sync')");
+        return Ok(());
+    };
+    runtime.context("lipsync.model is set, so ONNX Runtime is needed")?;
+    let key = ModelKey::new(
+        &model,
+        l.device.parse().map_err(anyhow::Error::msg)?,
+        l.batch_size,
+        l.batch_wait_ms,
+        l.threads,
+    );
+    let shared = wav2lip_batcher::shared(&key)
+        .with_context(|| format!("cannot load the lip-sync model {}", model.display()))?;
+    println!(
+        "lip-sync model {} loaded on {} in {:.2} s",
+        model.display(),
+        l.device,
+        shared.load_time.as_secs_f64()
+    );
+    Ok(())
 }
 
 async fn serve(config: Arc<Config>) -> anyhow::Result<()> {

@@ -14,7 +14,8 @@ use crate::metrics::Metrics;
 use crate::signalling;
 use facecast_common::Emotion;
 use gst::prelude::*;
-use pipeline::{SessionPipeline, Voice};
+use gstfacecastavatar::registered::store::{AvatarStore, StoreError};
+use pipeline::{Face, SessionPipeline, Voice};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,6 +41,8 @@ pub enum SessionEvent {
 #[serde(deny_unknown_fields)]
 pub struct CreateSession {
     pub avatar: Option<String>,
+    /// `viseme` or `wav2lip`; default: wav2lip for registered avatars, viseme for the built-in one.
+    pub engine: Option<String>,
     pub voice: Option<String>,
     pub lang: Option<String>,
 }
@@ -48,6 +51,7 @@ pub struct CreateSession {
 pub struct SessionInfo {
     pub id: String,
     pub avatar: String,
+    pub engine: String,
     pub lang: String,
     pub voice: Option<String>,
     pub viewers: usize,
@@ -75,6 +79,7 @@ struct PendingSay {
 pub struct Session {
     pub id: String,
     pub avatar: String,
+    pub engine: String,
     pub lang: String,
     pub voice: Option<String>,
     created: Instant,
@@ -95,6 +100,7 @@ impl Session {
         SessionInfo {
             id: self.id.clone(),
             avatar: self.avatar.clone(),
+            engine: self.engine.clone(),
             lang: self.lang.clone(),
             voice: self.voice.clone(),
             viewers: self.viewers.lock().unwrap().len(),
@@ -202,11 +208,42 @@ impl Registry {
     /// Starts a session. Must run inside the tokio runtime (it spawns the session's bus task).
     pub fn create(self: &Arc<Self>, req: CreateSession) -> Result<Arc<Session>, ApiError> {
         let avatar = req.avatar.unwrap_or_else(|| "default".into());
-        if avatar != "default" {
+        let registered = if avatar == "default" {
+            None
+        } else {
+            let cached = AvatarStore::global().get(&avatar).map_err(|e| match e {
+                StoreError::Unknown(_) => ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "avatar_not_found",
+                    format!("no avatar '{avatar}' is registered (GET /api/v1/avatars lists them; 'default' is the built-in face)"),
+                ),
+                StoreError::BadName { .. } => ApiError::bad_request("bad_avatar_name", e.to_string()),
+                other => ApiError::internal(format!("cannot open avatar '{avatar}': {other}")),
+            })?;
+            Some((cached.info.width, cached.info.height))
+        };
+        let engine = match req.engine.as_deref() {
+            None if registered.is_some() => "wav2lip",
+            None | Some("viseme") => "viseme",
+            Some("wav2lip") => "wav2lip",
+            Some(other) => {
+                return Err(ApiError::bad_request(
+                    "unknown_engine",
+                    format!("unknown engine '{other}' (expected viseme or wav2lip)"),
+                ))
+            }
+        };
+        if engine == "wav2lip" && self.config.wav2lip_model().is_none() {
             return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "avatar_not_found",
-                format!("no avatar '{avatar}' (available: default)"),
+                StatusCode::CONFLICT,
+                "no_lipsync_model",
+                "engine wav2lip needs a Wav2Lip ONNX model: set lipsync.model in the configuration or FACECAST_WAV2LIP_MODEL (see README, 'Neural lip-sync')",
+            ));
+        }
+        if engine == "viseme" && registered.is_some() {
+            return Err(ApiError::bad_request(
+                "engine_mismatch",
+                "the viseme engine draws only the built-in face; photo and video avatars talk with engine wav2lip",
             ));
         }
         let lang = req
@@ -236,6 +273,10 @@ impl Registry {
                 language: &lang,
                 voice: req.voice.as_deref(),
             },
+            &Face {
+                registered: registered.map(|(w, h)| (avatar.as_str(), w, h)),
+                wav2lip: engine == "wav2lip",
+            },
             seed,
         )
         .map_err(|e| ApiError::internal(format!("cannot build the session pipeline: {e:#}")))?;
@@ -243,6 +284,7 @@ impl Registry {
         let session = Arc::new(Session {
             id: id.clone(),
             avatar,
+            engine: engine.to_owned(),
             lang,
             voice: req.voice,
             created: Instant::now(),

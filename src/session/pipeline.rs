@@ -37,6 +37,14 @@ fn make(factory: &str, name: Option<&str>) -> anyhow::Result<gst::Element> {
     })
 }
 
+/// Which face a session shows and how it talks.
+pub struct Face<'a> {
+    /// A registered avatar (name, width, height); `None`: the parametric face.
+    pub registered: Option<(&'a str, u32, u32)>,
+    /// Lip-sync with the configured Wav2Lip model (else the viseme engine).
+    pub wav2lip: bool,
+}
+
 /// Speech settings of one session.
 pub struct Voice<'a> {
     pub language: &'a str,
@@ -44,7 +52,7 @@ pub struct Voice<'a> {
 }
 
 impl SessionPipeline {
-    pub fn build(config: &Config, voice: &Voice, seed: u64) -> anyhow::Result<Self> {
+    pub fn build(config: &Config, voice: &Voice, face: &Face, seed: u64) -> anyhow::Result<Self> {
         let v = &config.video;
         let pipeline = gst::Pipeline::new();
 
@@ -81,18 +89,33 @@ impl SessionPipeline {
         let avatar = gst::ElementFactory::make("avatarsrc")
             .property("is-live", true)
             .property("seed", seed)
+            .property("avatar", face.registered.map(|r| r.0))
             .build()?;
+        // A registered avatar is shown at its own size.
+        let (width, height) = face.registered.map_or((v.width, v.height), |r| (r.1, r.2));
         let avatar_caps = gst::ElementFactory::make("capsfilter")
             .property(
                 "caps",
                 gst_video::VideoCapsBuilder::new()
-                    .width(v.width as i32)
-                    .height(v.height as i32)
+                    .width(width as i32)
+                    .height(height as i32)
                     .framerate(gst::Fraction::new(v.fps as i32, 1))
                     .build(),
             )
             .build()?;
         let lipsync = make("lipsync", Some("lipsync"))?;
+        if face.wav2lip {
+            let model = config
+                .wav2lip_model()
+                .context("no lip-sync model configured (lipsync.model)")?;
+            let l = &config.lipsync;
+            lipsync.set_property_from_str("engine", "wav2lip");
+            lipsync.set_property("model", model.to_string_lossy().as_ref());
+            lipsync.set_property("device", &l.device);
+            lipsync.set_property("batch-size", l.batch_size);
+            lipsync.set_property("batch-wait", l.batch_wait_ms);
+            lipsync.set_property("threads", l.threads);
+        }
         let encoder_queue = gst::ElementFactory::make("queue")
             .name("encoder_queue")
             .property("max-size-buffers", 3u32)

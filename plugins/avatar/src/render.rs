@@ -190,6 +190,7 @@ impl Renderer {
                 424.0 + g.fy.max(0.0),
             ),
             pose: Some(*pose),
+            source: None,
         }
     }
 

@@ -7,6 +7,9 @@
 //! - `facecast/avatar-pose`: present when the frame was drawn by the parametric renderer; holds
 //!   the blendshape weights (ARKit names; absent means 0) and head pose it was drawn with, so
 //!   `lipsync` can redraw the same frame with a speaking mouth instead of pasting pixels.
+//! - `facecast/avatar-frame` `{avatar, index}`: present when the frame is frame `index` of a
+//!   registered avatar, so `lipsync` can take its cached face crop and blend mask instead of
+//!   computing them again.
 
 use crate::blendshapes::{Blendshape, BlendshapeWeights};
 use gst_video::VideoRegionOfInterestMeta;
@@ -14,6 +17,14 @@ use gst_video::VideoRegionOfInterestMeta;
 pub const FACE_ROI_TYPE: &str = "face";
 pub const MOUTH_PARAM: &str = "facecast/mouth";
 pub const POSE_PARAM: &str = "facecast/avatar-pose";
+pub const AVATAR_FRAME_PARAM: &str = "facecast/avatar-frame";
+
+/// Which registered avatar frame a buffer shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvatarFrameRef {
+    pub avatar: String,
+    pub index: u32,
+}
 
 /// A rectangle in frame pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -63,6 +74,7 @@ pub struct FaceInfo {
     pub face: Rect,
     pub mouth: Rect,
     pub pose: Option<AvatarPose>,
+    pub source: Option<AvatarFrameRef>,
 }
 
 impl FaceInfo {
@@ -91,6 +103,14 @@ impl FaceInfo {
                 s = s.field(name, w);
             }
             meta.add_param(s.build());
+        }
+        if let Some(source) = &self.source {
+            meta.add_param(
+                gst::Structure::builder(AVATAR_FRAME_PARAM)
+                    .field("avatar", source.avatar.as_str())
+                    .field("index", source.index)
+                    .build(),
+            );
         }
     }
 
@@ -128,7 +148,18 @@ impl FaceInfo {
                 breath: f("breath"),
             }
         });
-        Some(FaceInfo { face, mouth, pose })
+        let source = meta.param(AVATAR_FRAME_PARAM).and_then(|s| {
+            Some(AvatarFrameRef {
+                avatar: s.get::<String>("avatar").ok()?,
+                index: s.get("index").ok()?,
+            })
+        });
+        Some(FaceInfo {
+            face,
+            mouth,
+            pose,
+            source,
+        })
     }
 }
 
@@ -149,6 +180,10 @@ mod tests {
             face: Rect::new(100, 60, 300, 380),
             mouth: Rect::new(190, 300, 130, 110),
             pose: Some(pose),
+            source: Some(AvatarFrameRef {
+                avatar: "anna".into(),
+                index: 7,
+            }),
         };
         let mut buffer = gst::Buffer::with_size(16).unwrap();
         info.attach(buffer.get_mut().unwrap());

@@ -5,14 +5,17 @@
 //! - [`timeline`]: the audio and phonemes kept around the frame being drawn.
 //! - [`mouth`]: co-articulation and attack/release dynamics of the mouth.
 //! - [`audio_features`]: mouth shapes estimated from audio without phoneme events.
-//! - [`mel`]: the Wav2Lip mel spectrogram (for the neural engine).
+//! - [`mel`]: the Wav2Lip mel spectrogram, and [`resample`] to its 16 kHz.
+//! - [`wav2lip_model`]: a Wav2Lip-class ONNX model; [`wav2lip_batcher`]: one per process, batched.
 
 pub mod audio_features;
 pub mod engine;
 pub mod lipsync;
 pub mod mel;
 pub mod mouth;
+pub mod resample;
 pub mod timeline;
+pub mod wav2lip_batcher;
 pub mod wav2lip_model;
 
 gst::plugin_define!(

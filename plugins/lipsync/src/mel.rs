@@ -139,25 +139,47 @@ impl MelSpectrogram {
         let mut out = Vec::with_capacity(n_frames);
         for f in 0..n_frames {
             let start = (f * HOP) as isize - pad as isize;
-            for (k, x) in self.frame.iter_mut().enumerate() {
-                *x = reflect(start + k as isize) * self.window[k];
-            }
-            self.fft
-                .process_with_scratch(&mut self.frame, &mut self.spectrum, &mut self.scratch)
-                .expect("buffer sizes come from the plan");
-            let mut row = [0f32; N_MELS];
-            for (m, filter) in self.filters.iter().enumerate() {
-                let energy: f64 = filter
-                    .iter()
-                    .zip(&self.spectrum)
-                    .map(|(w, c)| w * c.norm())
-                    .sum();
-                let db = 20.0 * energy.max(1e-5).log10() - 20.0;
-                row[m] = (8.0 * (db + 100.0) / 100.0 - 4.0).clamp(-4.0, 4.0) as f32;
-            }
-            out.push(row);
+            out.push(self.row(|k| reflect(start + k as isize)));
         }
         out
+    }
+
+    /// `n` consecutive mel frames of a window cut out of a longer signal: `audio` holds the
+    /// sample just before the first frame (for the pre-emphasis) and then `(n − 1) · 200 + 800`
+    /// samples; frame `f` covers `audio[1 + 200 f ..][..800]`. On a whole signal this gives the
+    /// same rows as [`compute`](Self::compute) away from its two padded ends.
+    pub fn compute_window(&mut self, audio: &[f32], n: usize) -> Vec<[f32; N_MELS]> {
+        let needed = 1 + (n.max(1) - 1) * HOP + N_FFT;
+        if n == 0 || audio.len() < needed {
+            return Vec::new();
+        }
+        (0..n)
+            .map(|f| {
+                let base = 1 + f * HOP;
+                self.row(|k| audio[base + k] as f64 - PREEMPHASIS * audio[base + k - 1] as f64)
+            })
+            .collect()
+    }
+
+    /// One normalised mel row from the 800 (pre-emphasised) samples `sample(0..800)`.
+    fn row(&mut self, sample: impl Fn(usize) -> f64) -> [f32; N_MELS] {
+        for (k, x) in self.frame.iter_mut().enumerate() {
+            *x = sample(k) * self.window[k];
+        }
+        self.fft
+            .process_with_scratch(&mut self.frame, &mut self.spectrum, &mut self.scratch)
+            .expect("buffer sizes come from the plan");
+        let mut row = [0f32; N_MELS];
+        for (m, filter) in self.filters.iter().enumerate() {
+            let energy: f64 = filter
+                .iter()
+                .zip(&self.spectrum)
+                .map(|(w, c)| w * c.norm())
+                .sum();
+            let db = 20.0 * energy.max(1e-5).log10() - 20.0;
+            row[m] = (8.0 * (db + 100.0) / 100.0 - 4.0).clamp(-4.0, 4.0) as f32;
+        }
+        row
     }
 }
 
@@ -217,6 +239,23 @@ mod tests {
         eprintln!("largest difference from librosa: {worst}");
         // The fixture's input went through f32 here; its values keep 7 decimals.
         assert!(worst < 1e-4, "largest difference from librosa: {worst}");
+    }
+
+    #[test]
+    fn a_window_matches_the_whole_signal() {
+        let (samples, _, _, _) = reference();
+        let mut mel = MelSpectrogram::new();
+        let whole = mel.compute(&samples);
+        // Frames 5..21: frame f is centred on sample 200 f, so it starts at 200 f − 400.
+        let first = 5 * HOP - N_FFT / 2 - 1;
+        let window = mel.compute_window(&samples[first..first + 1 + 15 * HOP + N_FFT], 16);
+        assert_eq!(window.len(), 16);
+        for (f, row) in window.iter().enumerate() {
+            for (a, b) in row.iter().zip(&whole[5 + f]) {
+                assert!((a - b).abs() < 1e-5);
+            }
+        }
+        assert!(mel.compute_window(&samples[..100], 16).is_empty());
     }
 
     #[test]

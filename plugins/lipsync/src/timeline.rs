@@ -109,6 +109,22 @@ impl AudioTimeline {
         }
     }
 
+    /// `count` samples starting `offset` samples after (or, negative, before) the sample at
+    /// running time `at`, zero where the timeline has none. Sample-exact, unlike [`window`]
+    /// (Self::window), which rounds both ends to the nearest sample.
+    pub fn samples_from(&self, at: gst::ClockTime, offset: i64, count: usize, out: &mut Vec<f32>) {
+        out.clear();
+        let a = self.index_of(at) + offset;
+        let len = self.samples.len() as i64;
+        out.extend((a..a + count as i64).map(|i| {
+            if (0..len).contains(&i) {
+                self.samples[i as usize]
+            } else {
+                0.0
+            }
+        }));
+    }
+
     /// Forgets samples before running time `t`.
     pub fn trim_before(&mut self, t: gst::ClockTime) {
         let idx = self.index_of(t);

@@ -7,10 +7,12 @@
 //! `face` [N,6,96,96] → [N,3,96,96]; names are configurable for other exports, and a model that
 //! does not fit is refused with what was expected.
 
+use facecast_common::onnx::{session_builder, Device, RuntimeError};
 use ort::session::Session;
 use ort::value::TensorRef;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+
+pub use facecast_common::onnx::runtime;
 
 /// Input and output names of a Wav2Lip-class model.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,14 +34,16 @@ impl Default for ModelIo {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("ONNX Runtime library not found: set ORT_DYLIB_PATH to libonnxruntime.so (pip package onnxruntime, file onnxruntime/capi/libonnxruntime.so.<version>)")]
-    NoRuntime,
-    #[error("cannot load ONNX Runtime from {path}: {reason}")]
-    Runtime { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
     #[error("model file not found: {0}")]
     NotFound(PathBuf),
-    #[error("cannot load model {path}: {reason}")]
-    Load { path: PathBuf, reason: String },
+    #[error("cannot load model {path} on {device}: {reason}")]
+    Load {
+        path: PathBuf,
+        device: Device,
+        reason: String,
+    },
     #[error("model {path} does not fit: {reason} (expected inputs {mel} [N,1,80,16] and {face} [N,6,96,96], output {output} [N,3,96,96])")]
     Shape {
         path: PathBuf,
@@ -52,41 +56,18 @@ pub enum ModelError {
     Run(String),
 }
 
-static RUNTIME: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
-
-/// Loads ONNX Runtime once per process, from `path` or else `ORT_DYLIB_PATH`.
-pub fn runtime(path: Option<&Path>) -> Result<&'static ort::environment::Environment, ModelError> {
-    let library = path
-        .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
-        .ok_or(ModelError::NoRuntime)?;
-    let result = RUNTIME.get_or_init(|| {
-        if !library.is_file() {
-            return Err(format!("no such file {}", library.display()));
-        }
-        ort::init_from(&library)
-            .map_err(|e| e.to_string())?
-            .with_name("facecast")
-            .build()
-            .map_err(|e| e.to_string())
-    });
-    result.as_ref().map_err(|reason| ModelError::Runtime {
-        path: library,
-        reason: reason.clone(),
-    })
-}
-
 pub struct Wav2LipModel {
     session: Session,
     io: ModelIo,
 }
 
 impl Wav2LipModel {
-    /// Loads and checks a model; `threads` is ONNX Runtime's intra-op thread count.
+    /// Loads and checks a model; `threads` is ONNX Runtime's intra-op thread count (CPU).
     pub fn load(
         env: &ort::environment::Environment,
         path: &Path,
         io: ModelIo,
+        device: Device,
         threads: usize,
     ) -> Result<Self, ModelError> {
         if !path.is_file() {
@@ -94,12 +75,11 @@ impl Wav2LipModel {
         }
         let load = |e: ort::Error| ModelError::Load {
             path: path.to_owned(),
+            device,
             reason: e.to_string(),
         };
-        let session = Session::builder(env)
+        let session = session_builder(env, device, threads)
             .map_err(load)?
-            .with_intra_threads(threads.max(1))
-            .map_err(|e| load(e.into()))?
             .commit_from_file(path)
             .map_err(load)?;
         let model = Self { session, io };

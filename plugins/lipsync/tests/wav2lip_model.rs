@@ -1,6 +1,7 @@
 //! The Wav2Lip model runner with ONNX Runtime and the generated test model
 //! (`scripts/fetch-test-assets.sh`, which `make test` runs first).
 
+use facecast_common::onnx::Device;
 use gstfacecastlipsync::wav2lip_model::{runtime, ModelError, ModelIo, Wav2LipModel};
 use std::path::{Path, PathBuf};
 
@@ -35,7 +36,7 @@ fn inputs(n: usize) -> (Vec<f32>, Vec<f32>) {
 #[test]
 fn runs_and_batches_agree() {
     let (env, path) = assets();
-    let mut model = Wav2LipModel::load(env, &path, ModelIo::default(), 2).unwrap();
+    let mut model = Wav2LipModel::load(env, &path, ModelIo::default(), Device::Cpu, 2).unwrap();
     let (mel, face) = inputs(4);
     let batched = model.infer(4, &mel, &face).unwrap();
     assert_eq!(batched.len(), 4 * 3 * 96 * 96);
@@ -77,6 +78,7 @@ fn bad_models_and_inputs_are_named() {
         env,
         Path::new("/nonexistent/wav2lip.onnx"),
         ModelIo::default(),
+        Device::Cpu,
         1,
     ) {
         Err(ModelError::NotFound(p)) => assert!(p.ends_with("wav2lip.onnx")),
@@ -86,7 +88,9 @@ fn bad_models_and_inputs_are_named() {
         mel: "audio_sequences".into(),
         ..ModelIo::default()
     };
-    let err = Wav2LipModel::load(env, &path, renamed, 1).err().unwrap();
+    let err = Wav2LipModel::load(env, &path, renamed, Device::Cpu, 1)
+        .err()
+        .unwrap();
     let text = err.to_string();
     assert!(
         text.contains("no 'audio_sequences'") && text.contains("[N,1,80,16]"),
@@ -95,13 +99,13 @@ fn bad_models_and_inputs_are_named() {
 
     let junk = std::env::temp_dir().join(format!("facecast-junk-{}.onnx", std::process::id()));
     std::fs::write(&junk, b"not a model").unwrap();
-    let err = Wav2LipModel::load(env, &junk, ModelIo::default(), 1)
+    let err = Wav2LipModel::load(env, &junk, ModelIo::default(), Device::Cpu, 1)
         .err()
         .unwrap();
     std::fs::remove_file(&junk).unwrap();
     assert!(matches!(err, ModelError::Load { .. }), "{err}");
 
-    let mut model = Wav2LipModel::load(env, &path, ModelIo::default(), 1).unwrap();
+    let mut model = Wav2LipModel::load(env, &path, ModelIo::default(), Device::Cpu, 1).unwrap();
     assert!(matches!(
         model.infer(2, &[0.0; 10], &[0.0; 10]),
         Err(ModelError::Run(_))

@@ -1,4 +1,7 @@
 use crate::idle::IdleAnimator;
+use crate::registered::cache::CachedAvatar;
+use crate::registered::player::AvatarPlayer;
+use crate::registered::store::AvatarStore;
 use crate::render::Renderer;
 use facecast_common::{Emotion, ExpressionBlender};
 use gst::glib;
@@ -7,7 +10,7 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::base_src::CreateSuccess;
 use gst_base::subclass::prelude::*;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -31,6 +34,8 @@ struct Settings {
     is_live: bool,
     emotion: Emotion,
     intensity: f64,
+    /// A registered avatar to play instead of the parametric face.
+    avatar: Option<String>,
 }
 
 impl Default for Settings {
@@ -40,6 +45,7 @@ impl Default for Settings {
             is_live: DEFAULT_IS_LIVE,
             emotion: Emotion::Neutral,
             intensity: DEFAULT_INTENSITY,
+            avatar: None,
         }
     }
 }
@@ -51,11 +57,15 @@ struct State {
     expression: ExpressionBlender,
     /// Frames produced since start; frame n starts at n / fps.
     n_frames: u64,
+    /// Set when playing a registered avatar.
+    player: Option<AvatarPlayer>,
 }
 
 #[derive(Default)]
 pub struct AvatarSrc {
     settings: Mutex<Settings>,
+    /// The registered avatar, opened at start (so caps can be its size).
+    registered: Mutex<Option<Arc<CachedAvatar>>>,
     state: Mutex<Option<State>>,
     /// The clock wait of a live source, so `unlock` can cancel it on flush or shutdown.
     clock_wait: Mutex<(Option<gst::SingleShotClockId>, bool)>,
@@ -122,6 +132,11 @@ impl ObjectImpl for AvatarSrc {
                     .default_value(Some(DEFAULT_EMOTION))
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecString::builder("avatar")
+                    .nick("Avatar")
+                    .blurb("A registered photo/video avatar to play (facecast avatar add); unset: the parametric face. Looked up in FACECAST_DATA_DIR")
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecDouble::builder("emotion-intensity")
                     .nick("Emotion intensity")
                     .blurb("Strength of the expression, 0 (none) to 1 (full)")
@@ -158,6 +173,12 @@ impl ObjectImpl for AvatarSrc {
                 }
             }
             "emotion-intensity" => settings.intensity = value.get().expect("type checked upstream"),
+            "avatar" => {
+                settings.avatar = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .filter(|s| !s.is_empty() && s != "default")
+            }
             _ => unreachable!(),
         }
         gst::info!(CAT, imp = self, "{} set to {:?}", pspec.name(), value);
@@ -170,6 +191,7 @@ impl ObjectImpl for AvatarSrc {
             "is-live" => settings.is_live.to_value(),
             "emotion" => settings.emotion.name().to_value(),
             "emotion-intensity" => settings.intensity.to_value(),
+            "avatar" => settings.avatar.to_value(),
             _ => unreachable!(),
         }
     }
@@ -218,14 +240,42 @@ impl ElementImpl for AvatarSrc {
 }
 
 impl BaseSrcImpl for AvatarSrc {
+    fn caps(&self, filter: Option<&gst::Caps>) -> Option<gst::Caps> {
+        let template = self.obj().src_pad().pad_template_caps();
+        // A registered avatar has one size: its frames are not rescaled here.
+        let caps = match self.registered.lock().unwrap().as_ref() {
+            Some(a) => {
+                let mut caps = template;
+                caps.make_mut().set("width", a.info.width as i32);
+                caps.make_mut().set("height", a.info.height as i32);
+                caps
+            }
+            None => template,
+        };
+        Some(match filter {
+            Some(f) => f.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
+            None => caps,
+        })
+    }
+
     fn fixate(&self, mut caps: gst::Caps) -> gst::Caps {
         caps.truncate();
+        let fps = self
+            .registered
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|a| a.info.fps)
+            .filter(|f| f.0 > 0 && f.1 > 0)
+            .map_or(gst::Fraction::new(DEFAULT_FPS, 1), |(n, d)| {
+                gst::Fraction::new(n, d)
+            });
         {
             let caps = caps.make_mut();
             let s = caps.structure_mut(0).unwrap();
             s.fixate_field_nearest_int("width", DEFAULT_WIDTH);
             s.fixate_field_nearest_int("height", DEFAULT_HEIGHT);
-            s.fixate_field_nearest_fraction("framerate", gst::Fraction::new(DEFAULT_FPS, 1));
+            s.fixate_field_nearest_fraction("framerate", fps);
             if s.has_field("pixel-aspect-ratio") {
                 s.fixate_field_nearest_fraction("pixel-aspect-ratio", gst::Fraction::new(1, 1));
             }
@@ -256,23 +306,64 @@ impl BaseSrcImpl for AvatarSrc {
         );
         let mut expression = ExpressionBlender::default();
         expression.set_target(settings.emotion, settings.intensity as f32);
+        let player = self
+            .registered
+            .lock()
+            .unwrap()
+            .clone()
+            .map(AvatarPlayer::new);
+        if let Some(p) = &player {
+            let a = &p.avatar().info;
+            if (a.width, a.height) != (info.width(), info.height()) {
+                return Err(gst::loggable_error!(
+                    CAT,
+                    "avatar '{}' is {}x{}, caps ask for {}x{}",
+                    a.name,
+                    a.width,
+                    a.height,
+                    info.width(),
+                    info.height()
+                ));
+            }
+        }
         *self.state.lock().unwrap() = Some(State {
             info,
             renderer,
             idle: IdleAnimator::new(settings.seed),
             expression,
             n_frames: 0,
+            player,
         });
         Ok(())
     }
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         self.clock_wait.lock().unwrap().1 = false;
+        let name = self.settings.lock().unwrap().avatar.clone();
+        let registered = match name {
+            Some(name) => {
+                let avatar = AvatarStore::global().get(&name).map_err(|e| {
+                    gst::error_msg!(gst::ResourceError::NotFound, ["cannot play avatar: {e}"])
+                })?;
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "playing avatar '{name}': {} frames of {}x{}",
+                    avatar.frame_count(),
+                    avatar.info.width,
+                    avatar.info.height
+                );
+                Some(avatar)
+            }
+            None => None,
+        };
+        *self.registered.lock().unwrap() = registered;
         Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         *self.state.lock().unwrap() = None;
+        *self.registered.lock().unwrap() = None;
         Ok(())
     }
 
@@ -329,6 +420,24 @@ impl PushSrcImpl for AvatarSrc {
         let pts = Self::frame_time(state.n_frames, fps);
         let end = Self::frame_time(state.n_frames + 1, fps);
         state.n_frames += 1;
+
+        if let Some(player) = state.player.as_mut() {
+            let frame = player.frame_at(pts).map_err(|e| {
+                gst::element_imp_error!(self, gst::ResourceError::Read, ("avatar frame: {e}"));
+                gst::FlowError::Error
+            })?;
+            drop(state_guard);
+            let mut buffer = frame;
+            {
+                let b = buffer.make_mut();
+                b.set_pts(pts);
+                b.set_duration(end - pts);
+            }
+            if settings.is_live {
+                self.wait_until(end)?;
+            }
+            return Ok(CreateSuccess::NewBuffer(buffer));
+        }
 
         let dt = (end - pts).seconds_f32();
         let mut pose = state.idle.pose_at(pts.seconds_f32());

@@ -3,16 +3,23 @@
 //! `lipsync` owns time: it decides which output frame comes next, which avatar frame it starts
 //! from, and which audio and phonemes surround it. An engine owns pixels: given that context it
 //! returns the talking frame. The viseme engine (this crate) redraws the parametric avatar with a
-//! speaking mouth; a neural engine (Wav2Lip-class) will take the same [`FrameJob`]s, read its mel
-//! window from [`FrameJob::audio`], and may batch several jobs per inference.
+//! speaking mouth ([`viseme`]); the neural engine ([`wav2lip`]) reads its mel window from
+//! [`FrameJob::audio`] and repaints the face box of photo or video avatars. An engine may answer
+//! a job later ([`Rendered::Pending`]): `lipsync` then submits up to
+//! [`LipSyncEngine::max_in_flight`] frames before collecting the first, so a model can run them
+//! as one batch.
 
 pub mod viseme;
+pub mod wav2lip;
 
 use crate::timeline::{AudioTimeline, PhonemeTimeline};
 use facecast_common::BlendshapeWeights;
 
 /// Everything an engine may use to draw one output frame.
 pub struct FrameJob<'a> {
+    /// Output frame number since the audio started, and that start's running time.
+    pub index: u64,
+    pub origin: gst::ClockTime,
     /// Running time of the output frame and its duration.
     pub start: gst::ClockTime,
     pub duration: gst::ClockTime,
@@ -41,6 +48,28 @@ pub enum EngineError {
     Map,
     #[error("cannot draw the avatar at {0}x{1}")]
     Size(u32, u32),
+    #[error("{0}")]
+    Model(#[from] crate::wav2lip_model::ModelError),
+}
+
+/// A frame whose pixels are still being computed (e.g. waiting for its batch).
+pub struct PendingFrame(Box<dyn FnOnce() -> Result<FrameOutput, EngineError> + Send>);
+
+impl PendingFrame {
+    pub fn new(finish: impl FnOnce() -> Result<FrameOutput, EngineError> + Send + 'static) -> Self {
+        Self(Box::new(finish))
+    }
+
+    /// Waits for the frame and returns it.
+    pub fn finish(self) -> Result<FrameOutput, EngineError> {
+        (self.0)()
+    }
+}
+
+/// An engine's answer to a job: the frame now, or later.
+pub enum Rendered {
+    Done(Box<FrameOutput>),
+    Pending(PendingFrame),
 }
 
 pub trait LipSyncEngine: Send {
@@ -51,5 +80,9 @@ pub trait LipSyncEngine: Send {
     fn history(&self) -> gst::ClockTime;
     /// Forgets the motion state (after a flush or a discontinuity).
     fn reset(&mut self);
-    fn render(&mut self, job: &FrameJob) -> Result<FrameOutput, EngineError>;
+    /// Frames that may be pending at once (1: every frame is finished before the next starts).
+    fn max_in_flight(&self) -> usize {
+        1
+    }
+    fn render(&mut self, job: &FrameJob) -> Result<Rendered, EngineError>;
 }

@@ -1,7 +1,7 @@
 //! The viseme engine: mouth blendshapes from phoneme events (exact timing) or, without them,
 //! from the audio itself; drawn by redrawing the parametric avatar with that mouth.
 
-use super::{EngineError, FrameJob, FrameOutput, LipSyncEngine};
+use super::{EngineError, FrameJob, FrameOutput, LipSyncEngine, Rendered};
 use crate::audio_features::AudioMouthEstimator;
 use crate::mouth::{coarticulated_target, MouthDynamics, LOOKAHEAD};
 use facecast_common::{AvatarPose, FaceInfo};
@@ -70,7 +70,13 @@ impl LipSyncEngine for VisemeEngine {
         self.dynamics.reset();
     }
 
-    fn render(&mut self, job: &FrameJob) -> Result<FrameOutput, EngineError> {
+    fn render(&mut self, job: &FrameJob) -> Result<Rendered, EngineError> {
+        self.draw(job).map(|f| Rendered::Done(Box::new(f)))
+    }
+}
+
+impl VisemeEngine {
+    fn draw(&mut self, job: &FrameJob) -> Result<FrameOutput, EngineError> {
         let target = self.mouth_target(job);
         let mouth = *self.dynamics.step(&target, job.duration.seconds_f32());
 

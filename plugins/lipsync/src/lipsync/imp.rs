@@ -1,13 +1,18 @@
 use super::EngineKind;
 use crate::engine::viseme::VisemeEngine;
-use crate::engine::{FrameJob, LipSyncEngine};
+use crate::engine::wav2lip::Wav2LipEngine;
+use crate::engine::{FrameJob, FrameOutput, LipSyncEngine, PendingFrame, Rendered};
 use crate::timeline::{AudioTimeline, PhonemeTimeline, TimedViseme};
+use crate::wav2lip_batcher::{self, ModelIoKey, ModelKey};
+use facecast_common::onnx::{find_model, models_dir, Device};
 use facecast_common::{EmotionEvent, ExpressionBlender, FaceInfo, PhonemeEvent};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
+use gstfacecastavatar::registered::store::AvatarStore;
+use std::collections::VecDeque;
 use std::sync::{LazyLock, Mutex};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -21,9 +26,66 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 /// Phonemes are kept this long after they end (co-articulation looks back a little).
 const PHONEME_HISTORY: gst::ClockTime = gst::ClockTime::from_mseconds(500);
 
-#[derive(Debug, Clone, Copy, Default)]
+const DEFAULT_DEVICE: &str = "cpu";
+const DEFAULT_BATCH_SIZE: u32 = 4;
+const DEFAULT_BATCH_WAIT_MS: u32 = 8;
+
+#[derive(Debug, Clone)]
 struct Settings {
     engine: EngineKind,
+    model: Option<String>,
+    device: String,
+    batch_size: u32,
+    batch_wait_ms: u32,
+    threads: u32,
+    mel_input: String,
+    face_input: String,
+    output: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            engine: EngineKind::default(),
+            model: None,
+            device: DEFAULT_DEVICE.into(),
+            batch_size: DEFAULT_BATCH_SIZE,
+            batch_wait_ms: DEFAULT_BATCH_WAIT_MS,
+            threads: 0,
+            mel_input: "mel".into(),
+            face_input: "face".into(),
+            output: "output".into(),
+        }
+    }
+}
+
+impl Settings {
+    /// The engine these settings ask for; a neural engine's model is loaded (once per process).
+    fn make_engine(&self) -> Result<Box<dyn LipSyncEngine>, String> {
+        match self.engine {
+            EngineKind::Viseme => Ok(Box::new(VisemeEngine::new())),
+            EngineKind::Wav2lip => {
+                let model = self.model.as_deref().ok_or(
+                    "engine=wav2lip needs a model: set model=PATH (a Wav2Lip-class ONNX file; see README)",
+                )?;
+                let device: Device = self.device.parse()?;
+                let mut key = ModelKey::new(
+                    &find_model(std::path::Path::new(model), &models_dir()),
+                    device,
+                    self.batch_size,
+                    self.batch_wait_ms,
+                    self.threads,
+                );
+                key.io = ModelIoKey {
+                    mel: self.mel_input.clone(),
+                    face: self.face_input.clone(),
+                    output: self.output.clone(),
+                };
+                let shared = wav2lip_batcher::shared(&key).map_err(|e| e.to_string())?;
+                Ok(Box::new(Wav2LipEngine::new(shared, AvatarStore::global())))
+            }
+        }
+    }
 }
 
 struct State {
@@ -37,12 +99,14 @@ struct State {
     /// The avatar frame the next output frame starts from.
     current_video: Option<gst::Buffer>,
     engine: Box<dyn LipSyncEngine>,
+    /// Frames handed to the engine and not yet pushed, oldest first: (number, start, duration).
+    pending: VecDeque<(u64, gst::ClockTime, gst::ClockTime, PendingFrame)>,
     expression: ExpressionBlender,
     warned_no_pose: bool,
 }
 
 impl State {
-    fn new(kind: EngineKind) -> Self {
+    fn new(engine: Box<dyn LipSyncEngine>) -> Self {
         Self {
             audio_info: None,
             video_info: None,
@@ -51,16 +115,11 @@ impl State {
             origin: None,
             next_frame: 0,
             current_video: None,
-            engine: make_engine(kind),
+            engine,
+            pending: VecDeque::new(),
             expression: ExpressionBlender::default(),
             warned_no_pose: false,
         }
-    }
-}
-
-fn make_engine(kind: EngineKind) -> Box<dyn LipSyncEngine> {
-    match kind {
-        EngineKind::Viseme => Box::new(VisemeEngine::new()),
     }
 }
 
@@ -88,9 +147,32 @@ pub struct LipSync {
 
 /// What `aggregate` decided about the next output frame.
 enum Next {
-    Render(gst::Buffer),
+    /// Handed to the engine (done or pending).
+    Queued,
     Wait,
     Eos,
+}
+
+/// Stamps a finished frame with its place in the output.
+fn stamp(
+    output: FrameOutput,
+    n: u64,
+    start: gst::ClockTime,
+    duration: gst::ClockTime,
+) -> gst::Buffer {
+    let mut buffer = output.buffer;
+    let b = buffer.make_mut();
+    b.set_pts(start);
+    b.set_dts(gst::ClockTime::NONE);
+    b.set_duration(duration);
+    b.set_offset(n);
+    b.set_offset_end(n + 1);
+    if n == 0 {
+        b.set_flags(gst::BufferFlags::DISCONT);
+    } else {
+        b.unset_flags(gst::BufferFlags::DISCONT);
+    }
+    buffer
 }
 
 impl LipSync {
@@ -260,12 +342,27 @@ impl LipSync {
             }
         }
         let video = state.current_video.clone().expect("selected above");
-        if !state.warned_no_pose && FaceInfo::from_buffer(&video).and_then(|f| f.pose).is_none() {
+        let needs_pose = state.engine.name() == "viseme";
+        let has_face = FaceInfo::from_buffer(&video);
+        let unusable = if needs_pose {
+            has_face.and_then(|f| f.pose).is_none()
+        } else {
+            has_face.is_none()
+        };
+        if !state.warned_no_pose && unusable {
             state.warned_no_pose = true;
             gst::element_imp_warning!(
                 self,
                 gst::StreamError::Format,
-                ("the avatar frames were not drawn by avatarsrc's parametric renderer; engine={} leaves them unchanged", state.engine.name())
+                (
+                    "{}; engine={} leaves them unchanged",
+                    if needs_pose {
+                        "the avatar frames were not drawn by avatarsrc's parametric renderer (use engine=wav2lip for photo and video avatars)"
+                    } else {
+                        "the avatar frames carry no face meta (register the avatar, or put a face region-of-interest meta on them)"
+                    },
+                    state.engine.name()
+                )
             );
         }
 
@@ -273,6 +370,8 @@ impl LipSync {
         let expression = *state.expression.advance(duration.seconds_f32());
         let audio = state.audio.as_ref().expect("ready implies audio");
         let job = FrameJob {
+            index: n,
+            origin,
             start,
             duration,
             audio,
@@ -281,7 +380,7 @@ impl LipSync {
             video_info: &video_info,
             expression: &expression,
         };
-        let output = state.engine.render(&job).map_err(|e| {
+        let rendered = state.engine.render(&job).map_err(|e| {
             gst::element_imp_error!(
                 self,
                 gst::StreamError::Failed,
@@ -289,20 +388,11 @@ impl LipSync {
             );
             gst::FlowError::Error
         })?;
-        let mut buffer = output.buffer;
-        {
-            let b = buffer.make_mut();
-            b.set_pts(start);
-            b.set_dts(gst::ClockTime::NONE);
-            b.set_duration(duration);
-            b.set_offset(n);
-            b.set_offset_end(n + 1);
-            if n == 0 {
-                b.set_flags(gst::BufferFlags::DISCONT);
-            } else {
-                b.unset_flags(gst::BufferFlags::DISCONT);
-            }
-        }
+        let pending = match rendered {
+            Rendered::Done(output) => PendingFrame::new(move || Ok(*output)),
+            Rendered::Pending(p) => p,
+        };
+        state.pending.push_back((n, start, duration, pending));
         state.next_frame += 1;
         let history = state.engine.history();
         if let Some(a) = state.audio.as_mut() {
@@ -312,7 +402,34 @@ impl LipSync {
             .phonemes
             .trim_before(start.saturating_sub(PHONEME_HISTORY));
         gst::log!(CAT, imp = self, "frame {n} at {start}");
-        Ok(Next::Render(buffer))
+        Ok(Next::Queued)
+    }
+
+    /// Waits for every frame handed to the engine and pushes them, in order.
+    fn push_pending(&self) -> Result<(), gst::FlowError> {
+        loop {
+            // The state is not locked while the engine finishes a frame.
+            let Some((n, start, duration, pending)) =
+                self.state.lock().unwrap().pending.pop_front()
+            else {
+                return Ok(());
+            };
+            let output = pending.finish().map_err(|e| {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ("lip-sync engine failed: {e}")
+                );
+                gst::FlowError::Error
+            })?;
+            self.obj()
+                .finish_buffer(stamp(output, n, start, duration))?;
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        let state = self.state.lock().unwrap();
+        state.pending.len() >= state.engine.max_in_flight()
     }
 }
 
@@ -337,7 +454,7 @@ impl ObjectSubclass for LipSync {
             audio_pad,
             video_pad,
             settings: Mutex::new(Settings::default()),
-            state: Mutex::new(State::new(EngineKind::default())),
+            state: Mutex::new(State::new(Box::new(VisemeEngine::new()))),
         }
     }
 }
@@ -345,30 +462,105 @@ impl ObjectSubclass for LipSync {
 impl ObjectImpl for LipSync {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![glib::ParamSpecEnum::builder::<EngineKind>("engine")
-                .nick("Engine")
-                .blurb("How the talking face is made")
-                .default_value(EngineKind::default())
-                .mutable_ready()
-                .build()]
+            vec![
+                glib::ParamSpecEnum::builder::<EngineKind>("engine")
+                    .nick("Engine")
+                    .blurb("How the talking face is made")
+                    .default_value(EngineKind::default())
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("model")
+                    .nick("Model")
+                    .blurb("engine=wav2lip: the ONNX model, a path or a file name in the models folder (FACECAST_MODELS_DIR, default ./models)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("device")
+                    .nick("Device")
+                    .blurb("engine=wav2lip: where the model runs, cpu or cuda:N")
+                    .default_value(Some(DEFAULT_DEVICE))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("batch-size")
+                    .nick("Batch size")
+                    .blurb("engine=wav2lip: most frames per inference (shared by every lipsync using the same model)")
+                    .minimum(1)
+                    .maximum(256)
+                    .default_value(DEFAULT_BATCH_SIZE)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("batch-wait")
+                    .nick("Batch wait")
+                    .blurb("engine=wav2lip: longest wait for more frames to fill a batch, in ms")
+                    .maximum(1000)
+                    .default_value(DEFAULT_BATCH_WAIT_MS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("threads")
+                    .nick("Threads")
+                    .blurb("engine=wav2lip on the CPU: inference threads (0 = one per core)")
+                    .maximum(256)
+                    .default_value(0)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("mel-input")
+                    .nick("Mel input name")
+                    .blurb("engine=wav2lip: the model's mel input [N,1,80,16]")
+                    .default_value(Some("mel"))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("face-input")
+                    .nick("Face input name")
+                    .blurb("engine=wav2lip: the model's face input [N,6,96,96]")
+                    .default_value(Some("face"))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("output-name")
+                    .nick("Output name")
+                    .blurb("engine=wav2lip: the model's output [N,3,96,96]")
+                    .default_value(Some("output"))
+                    .mutable_ready()
+                    .build(),
+            ]
         });
         PROPERTIES.as_ref()
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut settings = self.settings.lock().unwrap();
+        let text = || {
+            value
+                .get::<Option<String>>()
+                .expect("type checked upstream")
+        };
         match pspec.name() {
             "engine" => {
-                let engine = value.get().expect("type checked upstream");
-                self.settings.lock().unwrap().engine = engine;
-                gst::info!(CAT, imp = self, "engine set to {engine:?}");
+                settings.engine = value.get().expect("type checked upstream");
+                gst::info!(CAT, imp = self, "engine set to {:?}", settings.engine);
             }
+            "model" => settings.model = text(),
+            "device" => settings.device = text().unwrap_or_else(|| DEFAULT_DEVICE.into()),
+            "batch-size" => settings.batch_size = value.get().expect("type checked upstream"),
+            "batch-wait" => settings.batch_wait_ms = value.get().expect("type checked upstream"),
+            "threads" => settings.threads = value.get().expect("type checked upstream"),
+            "mel-input" => settings.mel_input = text().unwrap_or_else(|| "mel".into()),
+            "face-input" => settings.face_input = text().unwrap_or_else(|| "face".into()),
+            "output-name" => settings.output = text().unwrap_or_else(|| "output".into()),
             _ => unreachable!(),
         }
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let settings = self.settings.lock().unwrap();
         match pspec.name() {
-            "engine" => self.settings.lock().unwrap().engine.to_value(),
+            "engine" => settings.engine.to_value(),
+            "model" => settings.model.to_value(),
+            "device" => settings.device.to_value(),
+            "batch-size" => settings.batch_size.to_value(),
+            "batch-wait" => settings.batch_wait_ms.to_value(),
+            "threads" => settings.threads.to_value(),
+            "mel-input" => settings.mel_input.to_value(),
+            "face-input" => settings.face_input.to_value(),
+            "output-name" => settings.output.to_value(),
             _ => unreachable!(),
         }
     }
@@ -439,8 +631,14 @@ impl ElementImpl for LipSync {
 
 impl AggregatorImpl for LipSync {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
-        let settings = *self.settings.lock().unwrap();
-        let state = State::new(settings.engine);
+        let settings = self.settings.lock().unwrap().clone();
+        let engine = settings.make_engine().map_err(|e| {
+            gst::error_msg!(
+                gst::ResourceError::OpenRead,
+                ["cannot start engine {:?}: {e}", settings.engine]
+            )
+        })?;
+        let state = State::new(engine);
         // Frames wait for this much audio after their end; live pipelines must budget for it.
         self.obj()
             .set_latency(state.engine.lookahead(), gst::ClockTime::NONE);
@@ -450,8 +648,7 @@ impl AggregatorImpl for LipSync {
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        let engine = self.settings.lock().unwrap().engine;
-        *self.state.lock().unwrap() = State::new(engine);
+        *self.state.lock().unwrap() = State::new(Box::new(VisemeEngine::new()));
         Ok(())
     }
 
@@ -462,6 +659,7 @@ impl AggregatorImpl for LipSync {
         state.origin = None;
         state.next_frame = 0;
         state.current_video = None;
+        state.pending.clear();
         state.engine.reset();
         Ok(gst::FlowSuccess::Ok)
     }
@@ -614,15 +812,22 @@ impl AggregatorImpl for LipSync {
             self.take_audio(&buffer)?;
         }
         loop {
+            if self.is_full() {
+                self.push_pending()?;
+            }
             match self.next_frame(timeout)? {
-                Next::Render(buffer) => {
-                    self.obj().finish_buffer(buffer)?;
+                Next::Queued => {
                     if timeout {
+                        self.push_pending()?;
                         return Ok(gst::FlowSuccess::Ok);
                     }
                 }
-                Next::Wait => return Ok(gst::FlowSuccess::Ok),
+                Next::Wait => {
+                    self.push_pending()?;
+                    return Ok(gst::FlowSuccess::Ok);
+                }
                 Next::Eos => {
+                    self.push_pending()?;
                     gst::debug!(CAT, imp = self, "audio ended: end of stream");
                     return Err(gst::FlowError::Eos);
                 }

@@ -38,6 +38,12 @@ pub enum EngineKind {
         nick = "viseme"
     )]
     Viseme,
+    /// A Wav2Lip-class ONNX model repaints the face of photo and video avatars.
+    #[enum_value(
+        name = "Wav2Lip: an ONNX model repaints the mouth of photo/video avatars",
+        nick = "wav2lip"
+    )]
+    Wav2lip,
 }
 
 glib::wrapper! {

@@ -1,0 +1,278 @@
+//! The Wav2Lip engine: a Wav2Lip-class ONNX model repaints the lower face of real photo or video
+//! avatars, driven by the mel spectrogram of the audio around each frame.
+//!
+//! Per frame, exactly as the reference inference does: the 16 mel frames (0.2 s) starting at
+//! `int(i · 80 / fps)`, and the 96×96 face crop twice — once with its lower half zeroed (what
+//! to draw) and once whole (who to draw) — in BGR, scaled to 0..1. The model's 96×96 output is
+//! resized back into the face box and blended through a feathered mouth-and-jaw mask, where the
+//! reference pastes the whole box; pixels outside the box are never touched.
+//!
+//! The face box comes from the frame's face meta. When the frame is a registered avatar's
+//! (`facecast/avatar-frame`), its crop and mask come from the avatar cache; any other video
+//! with a face meta works too, cropped on the fly with a mask placed from the box.
+
+use super::{EngineError, FrameJob, FrameOutput, LipSyncEngine, PendingFrame, Rendered};
+use crate::mel::{MelSpectrogram, HOP, N_FFT, SAMPLE_RATE, WINDOW_FRAMES};
+use crate::resample::SincResampler;
+use crate::wav2lip_batcher::{SharedModel, FACE_LEN, MEL_LEN};
+use facecast_common::{FaceInfo, Rect};
+use gstfacecastavatar::registered::crop::{crop_face, default_landmarks, mouth_mask};
+use gstfacecastavatar::registered::store::AvatarStore;
+use gstfacecastavatar::registered::CROP_SIZE;
+use std::sync::Arc;
+
+/// 16 kHz samples one frame's mel window reads: the sample before (pre-emphasis), then 16 hops
+/// of 200 with an 800-sample FFT window.
+const WINDOW_SAMPLES: usize = 1 + (WINDOW_FRAMES - 1) * HOP + N_FFT;
+/// Mel frame k is centred on sample 200 k; its FFT window starts 400 samples earlier.
+const WINDOW_LEAD: i64 = (N_FFT / 2) as i64 + 1;
+
+pub struct Wav2LipEngine {
+    model: Arc<SharedModel>,
+    store: &'static AvatarStore,
+    mel: MelSpectrogram,
+    resampler: Option<(u32, SincResampler)>,
+    source: Vec<f32>,
+    audio16k: Vec<f32>,
+    /// Whether a frame without a face meta has been reported.
+    pub warned_no_face: bool,
+    /// Set when a frame had no face meta (the element warns once).
+    pub no_face_frames: u64,
+}
+
+impl Wav2LipEngine {
+    pub fn new(model: Arc<SharedModel>, store: &'static AvatarStore) -> Self {
+        Self {
+            model,
+            store,
+            mel: MelSpectrogram::new(),
+            resampler: None,
+            source: Vec::new(),
+            audio16k: Vec::new(),
+            warned_no_face: false,
+            no_face_frames: 0,
+        }
+    }
+
+    /// The frame's mel window as the model takes it: [1, 80, 16], mel bins by time.
+    fn mel_window(&mut self, job: &FrameJob) -> Vec<f32> {
+        let since = (job.start - job.origin).nseconds();
+        // Wav2Lip: int(i · 80 / fps), i.e. the mel frame at the frame's start.
+        let k0 = (since as u128 * (SAMPLE_RATE as u128 / HOP as u128) / 1_000_000_000) as i64;
+        let first16k = k0 * HOP as i64 - WINDOW_LEAD;
+        let rate = job.audio.rate();
+        if rate == SAMPLE_RATE {
+            job.audio
+                .samples_from(job.origin, first16k, WINDOW_SAMPLES, &mut self.audio16k);
+        } else {
+            let resampler = match &self.resampler {
+                Some((r, res)) if *r == rate => res,
+                _ => {
+                    &self
+                        .resampler
+                        .insert((rate, SincResampler::new(rate, SAMPLE_RATE)))
+                        .1
+                }
+            };
+            let step = rate as f64 / SAMPLE_RATE as f64;
+            let p0 = first16k as f64 * step;
+            let margin = SincResampler::margin();
+            let src_first = p0.floor() as i64 - margin;
+            let span = (WINDOW_SAMPLES as f64 * step).ceil() as usize + 2 * margin as usize + 1;
+            job.audio
+                .samples_from(job.origin, src_first, span, &mut self.source);
+            self.audio16k.clear();
+            for j in 0..WINDOW_SAMPLES {
+                let pos = (first16k + j as i64) as f64 * step;
+                self.audio16k
+                    .push(resampler.at(&self.source, src_first, pos));
+            }
+        }
+        let rows = self.mel.compute_window(&self.audio16k, WINDOW_FRAMES);
+        let mut out = vec![0f32; MEL_LEN];
+        for (t, row) in rows.iter().enumerate() {
+            for (m, &v) in row.iter().enumerate() {
+                out[m * WINDOW_FRAMES + t] = v;
+            }
+        }
+        out
+    }
+
+    /// The frame's face crop and blend mask: cached for registered avatars, else computed.
+    fn crop_and_mask(&self, info: &FaceInfo, frame: &[u8], stride: usize) -> (Vec<u8>, Vec<u8>) {
+        if let Some(source) = &info.source {
+            if let Ok(avatar) = self.store.get(&source.avatar) {
+                if let Some(face) = avatar.faces.get(source.index as usize) {
+                    if face.face == info.face {
+                        return (face.crop.clone(), face.mask.clone());
+                    }
+                }
+            }
+        }
+        let rect = info.face;
+        (
+            crop_face(frame, stride, rect),
+            mouth_mask(rect, &default_landmarks(rect)),
+        )
+    }
+}
+
+/// The model's face input: the crop with its lower half zeroed, then the whole crop (BGR, 0..1).
+fn face_tensor(crop: &[u8]) -> Vec<f32> {
+    let n = CROP_SIZE;
+    let plane = n * n;
+    let mut out = vec![0f32; FACE_LEN];
+    for y in 0..n {
+        for x in 0..n {
+            let p = (y * n + x) * 3;
+            let o = y * n + x;
+            for (c, rgb) in [(0, 2), (1, 1), (2, 0)] {
+                let v = crop[p + rgb] as f32 / 255.0;
+                if y < n / 2 {
+                    out[c * plane + o] = v;
+                }
+                out[(3 + c) * plane + o] = v;
+            }
+        }
+    }
+    out
+}
+
+/// Blends the model's output (planar BGR 0..1, 96×96) into `rect` of an RGBA frame through
+/// `mask`, both resized to the box bilinearly.
+fn paste(frame: &mut [u8], stride: usize, rect: Rect, output: &[f32], mask: &[u8]) {
+    let n = CROP_SIZE;
+    let plane = n * n;
+    let sample = |data: &dyn Fn(usize) -> f32, u: f32, v: f32| {
+        let u = u.clamp(0.0, (n - 1) as f32);
+        let v = v.clamp(0.0, (n - 1) as f32);
+        let (x0, y0) = (u.floor() as usize, v.floor() as usize);
+        let (x1, y1) = ((x0 + 1).min(n - 1), (y0 + 1).min(n - 1));
+        let (wx, wy) = (u - x0 as f32, v - y0 as f32);
+        let top = data(y0 * n + x0) * (1.0 - wx) + data(y0 * n + x1) * wx;
+        let bottom = data(y1 * n + x0) * (1.0 - wx) + data(y1 * n + x1) * wx;
+        top * (1.0 - wy) + bottom * wy
+    };
+    let fx = n as f32 / rect.w.max(1) as f32;
+    let fy = n as f32 / rect.h.max(1) as f32;
+    for y in 0..rect.h as usize {
+        let v = (y as f32 + 0.5) * fy - 0.5;
+        let row = (rect.y as usize + y) * stride;
+        for x in 0..rect.w as usize {
+            let u = (x as f32 + 0.5) * fx - 0.5;
+            let alpha = sample(&|i| mask[i] as f32, u, v) / 255.0;
+            if alpha <= 0.0 {
+                continue;
+            }
+            let px = row + (rect.x as usize + x) * 4;
+            // Output planes are B, G, R; the frame is RGBA.
+            for (ch, p) in [(0usize, 2usize), (1, 1), (2, 0)] {
+                let model = sample(&|i| output[p * plane + i], u, v).clamp(0.0, 1.0) * 255.0;
+                let old = frame[px + ch] as f32;
+                frame[px + ch] = (old + (model - old) * alpha).round() as u8;
+            }
+        }
+    }
+}
+
+impl LipSyncEngine for Wav2LipEngine {
+    fn name(&self) -> &'static str {
+        "wav2lip"
+    }
+
+    fn lookahead(&self) -> gst::ClockTime {
+        // The window reaches (15 · 200 + 400) / 16000 s = 212.5 ms past the frame's start,
+        // plus the resampler's taps.
+        gst::ClockTime::from_mseconds(215)
+    }
+
+    fn history(&self) -> gst::ClockTime {
+        gst::ClockTime::from_mseconds(50)
+    }
+
+    fn reset(&mut self) {}
+
+    fn max_in_flight(&self) -> usize {
+        self.model.key().max_batch.max(1)
+    }
+
+    fn render(&mut self, job: &FrameJob) -> Result<Rendered, EngineError> {
+        let Some(info) = FaceInfo::from_buffer(job.video) else {
+            self.no_face_frames += 1;
+            let buffer = job.video.copy_deep().map_err(|_| EngineError::Map)?;
+            return Ok(Rendered::Done(Box::new(FrameOutput {
+                buffer,
+                mouth: None,
+            })));
+        };
+        let (width, height) = (job.video_info.width(), job.video_info.height());
+        let rect = info.face.clipped(width, height);
+        if rect.w < 2 || rect.h < 2 {
+            let buffer = job.video.copy_deep().map_err(|_| EngineError::Map)?;
+            return Ok(Rendered::Done(Box::new(FrameOutput {
+                buffer,
+                mouth: None,
+            })));
+        }
+        let stride = job.video_info.stride()[0] as usize;
+        let (crop, mask) = {
+            let map = job.video.map_readable().map_err(|_| EngineError::Map)?;
+            if map.len() < stride * height as usize {
+                return Err(EngineError::Size(width, height));
+            }
+            self.crop_and_mask(&FaceInfo { face: rect, ..info }, map.as_slice(), stride)
+        };
+        let mel = self.mel_window(job);
+        let pending = self.model.submit(mel, face_tensor(&crop))?;
+        let mut buffer = job.video.copy_deep().map_err(|_| EngineError::Map)?;
+        Ok(Rendered::Pending(PendingFrame::new(move || {
+            let output = pending.wait()?;
+            {
+                let b = buffer.make_mut();
+                let mut map = b.map_writable().map_err(|_| EngineError::Map)?;
+                paste(map.as_mut_slice(), stride, rect, &output, &mask);
+            }
+            Ok(FrameOutput {
+                buffer,
+                mouth: None,
+            })
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn face_tensor_masks_the_lower_half_of_the_first_copy() {
+        let crop: Vec<u8> = (0..CROP_SIZE * CROP_SIZE)
+            .flat_map(|_| [255u8, 128, 0])
+            .collect();
+        let t = face_tensor(&crop);
+        let plane = CROP_SIZE * CROP_SIZE;
+        // Channel 0 is blue (0), channel 2 red (1.0).
+        assert_eq!(t[0], 0.0);
+        assert_eq!(t[2 * plane], 1.0);
+        assert_eq!(t[2 * plane + 47 * CROP_SIZE], 1.0);
+        assert_eq!(t[2 * plane + 48 * CROP_SIZE], 0.0, "lower half zeroed");
+        assert_eq!(t[5 * plane + 95 * CROP_SIZE], 1.0, "reference kept whole");
+    }
+
+    #[test]
+    fn paste_touches_only_the_masked_box() {
+        let (w, h) = (64usize, 64usize);
+        let mut frame = vec![100u8; w * h * 4];
+        let rect = Rect::new(16, 16, 32, 32);
+        let output = vec![1.0f32; 3 * CROP_SIZE * CROP_SIZE];
+        let mut mask = vec![0u8; CROP_SIZE * CROP_SIZE];
+        mask[CROP_SIZE * 48..].fill(255);
+        paste(&mut frame, w * 4, rect, &output, &mask);
+        let px = |x: usize, y: usize| frame[(y * w + x) * 4];
+        assert_eq!(px(0, 0), 100);
+        assert_eq!(px(20, 20), 100, "upper box half unmasked");
+        assert_eq!(px(30, 44), 255, "lower box half replaced");
+        assert_eq!(px(30, 50), 100, "below the box untouched");
+        assert_eq!(frame[(44 * w + 30) * 4 + 3], 100, "alpha untouched");
+    }
+}

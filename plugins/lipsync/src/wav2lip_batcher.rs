@@ -1,0 +1,234 @@
+//! One Wav2Lip model per process, shared by every session, batching their frames.
+//!
+//! Loading a model takes a second or more and holds its weights (and, on a GPU, its workspace)
+//! in memory; every session loading its own would make session start slow and memory grow with
+//! the audience. So a model is loaded once (and warmed up: the first run of an ONNX Runtime
+//! session is several times slower than the next) by [`shared`], which keeps it for the life of
+//! the process. A worker thread owns it: it takes the first waiting frame, gathers whatever
+//! else arrives within `max_wait` (up to `max_batch` frames, from any session), runs them as one
+//! batch, and answers each frame on its own channel. One live session at 25 fps mostly runs
+//! batches of one; several sessions, or an offline render that submits frames ahead, share
+//! batches, which is where a GPU gets its throughput.
+
+use crate::wav2lip_model::{runtime, ModelError, ModelIo, Wav2LipModel};
+use facecast_common::onnx::Device;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+pub const MEL_LEN: usize = 80 * 16;
+pub const FACE_LEN: usize = 6 * 96 * 96;
+pub const OUT_LEN: usize = 3 * 96 * 96;
+
+/// What identifies a loaded model: two sessions asking for the same key share it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModelKey {
+    pub path: PathBuf,
+    pub io: ModelIoKey,
+    pub device: Device,
+    pub max_batch: usize,
+    pub max_wait: Duration,
+    /// ONNX Runtime intra-op threads (CPU); 0 = one per core.
+    pub threads: usize,
+}
+
+impl ModelKey {
+    /// The key `lipsync` builds from its properties, with the default input and output names.
+    pub fn new(
+        path: &std::path::Path,
+        device: Device,
+        max_batch: u32,
+        max_wait_ms: u32,
+        threads: u32,
+    ) -> Self {
+        Self {
+            path: path.to_owned(),
+            io: ModelIoKey {
+                mel: "mel".into(),
+                face: "face".into(),
+                output: "output".into(),
+            },
+            device,
+            max_batch: max_batch.max(1) as usize,
+            max_wait: Duration::from_millis(max_wait_ms as u64),
+            threads: threads as usize,
+        }
+    }
+}
+
+/// `ModelIo` as a hashable key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModelIoKey {
+    pub mel: String,
+    pub face: String,
+    pub output: String,
+}
+
+impl From<&ModelIoKey> for ModelIo {
+    fn from(k: &ModelIoKey) -> Self {
+        ModelIo {
+            mel: k.mel.clone(),
+            face: k.face.clone(),
+            output: k.output.clone(),
+        }
+    }
+}
+
+struct Request {
+    mel: Vec<f32>,
+    face: Vec<f32>,
+    reply: mpsc::SyncSender<Result<Vec<f32>, String>>,
+}
+
+/// Counters of a shared model, for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    pub batches: AtomicU64,
+    pub frames: AtomicU64,
+    /// Total time spent in inference, in microseconds.
+    pub inference_us: AtomicU64,
+}
+
+/// A handle on a shared model.
+pub struct SharedModel {
+    key: ModelKey,
+    requests: Mutex<mpsc::Sender<Request>>,
+    pub stats: Arc<BatchStats>,
+    pub load_time: Duration,
+}
+
+/// A frame submitted to the model; [`wait`](PendingInference::wait) blocks for its output.
+pub struct PendingInference(mpsc::Receiver<Result<Vec<f32>, String>>);
+
+impl PendingInference {
+    /// The frame's output: 3·96·96 values, BGR in 0..1, planar.
+    pub fn wait(self) -> Result<Vec<f32>, ModelError> {
+        match self.0.recv() {
+            Ok(result) => result.map_err(ModelError::Run),
+            Err(_) => Err(ModelError::Run("the model's worker stopped".into())),
+        }
+    }
+}
+
+impl SharedModel {
+    pub fn key(&self) -> &ModelKey {
+        &self.key
+    }
+
+    /// Queues one frame: `mel` is 80·16 values, `face` 6·96·96.
+    pub fn submit(&self, mel: Vec<f32>, face: Vec<f32>) -> Result<PendingInference, ModelError> {
+        if mel.len() != MEL_LEN || face.len() != FACE_LEN {
+            return Err(ModelError::Run(format!(
+                "a frame needs {MEL_LEN} mel and {FACE_LEN} face values, got {} and {}",
+                mel.len(),
+                face.len()
+            )));
+        }
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.requests
+            .lock()
+            .unwrap()
+            .send(Request { mel, face, reply })
+            .map_err(|_| ModelError::Run("the model's worker stopped".into()))?;
+        Ok(PendingInference(answer))
+    }
+}
+
+static MODELS: LazyLock<Mutex<HashMap<ModelKey, Arc<SharedModel>>>> =
+    LazyLock::new(Default::default);
+
+/// The process's model for `key`, loaded and warmed up on first use.
+pub fn shared(key: &ModelKey) -> Result<Arc<SharedModel>, ModelError> {
+    // Held while loading, so two sessions starting together load the model once.
+    let mut models = MODELS.lock().unwrap();
+    if let Some(model) = models.get(key) {
+        return Ok(model.clone());
+    }
+    let started = Instant::now();
+    let env = runtime(None)?;
+    let threads = if key.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        key.threads
+    };
+    let mut model = Wav2LipModel::load(env, &key.path, (&key.io).into(), key.device, threads)?;
+    // Warm up at the largest batch: the first run plans memory and picks kernels.
+    let n = key.max_batch.max(1);
+    model.infer(n, &vec![0.0; n * MEL_LEN], &vec![0.5; n * FACE_LEN])?;
+    let load_time = started.elapsed();
+
+    let (tx, rx) = mpsc::channel::<Request>();
+    let stats = Arc::new(BatchStats::default());
+    let worker_stats = stats.clone();
+    let (max_batch, max_wait) = (n, key.max_wait);
+    std::thread::Builder::new()
+        .name("wav2lip".into())
+        .spawn(move || run_batches(model, rx, max_batch, max_wait, &worker_stats))
+        .map_err(|e| ModelError::Run(format!("cannot start the model's worker: {e}")))?;
+    let shared = Arc::new(SharedModel {
+        key: key.clone(),
+        requests: Mutex::new(tx),
+        stats,
+        load_time,
+    });
+    models.insert(key.clone(), shared.clone());
+    Ok(shared)
+}
+
+/// Every model loaded so far (for metrics).
+pub fn loaded() -> Vec<Arc<SharedModel>> {
+    MODELS.lock().unwrap().values().cloned().collect()
+}
+
+fn run_batches(
+    mut model: Wav2LipModel,
+    requests: mpsc::Receiver<Request>,
+    max_batch: usize,
+    max_wait: Duration,
+    stats: &BatchStats,
+) {
+    let mut mel = Vec::with_capacity(max_batch * MEL_LEN);
+    let mut face = Vec::with_capacity(max_batch * FACE_LEN);
+    while let Ok(first) = requests.recv() {
+        let deadline = Instant::now() + max_wait;
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match requests.recv_timeout(left) {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        mel.clear();
+        face.clear();
+        for r in &batch {
+            mel.extend_from_slice(&r.mel);
+            face.extend_from_slice(&r.face);
+        }
+        let started = Instant::now();
+        let result = model.infer(batch.len(), &mel, &face);
+        stats
+            .inference_us
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats
+            .frames
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        match result {
+            Ok(out) => {
+                for (r, chunk) in batch.into_iter().zip(out.chunks_exact(OUT_LEN)) {
+                    let _ = r.reply.send(Ok(chunk.to_vec()));
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for r in batch {
+                    let _ = r.reply.send(Err(message.clone()));
+                }
+            }
+        }
+    }
+}

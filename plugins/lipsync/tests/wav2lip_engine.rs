@@ -1,0 +1,192 @@
+//! `lipsync engine=wav2lip` end to end: a registered photo avatar (the astronaut portrait, face
+//! found by YuNet) played by `avatarsrc`, speech-like audio, and the generated Wav2Lip-architecture
+//! test model (`scripts/fetch-test-assets.sh`).
+
+use facecast_common::FaceInfo;
+use gst::prelude::*;
+use gstfacecastavatar::registered::store::AvatarStore;
+use gstfacecastavatar::registration::{register, RegisterOptions};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn model() -> PathBuf {
+    root().join(".cache/models/wav2lip_w025_seed7.onnx")
+}
+
+/// Registers the astronaut once per test process into a temporary data folder.
+fn setup() -> &'static AvatarStore {
+    static STORE: OnceLock<(tempfile::TempDir, &'static AvatarStore)> = OnceLock::new();
+    STORE
+        .get_or_init(|| {
+            gst::init().unwrap();
+            gstfacecastlipsync::plugin_register_static().unwrap();
+            gstfacecastavatar::plugin_register_static().unwrap();
+            let lib = std::env::var_os("ORT_DYLIB_PATH")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root().join(".cache/onnxruntime/libonnxruntime.so.1.31.1"));
+            let models = std::env::var_os("FACECAST_TEST_MODELS")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root().join("../shared/models"));
+            let detector = models.join("yunet_n_dynamic.onnx");
+            let portrait = root().join("../shared/media/astronaut.png");
+            for p in [&lib, &model(), &detector, &portrait] {
+                assert!(
+                    p.is_file(),
+                    "test asset missing: {} (run scripts/fetch-test-assets.sh; README, 'Models')",
+                    p.display()
+                );
+            }
+            facecast_common::onnx::runtime(Some(&lib)).expect("ONNX Runtime loads");
+            let dir = tempfile::tempdir().unwrap();
+            let store = AvatarStore::init_global(dir.path(), 4);
+            assert_eq!(store.dir(), dir.path().join("avatars"), "store set up once");
+            register(
+                store,
+                &RegisterOptions::new("astronaut", &portrait, &detector),
+                &mut |_, _| {},
+            )
+            .unwrap();
+            (dir, store)
+        })
+        .1
+}
+
+struct Run {
+    frames: Vec<gst::Buffer>,
+    /// The avatar frame (the photo) the output started from.
+    avatar: gst::Buffer,
+    info: gst_video::VideoInfo,
+}
+
+/// 1 s of a vowel-like buzz at 22.05 kHz through `lipsync engine=wav2lip batch-size=N`.
+fn run(batch: u32) -> Run {
+    setup();
+    let pipeline = gst::parse::launch(&format!(
+        "audiotestsrc wave=saw freq=140 volume=0.5 num-buffers=50 samplesperbuffer=441 \
+           ! audio/x-raw,rate=22050,channels=1,format=S16LE ! ls.audio \
+         avatarsrc avatar=astronaut ! tee name=t ! queue ! ls.video \
+         t. ! queue ! appsink name=avatar sync=false max-buffers=1 drop=true \
+         lipsync name=ls engine=wav2lip model={} batch-size={batch} threads=2 \
+           ! appsink name=out sync=false",
+        model().display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let out = pipeline
+        .by_name("out")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    let avatar_sink = pipeline
+        .by_name("avatar")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut frames = Vec::new();
+    let mut info = None;
+    while let Some(sample) = out.try_pull_sample(gst::ClockTime::from_seconds(60)) {
+        info.get_or_insert_with(|| {
+            gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap()
+        });
+        frames.push(sample.buffer_owned().unwrap());
+        if out.is_eos() {
+            break;
+        }
+    }
+    let avatar = avatar_sink
+        .try_pull_sample(gst::ClockTime::from_seconds(5))
+        .or_else(|| avatar_sink.try_pull_preroll(gst::ClockTime::from_seconds(1)))
+        .and_then(|s| s.buffer_owned())
+        .expect("an avatar frame");
+    let bus = pipeline.bus().unwrap();
+    if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+        panic!("pipeline error: {msg:?}");
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    Run {
+        frames,
+        avatar,
+        info: info.expect("frames came out"),
+    }
+}
+
+#[test]
+fn one_frame_per_25th_of_a_second_with_constant_timestamps() {
+    let r = run(4);
+    // 50 buffers of 441 samples at 22.05 kHz = 1.0 s of audio.
+    assert!(
+        (24..=26).contains(&r.frames.len()),
+        "{} frames",
+        r.frames.len()
+    );
+    for (n, f) in r.frames.iter().enumerate() {
+        assert_eq!(
+            f.pts(),
+            Some(gst::ClockTime::from_mseconds(40 * n as u64)),
+            "frame {n}"
+        );
+        assert_eq!(f.duration(), Some(gst::ClockTime::from_mseconds(40)));
+    }
+    assert_eq!((r.info.width(), r.info.height()), (512, 512));
+}
+
+#[test]
+fn only_the_face_box_is_repainted() {
+    let r = run(4);
+    let face = FaceInfo::from_buffer(&r.avatar).expect("avatar frames carry the face meta");
+    let b = face.face;
+    let stride = r.info.stride()[0] as usize;
+    let avatar = r.avatar.map_readable().unwrap();
+    let mut changed_inside = 0usize;
+    for f in &r.frames {
+        let map = f.map_readable().unwrap();
+        for y in 0..r.info.height() {
+            for x in 0..r.info.width() {
+                let i = y as usize * stride + x as usize * 4;
+                let inside = x >= b.x && x < b.x + b.w && y >= b.y && y < b.y + b.h;
+                if inside {
+                    changed_inside += (map[i..i + 3] != avatar[i..i + 3]) as usize;
+                } else {
+                    assert_eq!(
+                        &map[i..i + 4],
+                        &avatar[i..i + 4],
+                        "pixel ({x},{y}) outside {b:?}"
+                    );
+                }
+            }
+        }
+        // The face meta travels with the frame.
+        assert_eq!(FaceInfo::from_buffer(f).map(|i| i.face), Some(b));
+    }
+    let per_frame = changed_inside / r.frames.len();
+    eprintln!(
+        "{per_frame} pixels changed per frame inside the {}x{} box",
+        b.w, b.h
+    );
+    assert!(
+        per_frame > (b.w * b.h) as usize / 10,
+        "only {per_frame} pixels changed"
+    );
+}
+
+#[test]
+fn batch_sizes_give_the_same_frames() {
+    let one = run(1);
+    let eight = run(8);
+    assert_eq!(one.frames.len(), eight.frames.len());
+    let mut worst = 0u8;
+    for (a, b) in one.frames.iter().zip(&eight.frames) {
+        let (a, b) = (a.map_readable().unwrap(), b.map_readable().unwrap());
+        for (x, y) in a.iter().zip(b.iter()) {
+            worst = worst.max(x.abs_diff(*y));
+        }
+    }
+    // Batched convolutions may sum in another order: allow one level of rounding.
+    assert!(worst <= 1, "frames differ by up to {worst} levels");
+}
