@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Prepares what the neural lip-sync tests need, under .cache/ (git-ignored), idempotently:
 # - ONNX Runtime's CPU library, from the PyPI wheel `onnxruntime` (ort loads it dynamically);
-# - a small Wav2Lip-architecture test model with seeded random weights (numpy + onnx from PyPI).
-# Nothing here downloads model weights: the test model is generated.
+# - a small Wav2Lip-architecture test model with seeded random weights (numpy + onnx from PyPI);
+# - the YuNet face detector (Apache-2.0) and a public-domain portrait, copied from ../shared when
+#   this checkout sits in the facecast workplace, else downloaded from their home repositories.
+# No lip-sync weights are downloaded: the test model is generated.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cache="$here/.cache"
@@ -30,4 +32,30 @@ if [ ! -f "$model" ]; then
   python3 -c "import numpy, onnx" 2>/dev/null || python3 -m pip install --quiet "numpy<3" "onnx==1.17.0"
   python3 "$here/scripts/make-wav2lip-onnx.py" --width 0.25 --seed 7 "$model"
 fi
-echo "fetch-test-assets: ONNX Runtime at $lib, test model at $model"
+# Real assets for registration tests: ../shared first, then the network.
+fetch() { # fetch DEST SHARED_COPY URL SHA256
+  local dest=$1 shared=$2 url=$3 sum=$4
+  [ -f "$dest" ] && return 0
+  if [ -f "$shared" ]; then
+    cp "$shared" "$dest"
+  elif ! curl -fsSL --max-time 60 -o "$dest.part" "$url"; then
+    rm -f "$dest.part"
+    echo "fetch-test-assets: WARNING: cannot get $(basename "$dest") from $url;" \
+      "the registration and wav2lip tests will fail until it is in $dest" >&2
+    return 0
+  else
+    mv "$dest.part" "$dest"
+  fi
+  if [ -n "$sum" ] && ! echo "$sum  $dest" | sha256sum -c --quiet; then
+    echo "fetch-test-assets: $dest has the wrong checksum" >&2
+    rm -f "$dest"
+    return 1
+  fi
+}
+mkdir -p "$cache/media"
+fetch "$cache/models/yunet_n_dynamic.onnx" "$here/../shared/models/yunet_n_dynamic.onnx" \
+  "https://raw.githubusercontent.com/ShiqiYu/libfacedetection.train/0047ac2/onnx/yunet_n_dynamic.onnx" \
+  "$(grep -s yunet_n_dynamic.onnx "$here/../shared/models/SHA256SUMS" | cut -d' ' -f1)"
+fetch "$cache/media/astronaut.png" "$here/../shared/media/astronaut.png" \
+  "https://raw.githubusercontent.com/scikit-image/scikit-image/v0.24.0/skimage/data/astronaut.png" ""
+echo "fetch-test-assets: ONNX Runtime at $lib, test model at $model, detector and portrait in $cache"

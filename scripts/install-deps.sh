@@ -11,6 +11,7 @@ packages=(
   libespeak-ng-dev espeak-ng-data
   libnice10 gstreamer1.0-nice
   chromium chromium-driver
+  curl ca-certificates
 )
 
 missing=()

@@ -24,7 +24,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 
 class Builder:
-    def __init__(self, seed, width):
+    def __init__(self, seed, width, fp16=False):
+        self.dtype = np.float16 if fp16 else np.float32
         self.rng = np.random.default_rng(seed)
         self.width = width
         self.nodes, self.inits, self.n = [], [], 0
@@ -41,14 +42,14 @@ class Builder:
     def weight(self, shape, fan_in):
         # Small enough that activations stay in range through the residual stacks, so the
         # sigmoid output varies instead of saturating at 0 and 1.
-        w = self.rng.normal(0.0, np.sqrt(0.5 / fan_in), size=shape).astype(np.float32)
+        w = self.rng.normal(0.0, np.sqrt(0.5 / fan_in), size=shape).astype(self.dtype)
         name = self.name("w")
         self.inits.append(numpy_helper.from_array(w, name))
         return name
 
     def bias(self, c):
         name = self.name("b")
-        self.inits.append(numpy_helper.from_array(np.zeros(c, np.float32) + 0.01, name))
+        self.inits.append(numpy_helper.from_array((np.zeros(c, np.float32) + 0.01).astype(self.dtype), name))
         return name
 
     def conv(self, x, cin, cout, k, s, p, out_hw, residual=False, act=True, transpose=False, output_padding=0):
@@ -87,9 +88,15 @@ class Builder:
         return y
 
 
-def build(seed, width):
-    b = Builder(seed, width)
+def build(seed, width, fp16=False):
+    b = Builder(seed, width, fp16)
     C = b.conv
+    face_in, mel_in = "face", "mel"
+    if fp16:
+        # Inputs and output stay float32 (what callers feed); the network runs in float16.
+        face_in, mel_in = "face16", "mel16"
+        b.nodes.append(helper.make_node("Cast", ["face"], [face_in], to=TensorProto.FLOAT16))
+        b.nodes.append(helper.make_node("Cast", ["mel"], [mel_in], to=TensorProto.FLOAT16))
     # Face encoder: (cin, cout, k, s, p, out) with residual blocks after each downsampling.
     face_blocks = [
         [(6, 16, 7, 1, 3, 96, False)],
@@ -100,7 +107,7 @@ def build(seed, width):
         [(256, 512, 3, 2, 1, 3, False), (512, 512, 3, 1, 1, 3, True)],
         [(512, 512, 3, 1, 0, 1, False), (512, 512, 1, 1, 0, 1, False)],
     ]
-    x = "face"
+    x = face_in
     feats = []
     for block in face_blocks:
         for cin, cout, k, s, p, hw, res in block:
@@ -108,7 +115,7 @@ def build(seed, width):
         feats.append(x)
 
     # Audio encoder on the [1, 80, 16] mel window.
-    a = "mel"
+    a = mel_in
     for cin, cout, k, s, p, hw, res in [
         (1, 32, 3, 1, 1, (80, 16), False), (32, 32, 3, 1, 1, (80, 16), True), (32, 32, 3, 1, 1, (80, 16), True),
         (32, 64, 3, (3, 1), 1, (27, 16), False), (64, 64, 3, 1, 1, (27, 16), True), (64, 64, 3, 1, 1, (27, 16), True),
@@ -136,8 +143,11 @@ def build(seed, width):
         x = b.cat(x, feats.pop())
     x = C(x, 80, 32, 3, 1, 1, (96, 96))
     x = C(x, 32, 3, 1, 1, 0, (96, 96), act=False)
-    out = "output"
-    b.nodes.append(helper.make_node("Sigmoid", [x], [out]))
+    if fp16:
+        b.nodes.append(helper.make_node("Sigmoid", [x], ["output16"]))
+        b.nodes.append(helper.make_node("Cast", ["output16"], ["output"], to=TensorProto.FLOAT))
+    else:
+        b.nodes.append(helper.make_node("Sigmoid", [x], ["output"]))
     return b
 
 
@@ -146,8 +156,9 @@ def main():
     ap.add_argument("output")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--width", type=float, default=1.0, help="channel multiplier (1 = Wav2Lip)")
+    ap.add_argument("--fp16", action="store_true", help="float16 weights and arithmetic (float32 inputs/output)")
     args = ap.parse_args()
-    b = build(args.seed, args.width)
+    b = build(args.seed, args.width, args.fp16)
     graph = helper.make_graph(
         b.nodes,
         "wav2lip96",

@@ -57,6 +57,15 @@ pub struct BenchArgs {
     /// ONNX Runtime intra-op threads (with --wav2lip).
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Where the model runs (with --wav2lip): cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Batch sizes timed (with --wav2lip), comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8, 16])]
+    batches: Vec<usize>,
+    /// Time the avatar cache instead: write and open a FRAMES-frame avatar (disk and memory).
+    #[arg(long, value_name = "FRAMES")]
+    cache: Option<usize>,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -83,7 +92,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         return serve_bench(&args);
     }
     if let Some(model) = &args.wav2lip {
-        return wav2lip_bench(model, args.threads);
+        return wav2lip_bench(model, &args);
+    }
+    if let Some(frames) = args.cache {
+        return cache_bench(frames, args.size);
     }
     println!(
         "facecast bench: {}x{} at {} fps",
@@ -336,16 +348,24 @@ fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Inference time of a Wav2Lip-class model on this machine's CPU, per frame, by batch size.
-fn wav2lip_bench(path: &std::path::Path, threads: usize) -> anyhow::Result<()> {
+/// A Wav2Lip-class model on this machine, by batch size: the model alone (ONNX Runtime through
+/// `ort`, inputs and outputs in host memory, so transfers to and from a GPU are included), then
+/// the `lipsync` engine's whole path (mel windows, face crops, model through the shared batcher,
+/// blending back into the frame).
+fn wav2lip_bench(path: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()> {
+    use facecast_common::onnx::Device;
     use gstfacecastlipsync::wav2lip_model::{runtime, ModelIo, Wav2LipModel};
+    let device: Device = args.device.parse().map_err(anyhow::Error::msg)?;
+    let threads = args.threads;
     let env = runtime(None)?;
-    let mut model = Wav2LipModel::load(env, path, ModelIo::default(), Default::default(), threads)?;
+    let t = Instant::now();
+    let mut model = Wav2LipModel::load(env, path, ModelIo::default(), device, threads)?;
     println!(
-        "wav2lip bench: {} with {threads} ONNX Runtime threads",
-        path.display()
+        "wav2lip bench: {} on {device} ({threads} CPU threads), loaded in {:.2} s",
+        path.display(),
+        t.elapsed().as_secs_f64()
     );
-    for batch in [1usize, 8, 16] {
+    for &batch in &args.batches {
         let mel: Vec<f32> = (0..batch * 80 * 16)
             .map(|i| (i % 17) as f32 / 4.0 - 2.0)
             .collect();
@@ -353,17 +373,185 @@ fn wav2lip_bench(path: &std::path::Path, threads: usize) -> anyhow::Result<()> {
             .map(|i| (i % 251) as f32 / 251.0)
             .collect();
         model.infer(batch, &mel, &face)?; // warm-up
+        model.infer(batch, &mel, &face)?;
         let mut per_frame = Vec::new();
-        for _ in 0..(40 / batch).max(3) {
+        let runs = if device == Device::Cpu {
+            (40 / batch).max(3)
+        } else {
+            30
+        };
+        for _ in 0..runs {
             let t = Instant::now();
             std::hint::black_box(model.infer(batch, &mel, &face)?);
             per_frame.push(t.elapsed().as_secs_f64() * 1e3 / batch as f64);
         }
+        let ms = median(&mut per_frame);
         println!(
-            "batch {batch:>2}: median {:.1} ms per frame ({} runs)",
-            median(&mut per_frame),
-            per_frame.len()
+            "model only, batch {batch:>3}: median {ms:.3} ms per frame = {:.0} frames/s ({runs} runs)",
+            1e3 / ms
         );
     }
+    drop(model);
+    for &batch in &args.batches {
+        engine_path_bench(path, device, batch, threads)?;
+    }
+    Ok(())
+}
+
+/// Frames per second through `Wav2LipEngine` (what `lipsync engine=wav2lip` runs per frame).
+fn engine_path_bench(
+    path: &std::path::Path,
+    device: facecast_common::onnx::Device,
+    batch: usize,
+    threads: usize,
+) -> anyhow::Result<()> {
+    use facecast_common::{FaceInfo, Rect};
+    use gstfacecastavatar::registered::store::AvatarStore;
+    use gstfacecastlipsync::engine::wav2lip::Wav2LipEngine;
+    use gstfacecastlipsync::wav2lip_batcher::{shared, ModelKey};
+    let key = ModelKey::new(path, device, batch as u32, 2, threads as u32);
+    let model = shared(&key)?;
+    let mut engine = Wav2LipEngine::new(model, AvatarStore::global());
+    let size = 512u32;
+    let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgba, size, size)
+        .fps(gst::Fraction::new(25, 1))
+        .build()?;
+    let mut frame = gst::Buffer::from_mut_slice(
+        (0..info.size())
+            .map(|i| (i * 7 % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    FaceInfo {
+        face: Rect::new(176, 56, 160, 200),
+        mouth: Rect::new(176, 156, 160, 100),
+        pose: None,
+        source: None,
+    }
+    .attach(frame.get_mut().unwrap());
+    // Ten seconds of noise at espeak-ng's rate, so the mel windows are resampled like speech.
+    let mut audio = AudioTimeline::new(22050);
+    let samples: Vec<f32> = (0..22050 * 10).map(|_| fastrand::f32() - 0.5).collect();
+    audio.append(gst::ClockTime::ZERO, &samples);
+    let phonemes = PhonemeTimeline::default();
+    let expression = BlendshapeWeights::default();
+    let frame_time = gst::ClockTime::from_mseconds(40);
+    let rounds = 12usize;
+    let mut fps = Vec::new();
+    for round in 0..rounds + 2 {
+        let t = Instant::now();
+        let mut pending = Vec::with_capacity(batch);
+        for i in 0..batch {
+            let n = ((round * batch + i) % 200) as u64;
+            let job = FrameJob {
+                index: n,
+                origin: gst::ClockTime::ZERO,
+                start: frame_time * n,
+                duration: frame_time,
+                audio: &audio,
+                phonemes: &phonemes,
+                video: &frame,
+                video_info: &info,
+                expression: &expression,
+            };
+            pending.push(engine.render(&job)?);
+        }
+        for p in pending {
+            let out = match p {
+                Rendered::Done(out) => *out,
+                Rendered::Pending(p) => p.finish()?,
+            };
+            std::hint::black_box(out.buffer);
+        }
+        if round >= 2 {
+            fps.push(batch as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    println!(
+        "lipsync engine path (512x512 frames, mel + crop + model + blend), batch {batch:>3}: median {:.0} frames/s ({rounds} rounds)",
+        median(&mut fps)
+    );
+    Ok(())
+}
+
+/// Writing and opening a registered avatar's cache: from disk (a fresh open: header, faces and
+/// frame index) and from memory (the store's LRU), and reading one frame.
+fn cache_bench(frames: usize, size: u32) -> anyhow::Result<()> {
+    use facecast_common::Rect;
+    use gstfacecastavatar::registered::cache::{self, CachedAvatar};
+    use gstfacecastavatar::registered::store::AvatarStore;
+    use gstfacecastavatar::registered::{AvatarInfo, FaceFrame, SourceKind, CROP_SIZE};
+    let dir = tempfile::tempdir()?;
+    let store = AvatarStore::new(dir.path(), 2);
+    let info = AvatarInfo {
+        name: "bench".into(),
+        kind: SourceKind::Video,
+        width: size,
+        height: size,
+        fps: (25, 1),
+        padding: [0, 10, 0, 0],
+        detector: "bench".into(),
+        created_unix: 0,
+    };
+    // Smooth gradients with noise: compresses about like a real face video.
+    let frame_bytes = (size * size * 4) as usize;
+    let frame = |k: usize| -> Vec<u8> {
+        (0..frame_bytes)
+            .map(|i| {
+                let px = i / 4;
+                let (x, y) = (px % size as usize, px / size as usize);
+                if i % 4 == 3 {
+                    255
+                } else {
+                    ((x + y + k) / 3 + fastrand::usize(..6)) as u8
+                }
+            })
+            .collect()
+    };
+    let faces: Vec<FaceFrame> = (0..frames)
+        .map(|k| FaceFrame {
+            face: Rect::new(170 + (k % 5) as u32, 60, 100, 130),
+            landmarks: [[200.0, 100.0]; 5],
+            score: 0.9,
+            crop: (0..CROP_SIZE * CROP_SIZE * 3)
+                .map(|i| (i * 13 + k) as u8)
+                .collect(),
+            mask: vec![128; CROP_SIZE * CROP_SIZE],
+        })
+        .collect();
+    let path = store.path_of("bench")?;
+    let t = Instant::now();
+    let bytes = cache::write(&path, &info, &faces, (0..frames).map(frame))?;
+    println!(
+        "avatar cache: {frames} frames of {size}x{size}, {:.1} MB on disk, written in {:.2} s",
+        bytes as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+    let mut disk = Vec::new();
+    for _ in 0..15 {
+        let t = Instant::now();
+        std::hint::black_box(CachedAvatar::open(&path)?);
+        disk.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    store.get("bench")?;
+    let mut memory = Vec::new();
+    for _ in 0..1000 {
+        let t = Instant::now();
+        std::hint::black_box(store.get("bench")?);
+        memory.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let avatar = store.get("bench")?;
+    let mut out = vec![0u8; avatar.frame_size()];
+    let mut read = Vec::new();
+    for k in 0..frames.min(100) {
+        let t = Instant::now();
+        avatar.read_frame(k, &mut out)?;
+        read.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    println!(
+        "open from disk (page cache): median {:.2} ms; from memory (LRU hit): median {:.4} ms; one frame read + decompressed: median {:.2} ms",
+        median(&mut disk),
+        median(&mut memory),
+        median(&mut read)
+    );
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! detector (both from the shared test assets), and the errors users meet.
 //!
 //! Needs `ORT_DYLIB_PATH` or the library `scripts/fetch-test-assets.sh` puts in `.cache/`, and
-//! the YuNet model in `FACECAST_TEST_MODELS` or `../shared/models/` (README, "Models").
+//! the YuNet model in `FACECAST_TEST_MODELS` or `.cache/models/`, where `scripts/fetch-test-assets.sh` puts it (README, "Models").
 
 use facecast_common::Rect;
 use gstfacecastavatar::registered::cache::{CacheError, CachedAvatar};
@@ -29,11 +29,11 @@ fn assets() -> (PathBuf, PathBuf) {
     facecast_common::onnx::runtime(Some(&lib)).expect("ONNX Runtime loads");
     let models = std::env::var_os("FACECAST_TEST_MODELS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared/models"));
+        .unwrap_or_else(|| root().join(".cache/models"));
     let detector = models.join("yunet_n_dynamic.onnx");
     let portrait = std::env::var_os("FACECAST_TEST_PORTRAIT")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("../shared/media/astronaut.png"));
+        .unwrap_or_else(|| root().join(".cache/media/astronaut.png"));
     assert!(
         detector.is_file() && portrait.is_file(),
         "test assets missing ({} / {}): get yunet_n_dynamic.onnx from \

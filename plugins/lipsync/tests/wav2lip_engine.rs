@@ -30,9 +30,9 @@ fn setup() -> &'static AvatarStore {
                 .unwrap_or_else(|| root().join(".cache/onnxruntime/libonnxruntime.so.1.31.1"));
             let models = std::env::var_os("FACECAST_TEST_MODELS")
                 .map(PathBuf::from)
-                .unwrap_or_else(|| root().join("../shared/models"));
+                .unwrap_or_else(|| root().join(".cache/models"));
             let detector = models.join("yunet_n_dynamic.onnx");
-            let portrait = root().join("../shared/media/astronaut.png");
+            let portrait = root().join(".cache/media/astronaut.png");
             for p in [&lib, &model(), &detector, &portrait] {
                 assert!(
                     p.is_file(),
