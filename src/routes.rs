@@ -409,7 +409,183 @@ mod tests {
     fn state(config: Config) -> State {
         gst::init().unwrap();
         crate::plugins::register().ok();
+        // Every test of this process shares one avatar store, in a temporary folder.
+        static DATA: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+        let data = DATA.get_or_init(|| tempfile::tempdir().unwrap());
+        gstfacecastavatar::registered::store::AvatarStore::init_global(data.path(), 4);
         Registry::new(Arc::new(config), Arc::new(Metrics::new()))
+    }
+
+    /// A `multipart/form-data` body of text fields and at most one file.
+    fn multipart(fields: &[(&str, &str)], file: Option<&[u8]>) -> (String, Vec<u8>) {
+        let boundary = "facecast-test-boundary";
+        let mut body = Vec::new();
+        for (name, value) in fields {
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")
+                    .as_bytes(),
+            );
+        }
+        if let Some(file) = file {
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"photo.png\"\r\nContent-Type: image/png\r\n\r\n").as_bytes(),
+            );
+            body.extend_from_slice(file);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        (format!("multipart/form-data; boundary={boundary}"), body)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn avatars_register_list_use_and_delete() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let lib = std::env::var_os("ORT_DYLIB_PATH")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| root.join(".cache/onnxruntime/libonnxruntime.so.1.31.1"));
+        let portrait = root.join(".cache/media/astronaut.png");
+        let models = root.join(".cache/models");
+        assert!(
+            lib.is_file() && portrait.is_file() && models.join("yunet_n_dynamic.onnx").is_file(),
+            "test assets missing: run scripts/fetch-test-assets.sh"
+        );
+        facecast_common::onnx::runtime(Some(&lib)).unwrap();
+        let routes = routes(state(Config {
+            models_dir: models,
+            ..Config::default()
+        }));
+        let photo = std::fs::read(&portrait).unwrap();
+        let post = |fields: &[(&str, &str)], file: Option<&[u8]>| {
+            let (ctype, body) = multipart(fields, file);
+            warp::test::request()
+                .method("POST")
+                .path("/api/v1/avatars")
+                .header("content-type", ctype)
+                .body(body)
+        };
+
+        let r = post(&[("name", "astro")], Some(&photo))
+            .reply(&routes)
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.body());
+        let j = json(&r);
+        assert_eq!(
+            (j["name"].as_str(), j["kind"].as_str(), j["frames"].as_u64()),
+            (Some("astro"), Some("image"), Some(1))
+        );
+        assert_eq!(
+            (j["width"].as_u64(), j["height"].as_u64()),
+            (Some(512), Some(512))
+        );
+
+        let r = warp::test::request()
+            .path("/api/v1/avatars")
+            .reply(&routes)
+            .await;
+        assert!(json(&r)
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "astro"));
+        let r = warp::test::request()
+            .path("/api/v1/avatars/astro")
+            .reply(&routes)
+            .await;
+        let face = json(&r)["face"].clone();
+        let (x, y) = (face[0].as_u64().unwrap(), face[1].as_u64().unwrap());
+        assert!((172..=188).contains(&x) && (51..=67).contains(&y), "{face}");
+
+        // Registering the same name again is a conflict; bad names and bad files are refused.
+        assert_error(
+            &post(&[("name", "astro")], Some(&photo))
+                .reply(&routes)
+                .await,
+            409,
+            "avatar_exists",
+        );
+        assert_error(
+            &post(&[("name", "../up")], Some(&photo))
+                .reply(&routes)
+                .await,
+            400,
+            "bad_avatar_name",
+        );
+        assert_error(
+            &post(&[("name", "junk")], Some(b"not an image"))
+                .reply(&routes)
+                .await,
+            422,
+            "undecodable",
+        );
+        assert_error(
+            &post(&[("name", "nofile")], None).reply(&routes).await,
+            400,
+            "invalid_upload",
+        );
+        assert_error(
+            &post(&[("colour", "red")], Some(&photo))
+                .reply(&routes)
+                .await,
+            400,
+            "invalid_upload",
+        );
+        assert_error(
+            &post(&[("name", "b"), ("face_box", "1,2")], Some(&photo))
+                .reply(&routes)
+                .await,
+            400,
+            "invalid_upload",
+        );
+        let r = warp::test::request()
+            .method("POST")
+            .path("/api/v1/avatars")
+            .header("content-type", "multipart/form-data; boundary=x")
+            .body("garbage")
+            .reply(&routes)
+            .await;
+        assert_error(&r, 400, "invalid_upload");
+
+        // A registered avatar needs the neural engine, and none is configured here.
+        for (body, status, code) in [
+            (r#"{"avatar": "astro"}"#, 409, "no_lipsync_model"),
+            (
+                r#"{"avatar": "astro", "engine": "viseme"}"#,
+                400,
+                "engine_mismatch",
+            ),
+            (r#"{"engine": "magic"}"#, 400, "unknown_engine"),
+            (r#"{"avatar": "../etc"}"#, 400, "bad_avatar_name"),
+        ] {
+            let r = warp::test::request()
+                .method("POST")
+                .path("/api/v1/sessions")
+                .body(body)
+                .reply(&routes)
+                .await;
+            assert_error(&r, status, code);
+        }
+
+        let r = warp::test::request().path("/metrics").reply(&routes).await;
+        let text = String::from_utf8_lossy(r.body()).into_owned();
+        assert!(text.contains("facecast_avatar_cache_hits_total"), "{text}");
+
+        let r = warp::test::request()
+            .method("DELETE")
+            .path("/api/v1/avatars/astro")
+            .reply(&routes)
+            .await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        let r = warp::test::request()
+            .path("/api/v1/avatars/astro")
+            .reply(&routes)
+            .await;
+        assert_error(&r, 404, "avatar_not_found");
+        let r = warp::test::request()
+            .method("DELETE")
+            .path("/api/v1/avatars/astro")
+            .reply(&routes)
+            .await;
+        assert_error(&r, 404, "avatar_not_found");
     }
 
     fn json(r: &Response<bytes::Bytes>) -> serde_json::Value {

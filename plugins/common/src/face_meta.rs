@@ -27,7 +27,7 @@ pub struct AvatarFrameRef {
 }
 
 /// A rectangle in frame pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Rect {
     pub x: u32,
     pub y: u32,

@@ -64,9 +64,13 @@ struct Run {
 
 /// 1 s of a vowel-like buzz at 22.05 kHz through `lipsync engine=wav2lip batch-size=N`.
 fn run(batch: u32) -> Run {
+    run_with(batch, "saw")
+}
+
+fn run_with(batch: u32, wave: &str) -> Run {
     setup();
     let pipeline = gst::parse::launch(&format!(
-        "audiotestsrc wave=saw freq=140 volume=0.5 num-buffers=50 samplesperbuffer=441 \
+        "audiotestsrc wave={wave} freq=140 volume=0.5 num-buffers=50 samplesperbuffer=441 \
            ! audio/x-raw,rate=22050,channels=1,format=S16LE ! ls.audio \
          avatarsrc avatar=astronaut ! tee name=t ! queue ! ls.video \
          t. ! queue ! appsink name=avatar sync=false max-buffers=1 drop=true \
@@ -189,4 +193,31 @@ fn batch_sizes_give_the_same_frames() {
     }
     // Batched convolutions may sum in another order: allow one level of rounding.
     assert!(worst <= 1, "frames differ by up to {worst} levels");
+}
+
+#[test]
+fn silence_on_a_photo_is_inferred_once() {
+    // Only this test uses batch size 2, so its model (and counter) is its own.
+    let count = || -> u64 {
+        gstfacecastlipsync::wav2lip_batcher::loaded()
+            .iter()
+            .filter(|m| m.key().max_batch == 2)
+            .map(|m| m.stats.frames.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    };
+    setup();
+    let before = count();
+    let r = run_with(2, "silence");
+    let inferred = count() - before;
+    assert!((24..=26).contains(&r.frames.len()));
+    // The first silent frames are in flight together (batch 2); every later one reuses them.
+    assert!(
+        inferred <= 2,
+        "{inferred} frames inferred for {} silent frames",
+        r.frames.len()
+    );
+    let first = r.frames[0].map_readable().unwrap();
+    for f in &r.frames[1..] {
+        assert_eq!(f.map_readable().unwrap().as_slice(), first.as_slice());
+    }
 }

@@ -16,16 +16,23 @@ use crate::mel::{MelSpectrogram, HOP, N_FFT, SAMPLE_RATE, WINDOW_FRAMES};
 use crate::resample::SincResampler;
 use crate::wav2lip_batcher::{SharedModel, FACE_LEN, MEL_LEN};
 use facecast_common::{FaceInfo, Rect};
+use gstfacecastavatar::registered::cache::CachedAvatar;
 use gstfacecastavatar::registered::crop::{crop_face, default_landmarks, mouth_mask};
 use gstfacecastavatar::registered::store::AvatarStore;
 use gstfacecastavatar::registered::CROP_SIZE;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// 16 kHz samples one frame's mel window reads: the sample before (pre-emphasis), then 16 hops
 /// of 200 with an 800-sample FFT window.
 const WINDOW_SAMPLES: usize = 1 + (WINDOW_FRAMES - 1) * HOP + N_FFT;
 /// Mel frame k is centred on sample 200 k; its FFT window starts 400 samples earlier.
 const WINDOW_LEAD: i64 = (N_FFT / 2) as i64 + 1;
+/// Normalised mel values at or below this are silence (digital silence gives exactly −4).
+const SILENT_MEL: f32 = -3.99;
+
+/// An avatar frame (its index, or `u32::MAX` when unknown) and face box.
+type SilentKey = (u32, Rect);
+type SilentInbox = Arc<Mutex<Vec<(SilentKey, Arc<Vec<f32>>)>>>;
 
 pub struct Wav2LipEngine {
     model: Arc<SharedModel>,
@@ -34,6 +41,13 @@ pub struct Wav2LipEngine {
     resampler: Option<(u32, SincResampler)>,
     source: Vec<f32>,
     audio16k: Vec<f32>,
+    /// The registered avatar the frames come from, once looked up.
+    avatar: Option<Arc<CachedAvatar>>,
+    /// The model's output for a silent window, per avatar frame: silence always gives the same
+    /// closed mouth, so an idle photo avatar costs no inference after its first frame.
+    silent: std::collections::HashMap<SilentKey, Arc<Vec<f32>>>,
+    /// Silent outputs computed by pending frames, moved into `silent` on the next frame.
+    silent_inbox: SilentInbox,
     /// Whether a frame without a face meta has been reported.
     pub warned_no_face: bool,
     /// Set when a frame had no face meta (the element warns once).
@@ -49,6 +63,9 @@ impl Wav2LipEngine {
             resampler: None,
             source: Vec::new(),
             audio16k: Vec::new(),
+            avatar: None,
+            silent: Default::default(),
+            silent_inbox: Default::default(),
             warned_no_face: false,
             no_face_frames: 0,
         }
@@ -99,9 +116,22 @@ impl Wav2LipEngine {
     }
 
     /// The frame's face crop and blend mask: cached for registered avatars, else computed.
-    fn crop_and_mask(&self, info: &FaceInfo, frame: &[u8], stride: usize) -> (Vec<u8>, Vec<u8>) {
+    fn crop_and_mask(
+        &mut self,
+        info: &FaceInfo,
+        frame: &[u8],
+        stride: usize,
+    ) -> (Vec<u8>, Vec<u8>) {
         if let Some(source) = &info.source {
-            if let Ok(avatar) = self.store.get(&source.avatar) {
+            if self
+                .avatar
+                .as_ref()
+                .is_none_or(|a| a.info.name != source.avatar)
+            {
+                self.avatar = self.store.get(&source.avatar).ok();
+                self.silent.clear();
+            }
+            if let Some(avatar) = &self.avatar {
                 if let Some(face) = avatar.faces.get(source.index as usize) {
                     if face.face == info.face {
                         return (face.crop.clone(), face.mask.clone());
@@ -220,13 +250,39 @@ impl LipSyncEngine for Wav2LipEngine {
             if map.len() < stride * height as usize {
                 return Err(EngineError::Size(width, height));
             }
-            self.crop_and_mask(&FaceInfo { face: rect, ..info }, map.as_slice(), stride)
+            let mut lookup = info.clone();
+            lookup.face = rect;
+            self.crop_and_mask(&lookup, map.as_slice(), stride)
         };
+        for (key, output) in self.silent_inbox.lock().unwrap().drain(..) {
+            self.silent.insert(key, output);
+        }
         let mel = self.mel_window(job);
-        let pending = self.model.submit(mel, face_tensor(&crop))?;
+        // Silence (every mel value at its floor) on a frame already seen silent: reuse.
+        let silent_key = mel
+            .iter()
+            .all(|&v| v <= SILENT_MEL)
+            .then(|| (info.source.as_ref().map_or(u32::MAX, |s| s.index), rect));
+        let known = silent_key.and_then(|k| self.silent.get(&k).cloned());
         let mut buffer = job.video.copy_deep().map_err(|_| EngineError::Map)?;
+        if let Some(output) = known {
+            {
+                let b = buffer.make_mut();
+                let mut map = b.map_writable().map_err(|_| EngineError::Map)?;
+                paste(map.as_mut_slice(), stride, rect, &output, &mask);
+            }
+            return Ok(Rendered::Done(Box::new(FrameOutput {
+                buffer,
+                mouth: None,
+            })));
+        }
+        let pending = self.model.submit(mel, face_tensor(&crop))?;
+        let remember = silent_key.map(|k| (k, self.silent_inbox.clone()));
         Ok(Rendered::Pending(PendingFrame::new(move || {
             let output = pending.wait()?;
+            if let Some((key, inbox)) = remember {
+                inbox.lock().unwrap().push((key, Arc::new(output.clone())));
+            }
             {
                 let b = buffer.make_mut();
                 let mut map = b.map_writable().map_err(|_| EngineError::Map)?;
