@@ -110,6 +110,8 @@ pub fn session_builder(
         Device::Cuda(id) => builder
             .with_execution_providers([ort::ep::CUDA::default()
                 .with_device_id(id)
+                // Tensor cores work on channels-last data: ONNX Runtime converts once, at load.
+                .with_prefer_nhwc(true)
                 .build()
                 .error_on_failure()])
             .map_err(|e| -> ort::Error { e.into() }),

@@ -75,7 +75,9 @@ fn mel_filterbank() -> Vec<Vec<f64>> {
 pub struct MelSpectrogram {
     fft: Arc<dyn RealToComplex<f64>>,
     window: Vec<f64>,
-    filters: Vec<Vec<f64>>,
+    /// Each filter's non-zero span: its first FFT bin and weights (the rest are zero).
+    filters: Vec<(usize, Vec<f64>)>,
+    magnitudes: Vec<f64>,
     frame: Vec<f64>,
     spectrum: Vec<Complex<f64>>,
     scratch: Vec<Complex<f64>>,
@@ -100,7 +102,15 @@ impl MelSpectrogram {
             frame: vec![0.0; N_FFT],
             fft,
             window,
-            filters: mel_filterbank(),
+            filters: mel_filterbank()
+                .into_iter()
+                .map(|f| {
+                    let first = f.iter().position(|&w| w != 0.0).unwrap_or(0);
+                    let last = f.iter().rposition(|&w| w != 0.0).map_or(first, |l| l + 1);
+                    (first, f[first..last].to_vec())
+                })
+                .collect(),
+            magnitudes: vec![0.0; N_FFT / 2 + 1],
         }
     }
 
@@ -170,11 +180,14 @@ impl MelSpectrogram {
             .process_with_scratch(&mut self.frame, &mut self.spectrum, &mut self.scratch)
             .expect("buffer sizes come from the plan");
         let mut row = [0f32; N_MELS];
-        for (m, filter) in self.filters.iter().enumerate() {
-            let energy: f64 = filter
+        for (mag, c) in self.magnitudes.iter_mut().zip(&self.spectrum) {
+            *mag = c.norm();
+        }
+        for (m, (first, weights)) in self.filters.iter().enumerate() {
+            let energy: f64 = weights
                 .iter()
-                .zip(&self.spectrum)
-                .map(|(w, c)| w * c.norm())
+                .zip(&self.magnitudes[*first..])
+                .map(|(w, a)| w * a)
                 .sum();
             let db = 20.0 * energy.max(1e-5).log10() - 20.0;
             row[m] = (8.0 * (db + 100.0) / 100.0 - 4.0).clamp(-4.0, 4.0) as f32;

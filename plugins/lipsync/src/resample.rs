@@ -8,10 +8,14 @@
 /// Taps on each side of the interpolation point.
 const HALF_TAPS: i64 = 16;
 
+/// Kernel samples per unit of distance in the lookup table.
+const TABLE_STEPS: usize = 1024;
+
 /// Evaluates a band-limited signal between its samples.
 pub struct SincResampler {
-    /// Cut-off as a fraction of the source rate's Nyquist frequency (< 1 when downsampling).
-    cutoff: f64,
+    /// The windowed-sinc kernel at distances 0, 1/TABLE_STEPS, … HALF_TAPS (it is symmetric):
+    /// evaluating sin and cos for every tap costs more than the rest of a frame's work.
+    table: Vec<f64>,
 }
 
 impl SincResampler {
@@ -19,7 +23,19 @@ impl SincResampler {
     pub fn new(from: u32, to: u32) -> Self {
         // Leave a little transition band below the lower Nyquist frequency.
         let cutoff = (to as f64 / from as f64).min(1.0) * 0.94;
-        Self { cutoff }
+        let table = (0..=HALF_TAPS as usize * TABLE_STEPS + 1)
+            .map(|i| kernel(cutoff, i as f64 / TABLE_STEPS as f64))
+            .collect();
+        Self { table }
+    }
+
+    fn kernel(&self, x: f64) -> f64 {
+        let t = x.abs() * TABLE_STEPS as f64;
+        let i = t as usize;
+        match (self.table.get(i), self.table.get(i + 1)) {
+            (Some(a), Some(b)) => a + (b - a) * (t - i as f64),
+            _ => 0.0,
+        }
     }
 
     /// Source samples needed on each side of a position.
@@ -48,24 +64,24 @@ impl SincResampler {
             0.0
         }
     }
+}
 
-    fn kernel(&self, x: f64) -> f64 {
-        let c = self.cutoff;
-        let sinc = if x.abs() < 1e-9 {
-            1.0
-        } else {
-            let a = std::f64::consts::PI * c * x;
-            a.sin() / a
-        };
-        // Hann window over the taps.
-        let t = x / HALF_TAPS as f64;
-        let window = if t.abs() >= 1.0 {
-            0.0
-        } else {
-            0.5 + 0.5 * (std::f64::consts::PI * t).cos()
-        };
-        c * sinc * window
-    }
+/// The Hann-windowed sinc with cut-off `c` at distance `x`.
+fn kernel(c: f64, x: f64) -> f64 {
+    let sinc = if x.abs() < 1e-9 {
+        1.0
+    } else {
+        let a = std::f64::consts::PI * c * x;
+        a.sin() / a
+    };
+    // Hann window over the taps.
+    let t = x / HALF_TAPS as f64;
+    let window = if t.abs() >= 1.0 {
+        0.0
+    } else {
+        0.5 + 0.5 * (std::f64::consts::PI * t).cos()
+    };
+    c * sinc * window
 }
 
 #[cfg(test)]
