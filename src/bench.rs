@@ -409,7 +409,8 @@ fn engine_path_bench(
     use gstfacecastavatar::registered::store::AvatarStore;
     use gstfacecastlipsync::engine::wav2lip::Wav2LipEngine;
     use gstfacecastlipsync::wav2lip_batcher::{shared, ModelKey};
-    let key = ModelKey::new(path, device, batch as u32, 2, threads as u32);
+    // All `batch` frames are prepared before any is collected: let the batcher wait for them.
+    let key = ModelKey::new(path, device, batch as u32, 500, threads as u32);
     let model = shared(&key)?;
     let mut engine = Wav2LipEngine::new(model, AvatarStore::global());
     let size = 512u32;

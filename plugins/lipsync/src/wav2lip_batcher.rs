@@ -155,9 +155,19 @@ pub fn shared(key: &ModelKey) -> Result<Arc<SharedModel>, ModelError> {
         key.threads
     };
     let mut model = Wav2LipModel::load(env, &key.path, (&key.io).into(), key.device, threads)?;
-    // Warm up at the largest batch: the first run plans memory and picks kernels.
+    // Warm up every batch shape the worker will run: the first run of a shape plans memory and,
+    // on a GPU, searches convolution algorithms (seconds), which must not happen mid-stream.
     let n = key.max_batch.max(1);
-    model.infer(n, &vec![0.0; n * MEL_LEN], &vec![0.5; n * FACE_LEN])?;
+    let pad = key.device != Device::Cpu;
+    // (On a CPU any shape runs at once: one warm-up does.)
+    let warm_up = if pad { batch_shapes(n, true) } else { vec![n] };
+    for size in warm_up {
+        model.infer(
+            size,
+            &vec![0.0; size * MEL_LEN],
+            &vec![0.5; size * FACE_LEN],
+        )?;
+    }
     let load_time = started.elapsed();
 
     let (tx, rx) = mpsc::channel::<Request>();
@@ -166,7 +176,7 @@ pub fn shared(key: &ModelKey) -> Result<Arc<SharedModel>, ModelError> {
     let (max_batch, max_wait) = (n, key.max_wait);
     std::thread::Builder::new()
         .name("wav2lip".into())
-        .spawn(move || run_batches(model, rx, max_batch, max_wait, &worker_stats))
+        .spawn(move || run_batches(model, rx, max_batch, max_wait, pad, &worker_stats))
         .map_err(|e| ModelError::Run(format!("cannot start the model's worker: {e}")))?;
     let shared = Arc::new(SharedModel {
         key: key.clone(),
@@ -183,13 +193,29 @@ pub fn loaded() -> Vec<Arc<SharedModel>> {
     MODELS.lock().unwrap().values().cloned().collect()
 }
 
+/// The batch sizes run: every size up to `max` on a CPU; on a GPU only powers of two and `max`
+/// (a batch is padded up to the next one), so that few shapes need warming up.
+fn batch_shapes(max: usize, pad: bool) -> Vec<usize> {
+    if !pad {
+        return (1..=max).collect();
+    }
+    let mut sizes: Vec<usize> = (0..)
+        .map(|k| 1usize << k)
+        .take_while(|&s| s < max)
+        .collect();
+    sizes.push(max);
+    sizes
+}
+
 fn run_batches(
     mut model: Wav2LipModel,
     requests: mpsc::Receiver<Request>,
     max_batch: usize,
     max_wait: Duration,
+    pad: bool,
     stats: &BatchStats,
 ) {
+    let shapes = batch_shapes(max_batch, pad);
     let mut mel = Vec::with_capacity(max_batch * MEL_LEN);
     let mut face = Vec::with_capacity(max_batch * FACE_LEN);
     while let Ok(first) = requests.recv() {
@@ -208,8 +234,15 @@ fn run_batches(
             mel.extend_from_slice(&r.mel);
             face.extend_from_slice(&r.face);
         }
+        let size = shapes
+            .iter()
+            .copied()
+            .find(|&s| s >= batch.len())
+            .unwrap_or(batch.len());
+        mel.resize(size * MEL_LEN, 0.0);
+        face.resize(size * FACE_LEN, 0.0);
         let started = Instant::now();
-        let result = model.infer(batch.len(), &mel, &face);
+        let result = model.infer(size, &mel, &face);
         stats
             .inference_us
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -230,5 +263,18 @@ fn run_batches(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batch_shapes;
+
+    #[test]
+    fn gpu_batches_use_few_shapes() {
+        assert_eq!(batch_shapes(4, false), [1, 2, 3, 4]);
+        assert_eq!(batch_shapes(128, true), [1, 2, 4, 8, 16, 32, 64, 128]);
+        assert_eq!(batch_shapes(24, true), [1, 2, 4, 8, 16, 24]);
+        assert_eq!(batch_shapes(1, true), [1]);
     }
 }
