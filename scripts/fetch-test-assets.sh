@@ -32,7 +32,9 @@ if [ ! -f "$model" ]; then
   python3 -c "import numpy, onnx" 2>/dev/null || python3 -m pip install --quiet "numpy<3" "onnx==1.17.0"
   python3 "$here/scripts/make-wav2lip-onnx.py" --width 0.25 --seed 7 "$model"
 fi
-# Real assets for registration tests: ../shared first, then the network.
+# Real assets for registration tests: the workplace's shared folder first (FACECAST_SHARED_DIR,
+# default ../shared beside the checkout), then the network.
+shared=${FACECAST_SHARED_DIR:-$here/../shared}
 fetch() { # fetch DEST SHARED_COPY URL SHA256
   local dest=$1 shared=$2 url=$3 sum=$4
   [ -f "$dest" ] && return 0
@@ -53,9 +55,9 @@ fetch() { # fetch DEST SHARED_COPY URL SHA256
   fi
 }
 mkdir -p "$cache/media"
-fetch "$cache/models/yunet_n_dynamic.onnx" "$here/../shared/models/yunet_n_dynamic.onnx" \
+fetch "$cache/models/yunet_n_dynamic.onnx" "$shared/models/yunet_n_dynamic.onnx" \
   "https://raw.githubusercontent.com/ShiqiYu/libfacedetection.train/0047ac2/onnx/yunet_n_dynamic.onnx" \
-  "$(grep -s yunet_n_dynamic.onnx "$here/../shared/models/SHA256SUMS" | cut -d' ' -f1)"
-fetch "$cache/media/astronaut.png" "$here/../shared/media/astronaut.png" \
+  "$(grep -s yunet_n_dynamic.onnx "$shared/models/SHA256SUMS" | cut -d' ' -f1)"
+fetch "$cache/media/astronaut.png" "$shared/media/astronaut.png" \
   "https://raw.githubusercontent.com/scikit-image/scikit-image/v0.24.0/skimage/data/astronaut.png" ""
 echo "fetch-test-assets: ONNX Runtime at $lib, test model at $model, detector and portrait in $cache"
