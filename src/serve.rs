@@ -75,7 +75,7 @@ fn prepare_lipsync(config: &Config) -> anyhow::Result<()> {
         if let Err(e) = runtime {
             tracing::warn!("{e}: avatar registration and engine wav2lip are unavailable");
         }
-        println!("no lip-sync model configured: registered avatars cannot talk (see README, 'Neural lip-sync')");
+        println!("no lip-sync model configured: registered avatars cannot talk (see README, 'Photo and video avatars')");
         return Ok(());
     };
     runtime.context("lipsync.model is set, so ONNX Runtime is needed")?;

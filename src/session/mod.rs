@@ -237,7 +237,7 @@ impl Registry {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "no_lipsync_model",
-                "engine wav2lip needs a Wav2Lip ONNX model: set lipsync.model in the configuration or FACECAST_WAV2LIP_MODEL (see README, 'Neural lip-sync')",
+                "engine wav2lip needs a Wav2Lip ONNX model: set lipsync.model in the configuration or FACECAST_WAV2LIP_MODEL (see README, 'Photo and video avatars')",
             ));
         }
         if engine == "viseme" && registered.is_some() {
