@@ -390,6 +390,26 @@ fn wav2lip_bench(path: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()>
             "model only, batch {batch:>3}: median {ms:.3} ms per frame = {:.0} frames/s ({runs} runs)",
             1e3 / ms
         );
+        if let Some(why) = model.pinned_failure() {
+            println!("  (pinned host buffers refused, ordinary tensors used: {why})");
+        }
+        let mut resident = Vec::new();
+        for _ in 0..5 {
+            match model.resident_throughput(batch, 30) {
+                Ok(Some(fps)) => resident.push(fps),
+                Ok(None) => break,
+                Err(e) => {
+                    println!("  (tensors resident on the GPU: {e})");
+                    break;
+                }
+            }
+        }
+        if !resident.is_empty() {
+            println!(
+                "model only, batch {batch:>3}, tensors resident on the GPU: median {:.0} frames/s (5 x 30 runs)",
+                median(&mut resident)
+            );
+        }
     }
     drop(model);
     for &batch in &args.batches {

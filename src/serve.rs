@@ -71,11 +71,12 @@ fn prepare_lipsync(config: &Config) -> anyhow::Result<()> {
     let l = &config.lipsync;
     // The detector (registration) and the lip-sync model share one ONNX Runtime.
     let runtime = facecast_common::onnx::runtime(l.onnxruntime.as_deref());
+    // stdout's first line is the address (scripts and tests read it): these notes go to stderr.
     let Some(model) = config.wav2lip_model() else {
         if let Err(e) = runtime {
             tracing::warn!("{e}: avatar registration and engine wav2lip are unavailable");
         }
-        println!("no lip-sync model configured: registered avatars cannot talk (see README, 'Photo and video avatars')");
+        eprintln!("no lip-sync model configured: registered avatars cannot talk (see README, 'Photo and video avatars')");
         return Ok(());
     };
     runtime.context("lipsync.model is set, so ONNX Runtime is needed")?;
@@ -88,7 +89,7 @@ fn prepare_lipsync(config: &Config) -> anyhow::Result<()> {
     );
     let shared = wav2lip_batcher::shared(&key)
         .with_context(|| format!("cannot load the lip-sync model {}", model.display()))?;
-    println!(
+    eprintln!(
         "lip-sync model {} loaded on {} in {:.2} s",
         model.display(),
         l.device,
