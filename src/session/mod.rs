@@ -679,6 +679,98 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_photo_avatar_session_talks_with_wav2lip() {
+        use gstfacecastavatar::registration::{register, RegisterOptions};
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let cache = root.join(".cache");
+        let lib = std::env::var_os("ORT_DYLIB_PATH")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| cache.join("onnxruntime/libonnxruntime.so.1.31.1"));
+        let (portrait, models) = (cache.join("media/astronaut.png"), cache.join("models"));
+        assert!(
+            lib.is_file() && portrait.is_file() && models.join("wav2lip_w025_seed7.onnx").is_file(),
+            "test assets missing: run scripts/fetch-test-assets.sh"
+        );
+        facecast_common::onnx::runtime(Some(&lib)).unwrap();
+        static DATA: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+        let store =
+            AvatarStore::init_global(DATA.get_or_init(|| tempfile::tempdir().unwrap()).path(), 4);
+        let mut options = RegisterOptions::new(
+            "session-astro",
+            &portrait,
+            &models.join("yunet_n_dynamic.onnx"),
+        );
+        options.replace = true;
+        register(store, &options, &mut |_, _| {}).unwrap();
+
+        let mut config = Config {
+            models_dir: models,
+            ..Config::default()
+        };
+        config.lipsync.model = Some("wav2lip_w025_seed7.onnx".into());
+        config.lipsync.batch_size = 3;
+        config.lipsync.threads = 1;
+        let registry = registry(config);
+        let session = registry
+            .create(CreateSession {
+                avatar: Some("session-astro".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(session.info().engine, "wav2lip");
+        let mut events = session.subscribe();
+        let inferred = || -> u64 {
+            gstfacecastlipsync::wav2lip_batcher::loaded()
+                .iter()
+                .filter(|m| m.key().max_batch == 3)
+                .map(|m| m.stats.frames.load(Ordering::Relaxed))
+                .sum()
+        };
+        let produced = || {
+            registry
+                .metrics
+                .frames_produced
+                .with_label_values(&[&session.id])
+                .get()
+        };
+        // Silence first: frames flow, and the idle photo is inferred only once.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (idle_frames, idle_inferred) = (produced(), inferred());
+        assert!(idle_frames >= 20, "{idle_frames} frames in 1.5 s");
+        assert!(
+            idle_inferred <= 3,
+            "{idle_inferred} inferences while silent"
+        );
+        session.say("Hello there, how are you today?", None);
+        next_event(&mut events, |e| {
+            matches!(e, SessionEvent::SpeechStarted { .. })
+        })
+        .await;
+        next_event(&mut events, |e| {
+            matches!(e, SessionEvent::SpeechEnded { .. })
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Speech runs through the model frame by frame, and the stream keeps its pace.
+        let spoken = inferred() - idle_inferred;
+        assert!(
+            spoken >= 25,
+            "only {spoken} frames inferred for about 2 s of speech"
+        );
+        let caps = session
+            .pipeline
+            .lipsync
+            .static_pad("src")
+            .unwrap()
+            .current_caps()
+            .unwrap();
+        let info = gst_video::VideoInfo::from_caps(&caps).unwrap();
+        assert_eq!((info.width(), info.height()), (512, 512));
+        registry.end(&session.id, "test over");
+        store.remove("session-astro").unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn idle_sessions_are_reaped_and_silent_viewers_dropped() {
         let registry = registry(Config {
             idle_timeout_secs: 0,
