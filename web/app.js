@@ -19,6 +19,7 @@ const LOG_LIMIT = 8;
 
 const $ = (id) => document.getElementById(id);
 const el = {
+  avatarSelect: $('avatar-select'),
   badge: $('badge'),
   badgeText: $('badge-text'),
   video: $('video'),
@@ -289,7 +290,8 @@ async function start() {
   let session;
   for (let attempt = 0; ; attempt++) {
     try {
-      session = await api('POST', API, {});
+      // Registered photo/video avatars talk through the server's neural lip-sync.
+      session = await api('POST', API, state.avatar === 'default' ? {} : { avatar: state.avatar });
       break;
     } catch (err) {
       if (epoch !== state.epoch) return;
@@ -786,6 +788,49 @@ el.video.addEventListener('volumechange', updateSoundUi);
 // ---------------------------------------------------------------------------
 // Test hook
 // ---------------------------------------------------------------------------
+
+// ---------------------------------------------------------------------------
+// Avatar choice: the built-in face or a registered photo/video (?avatar=NAME)
+// ---------------------------------------------------------------------------
+
+state.avatar = new URLSearchParams(location.search).get('avatar') || 'default';
+
+async function loadAvatars() {
+  let avatars = [];
+  try {
+    const res = await fetch('/api/v1/avatars');
+    if (res.ok) avatars = await res.json();
+  } catch {
+    // No list (older server, network hiccup): the built-in face still works.
+  }
+  for (const a of avatars) {
+    const option = document.createElement('option');
+    option.value = a.name;
+    option.textContent = `${a.name} (${a.kind === 'video' ? 'video' : 'photo'})`;
+    el.avatarSelect.append(option);
+  }
+  if (![...el.avatarSelect.options].some((o) => o.value === state.avatar)) {
+    const option = document.createElement('option');
+    option.value = state.avatar;
+    option.textContent = state.avatar;
+    el.avatarSelect.append(option);
+  }
+  el.avatarSelect.value = state.avatar;
+}
+
+el.avatarSelect.addEventListener('change', () => {
+  state.avatar = el.avatarSelect.value;
+  const url = new URL(location.href);
+  if (state.avatar === 'default') url.searchParams.delete('avatar');
+  else url.searchParams.set('avatar', state.avatar);
+  history.replaceState(null, '', url);
+  // A session shows one avatar: end this one and start another.
+  const id = state.session?.id;
+  if (id) deleteSession(id);
+  start();
+});
+
+loadAvatars();
 
 window.facecast = {
   get pc() { return state.pc; },
