@@ -1,0 +1,14 @@
+//! The conversation layer (issue 5, in progress): what turns a language model's token stream
+//! into speech the avatar can say, sentence by sentence, with a mood per sentence.
+//!
+//! - [`sse`]: the `text/event-stream` framing of OpenAI-compatible streaming responses, and the
+//!   content deltas inside it.
+//! - [`sentences`]: splits streamed text into sentences as soon as each is complete.
+//! - [`mood`]: the emotion a sentence shows, from an emitted tag or a small lexicon.
+//!
+//! Not wired to sessions yet: the LLM client, `POST /api/v1/sessions/{id}/chat`, history and
+//! Piper voices are still to come.
+
+pub mod mood;
+pub mod sentences;
+pub mod sse;
