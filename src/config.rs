@@ -6,7 +6,8 @@
 //! `FACECAST_ALLOWED_ORIGINS` (comma-separated), `FACECAST_STUN_SERVERS`,
 //! `FACECAST_TURN_SERVERS` (comma-separated URLs), `FACECAST_VIDEO_CODEC` (`vp8`, `h264`),
 //! `FACECAST_WEB_DIR`, `FACECAST_MODELS_DIR`, `FACECAST_DATA_DIR`, `FACECAST_WAV2LIP_MODEL`,
-//! `FACECAST_DEVICE` (`cpu`, `cuda:N`), `ORT_DYLIB_PATH` (the ONNX Runtime library).
+//! `FACECAST_DEVICE` (`cpu`, `cuda:N`), `ORT_DYLIB_PATH` (the ONNX Runtime library),
+//! `FACECAST_LLM_BASE_URL`, `FACECAST_LLM_MODEL` (the key: `FACECAST_LLM_API_KEY`).
 
 use anyhow::Context;
 use serde::Deserialize;
@@ -44,6 +45,47 @@ pub struct Config {
     pub avatar_cache_capacity: usize,
     /// Largest avatar upload (`POST /api/v1/avatars`), in bytes.
     pub max_upload_bytes: u64,
+    pub llm: LlmConfig,
+}
+
+/// The language model sessions chat with (any OpenAI-compatible `/v1/chat/completions`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmConfig {
+    /// E.g. `http://127.0.0.1:30000/v1` (SGLang), `http://127.0.0.1:11434/v1` (Ollama). Unset:
+    /// `chat` is refused with 409.
+    pub base_url: Option<String>,
+    pub model: String,
+    /// The environment variable holding the API key (never the key itself in the file).
+    pub api_key_env: String,
+    pub temperature: f32,
+    pub max_tokens: u32,
+    pub connect_timeout_secs: u64,
+    /// Longest wait for the first or the next piece of the answer.
+    pub idle_timeout_secs: u64,
+    /// The system prompt (a file), e.g. `configs/persona-financial-advisor.txt`.
+    pub persona: Option<PathBuf>,
+    /// Turns (a question and its answer) of history sent with each question.
+    pub history_turns: usize,
+    /// Said aloud when the model fails before saying anything (empty: nothing).
+    pub apology: String,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self {
+            base_url: None,
+            model: "default".into(),
+            api_key_env: "FACECAST_LLM_API_KEY".into(),
+            temperature: 0.7,
+            max_tokens: 400,
+            connect_timeout_secs: 5,
+            idle_timeout_secs: 30,
+            persona: None,
+            history_turns: 12,
+            apology: "Sorry, I cannot answer that right now.".into(),
+        }
+    }
 }
 
 /// The neural lip-sync model photo and video avatars talk with.
@@ -149,6 +191,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             avatar_cache_capacity: 8,
             max_upload_bytes: 64 * 1024 * 1024,
+            llm: LlmConfig::default(),
         }
     }
 }
@@ -244,6 +287,12 @@ impl Config {
         }
         if let Some(v) = var("FACECAST_DEVICE") {
             self.lipsync.device = v;
+        }
+        if let Some(v) = var("FACECAST_LLM_BASE_URL") {
+            self.llm.base_url = Some(v).filter(|v| !v.is_empty());
+        }
+        if let Some(v) = var("FACECAST_LLM_MODEL") {
+            self.llm.model = v;
         }
         if let Some(v) = var("ORT_DYLIB_PATH") {
             self.lipsync.onnxruntime.get_or_insert(PathBuf::from(v));

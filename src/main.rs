@@ -7,8 +7,6 @@
 mod avatar;
 mod bench;
 mod config;
-// Issue 5 groundwork, tested but not yet called by the server: see the module's doc.
-#[allow(dead_code)]
 mod conversation;
 mod error;
 mod metrics;

@@ -40,6 +40,7 @@ pub fn routes(
         .or(delete_session(state.clone()))
         .or(say(state.clone()))
         .or(interrupt(state.clone()))
+        .or(chat(state.clone()))
         .or(events(state.clone()))
         .or(whep_offer(state.clone()))
         .or(whep_patch(state.clone()))
@@ -203,6 +204,41 @@ fn interrupt(state: State) -> impl Filter<Extract = (impl Reply,), Error = Rejec
         .and(with_state(state))
         .and_then(|id: String, state: State| async move {
             state.get(&id).map_err(warp::reject::custom)?.interrupt();
+            Ok::<_, Rejection>(StatusCode::ACCEPTED)
+        })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatRequest {
+    text: String,
+}
+
+/// `POST /api/v1/sessions/{id}/chat` `{text}` → `202`: the avatar answers aloud (409 without a
+/// language model).
+fn chat(state: State) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    let limit = state.config.max_body_bytes;
+    warp::path!("api" / "v1" / "sessions" / String / "chat")
+        .and(warp::post())
+        .and(json_body::<ChatRequest>(limit))
+        .and(with_state(state))
+        .and_then(|id: String, req: ChatRequest, state: State| async move {
+            let text = req.text.trim();
+            if text.is_empty() {
+                return Err(warp::reject::custom(ApiError::bad_request(
+                    "empty_text",
+                    "nothing to answer: text is empty",
+                )));
+            }
+            let max = state.config.max_text_chars;
+            if text.chars().count() > max {
+                return Err(warp::reject::custom(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "text_too_long",
+                    format!("text is longer than {max} characters"),
+                )));
+            }
+            state.chat(&id, text).map_err(warp::reject::custom)?;
             Ok::<_, Rejection>(StatusCode::ACCEPTED)
         })
 }

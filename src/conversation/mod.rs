@@ -5,10 +5,13 @@
 //!   content deltas inside it.
 //! - [`sentences`]: splits streamed text into sentences as soon as each is complete.
 //! - [`mood`]: the emotion a sentence shows, from an emitted tag or a small lexicon.
+//! - [`llm`]: the streaming client for OpenAI-compatible endpoints.
+//! - [`chat`]: one session's conversation: history, the running reply, speaking it.
 //!
-//! Not wired to sessions yet: the LLM client, `POST /api/v1/sessions/{id}/chat`, history and
-//! Piper voices are still to come.
+//! Still to come: Redis-backed history and Piper voices.
 
+pub mod chat;
+pub mod llm;
 pub mod mood;
 pub mod sentences;
 pub mod sse;

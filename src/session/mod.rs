@@ -9,6 +9,7 @@ pub mod pipeline;
 pub mod viewer;
 
 use crate::config::Config;
+use crate::conversation::llm::LlmClient;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::signalling;
@@ -29,12 +30,33 @@ use warp::http::StatusCode;
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SessionEvent {
-    SpeechStarted { text: String },
-    SpeechEnded { text: String, interrupted: bool },
-    ViewerJoined { viewer: String },
-    ViewerLeft { viewer: String },
-    Error { message: String },
-    SessionEnded { reason: String },
+    SpeechStarted {
+        text: String,
+    },
+    SpeechEnded {
+        text: String,
+        interrupted: bool,
+    },
+    ViewerJoined {
+        viewer: String,
+    },
+    ViewerLeft {
+        viewer: String,
+    },
+    Error {
+        message: String,
+    },
+    SessionEnded {
+        reason: String,
+    },
+    /// A piece of the language model's answer, as it streams in.
+    ReplyDelta {
+        text: String,
+    },
+    /// The whole answer, once the stream ended.
+    ReplyDone {
+        text: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -93,6 +115,7 @@ pub struct Session {
     /// The latest say → first frame latencies (for `facecast bench --serve`).
     say_latencies: Mutex<VecDeque<Duration>>,
     next_viewer: AtomicU64,
+    pub conversation: crate::conversation::chat::Conversation,
 }
 
 impl Session {
@@ -114,7 +137,7 @@ impl Session {
         self.events.subscribe()
     }
 
-    fn emit(&self, event: SessionEvent) {
+    pub(crate) fn emit(&self, event: SessionEvent) {
         let _ = self.events.send(event);
     }
 
@@ -133,6 +156,8 @@ impl Session {
     }
 
     pub fn interrupt(&self) {
+        // Stop the answer being written as well as the one being spoken.
+        self.conversation.cancel();
         self.pipeline.speech.emit_by_name::<()>("interrupt", &[]);
         self.pending_says.lock().unwrap().clear();
     }
@@ -169,15 +194,53 @@ pub struct Registry {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// The language model `chat` talks to, when one is configured.
+    pub llm: Option<Arc<LlmClient>>,
+    /// The system prompt read from `llm.persona`.
+    pub persona: Option<String>,
 }
 
 impl Registry {
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Arc<Self> {
+        let llm = match LlmClient::new(&config.llm) {
+            Ok(c) => c.map(Arc::new),
+            Err(e) => {
+                tracing::warn!("language model client: {e:#}; chat is unavailable");
+                None
+            }
+        };
+        let persona = config
+            .llm
+            .persona
+            .as_ref()
+            .and_then(|p| match std::fs::read_to_string(p) {
+                Ok(text) => Some(text.trim().to_owned()),
+                Err(e) => {
+                    tracing::warn!("cannot read persona {}: {e}", p.display());
+                    None
+                }
+            });
         Arc::new(Self {
             config,
             metrics,
             sessions: Mutex::new(HashMap::new()),
+            llm,
+            persona,
         })
+    }
+
+    /// Starts answering `text` in session `id` (the reply is spoken and streamed as events).
+    pub fn chat(&self, id: &str, text: &str) -> Result<(), ApiError> {
+        let session = self.get(id)?;
+        let Some(llm) = self.llm.clone() else {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "no_llm",
+                "no language model is configured: set llm.base_url (and llm.model) in the configuration, or FACECAST_LLM_BASE_URL and FACECAST_LLM_MODEL; say keeps working without one",
+            ));
+        };
+        crate::conversation::chat::ask(&session, llm, self.persona.clone(), text.to_owned());
+        Ok(())
     }
 
     pub fn get(&self, id: &str) -> Result<Arc<Session>, ApiError> {
@@ -296,6 +359,7 @@ impl Registry {
             pending_says: Mutex::new(VecDeque::new()),
             say_latencies: Mutex::new(VecDeque::new()),
             next_viewer: AtomicU64::new(1),
+            conversation: Default::default(),
         });
         self.instrument(&session);
         self.watch_bus(&session);
