@@ -20,6 +20,7 @@ const LOG_LIMIT = 8;
 const $ = (id) => document.getElementById(id);
 const el = {
   avatarSelect: $('avatar-select'),
+  askToggle: $('ask-toggle'),
   badge: $('badge'),
   badgeText: $('badge-text'),
   video: $('video'),
@@ -646,6 +647,14 @@ function handleEvent(ev) {
       log('error', ev.message ?? '', 'error');
       toast(ev.message || 'The server reported an error.');
       break;
+    case 'reply_delta':
+      // The answer streams in a few characters at a time: log it whole, once done.
+      state.reply = (state.reply ?? '') + (ev.text ?? '');
+      break;
+    case 'reply_done':
+      log('answer', ev.text ?? state.reply ?? '');
+      state.reply = '';
+      break;
     case 'session_ended':
       log('session ended', ev.reason ?? '');
       endSession(ev.reason);
@@ -689,6 +698,12 @@ async function say(text, emotion, intensity) {
   return api('POST', `${API}/${encodeURIComponent(session.id)}/say`, body);
 }
 
+/** Asks the server's language model; the answer arrives as speech and reply events. */
+async function chat(text) {
+  const session = requireSession();
+  return api('POST', `${API}/${encodeURIComponent(session.id)}/chat`, { text });
+}
+
 async function interrupt() {
   const session = requireSession();
   const res = await api('POST', `${API}/${encodeURIComponent(session.id)}/interrupt`);
@@ -708,9 +723,16 @@ async function submitSay() {
   if (!state.soundEnabled && el.video.srcObject) enableSound();
   el.speak.setAttribute('aria-busy', 'true');
   try {
-    const res = await say(text, selectedEmotion(), Number(el.intensity.value));
-    el.text.value = '';
-    log('queued', res?.queued != null ? `${res.queued} in queue` : text, 'local');
+    if (el.askToggle.checked) {
+      await chat(text);
+      el.text.value = '';
+      log('asked', text, 'local');
+      state.reply = '';
+    } else {
+      const res = await say(text, selectedEmotion(), Number(el.intensity.value));
+      el.text.value = '';
+      log('queued', res?.queued != null ? `${res.queued} in queue` : text, 'local');
+    }
   } catch (err) {
     toast(err.message);
   } finally {
@@ -837,6 +859,7 @@ window.facecast = {
   get sessionId() { return state.session?.id ?? null; },
   get connectionState() { return el.badge.dataset.state; },
   say,
+  chat,
   interrupt,
   events: receivedEvents,
 };
