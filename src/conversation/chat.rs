@@ -306,6 +306,35 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_persian_session_hears_a_persian_answer() {
+        let answer = sse(&[
+            "[happy] سلام! حال ",
+            "شما خوب است؟ ",
+            "من مشاور مالی شما هستم.",
+        ]);
+        // Cut into 3-byte pieces: most Persian letters are 2 bytes, so many cuts fall inside one.
+        let parts = answer.chunks(3).map(|c| (1, c.to_vec())).collect();
+        let server = scripted("200 OK", parts).await;
+        let registry = registry(Some(server.base_url.clone()));
+        let session = registry
+            .create(CreateSession {
+                lang: Some("fa".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        let mut events = session.subscribe();
+        registry.chat(&session.id, "سلام، وقت بخیر").unwrap();
+        let seen = collect(&mut events, |seen| spoken(seen).len() == 3).await;
+        assert_eq!(
+            spoken(&seen),
+            ["سلام!", "حال شما خوب است؟", "من مشاور مالی شما هستم."]
+        );
+        let request = server.request.await.unwrap();
+        assert_eq!(request["messages"][1]["content"], "سلام، وقت بخیر");
+        registry.end(&session.id, "test over");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn failures_are_reported_and_interrupt_cancels_the_request() {
         // No model configured: 409, say still works.
         let plain = registry(None);
