@@ -63,6 +63,10 @@ pub struct BenchArgs {
     /// Batch sizes timed (with --wav2lip), comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8, 16])]
     batches: Vec<usize>,
+    /// Time a chat reply instead: from the first token of a (scripted, loopback) language model
+    /// to the first lip-synced frame of the answer out of the encoder.
+    #[arg(long)]
+    chat: bool,
     /// Time the avatar cache instead: write and open a FRAMES-frame avatar (disk and memory).
     #[arg(long, value_name = "FRAMES")]
     cache: Option<usize>,
@@ -93,6 +97,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if let Some(model) = &args.wav2lip {
         return wav2lip_bench(model, &args);
+    }
+    if args.chat {
+        return chat_bench(&args);
     }
     if let Some(frames) = args.cache {
         return cache_bench(frames, args.size);
@@ -344,6 +351,78 @@ fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
                 break;
             }
         }
+        Ok(())
+    })
+}
+
+/// First token → first lip-synced frame of a chat answer, with a scripted model on loopback
+/// streaming "Sure, I can help with that. …" a few characters per token, 20 ms apart (about
+/// 50 tokens/s, a typical served model). Also prints sentence-complete → first frame.
+fn chat_bench(args: &BenchArgs) -> anyhow::Result<()> {
+    use crate::config::Config;
+    use crate::conversation::scripted::{scripted, sse};
+    use crate::session::{CreateSession, Registry};
+    use std::sync::Arc;
+
+    let tokens = [
+        "Sure", ", I", " can", " help", " with", " that", ".", " Let", " me", " explain",
+    ];
+    // The token after the full stop completes the first sentence.
+    let completing = tokens.iter().position(|t| *t == " Let").expect("listed");
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let mut first_token = Vec::new();
+        let mut sentence = Vec::new();
+        let mut before_end = 0;
+        for round in 0..args.says.max(3) {
+            let mut parts: Vec<(u64, Vec<u8>)> =
+                tokens.iter().map(|t| (20, sse(&[t]))).collect();
+            parts.push((20, b"data: [DONE]\n\n".to_vec()));
+            let server = scripted("200 OK", parts).await;
+            let mut config = Config::default();
+            config.apply_env(|k| std::env::var(k).ok())?;
+            config.llm.base_url = Some(server.base_url.clone());
+            let registry = Registry::new(Arc::new(config), Arc::new(crate::metrics::Metrics::new()));
+            let session = registry
+                .create(CreateSession::default())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            // Let the live pipeline settle (it starts with idle frames).
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            registry
+                .chat(&session.id, "Can you help me budget?")
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let frame = loop {
+                if let Some(&t) = session.say_first_frames().first() {
+                    break t;
+                }
+                anyhow::ensure!(Instant::now() < deadline, "round {round}: no frame of the answer");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            };
+            let request = server.request.await?;
+            anyhow::ensure!(request["stream"] == true, "the request did not ask to stream");
+            anyhow::ensure!(
+                !server.client_gone.load(std::sync::atomic::Ordering::SeqCst),
+                "the client dropped the stream"
+            );
+            if !server.finished.load(std::sync::atomic::Ordering::SeqCst) {
+                before_end += 1;
+            }
+            let sent = server.sent.lock().unwrap().clone();
+            first_token.push(frame.duration_since(sent[0]).as_secs_f64() * 1e3);
+            sentence.push(frame.duration_since(sent[completing]).as_secs_f64() * 1e3);
+            registry.end(&session.id, "bench");
+        }
+        println!(
+            "chat, {} replies: first token -> first lip-synced frame median {:.1} ms (p95 {:.1}); \
+             first sentence complete -> first frame median {:.1} ms (the first sentence took {} tokens at 20 ms); \
+             {before_end} of them began before the model finished",
+            first_token.len(),
+            median(&mut first_token.clone()),
+            percentile(&mut first_token, 0.95),
+            median(&mut sentence),
+            completing + 1
+        );
         Ok(())
     })
 }

@@ -129,85 +129,12 @@ mod tests {
     //! chunks cut mid-word and mid-character, pauses, errors.
 
     use crate::config::Config;
+    use crate::conversation::scripted::{scripted, sse};
     use crate::metrics::Metrics;
     use crate::session::{CreateSession, Registry, SessionEvent};
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
     use std::time::Duration;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    fn sse(deltas: &[&str]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for d in deltas {
-            let chunk =
-                serde_json::json!({"choices": [{"delta": {"content": d}, "finish_reason": null}]});
-            out.extend_from_slice(format!("data: {chunk}\n\n").as_bytes());
-        }
-        out
-    }
-
-    struct Scripted {
-        base_url: String,
-        /// Set once the server wrote its last byte (or the client went away).
-        finished: Arc<AtomicBool>,
-        /// Set when a write failed: the client closed the connection.
-        client_gone: Arc<AtomicBool>,
-        request: tokio::sync::oneshot::Receiver<serde_json::Value>,
-    }
-
-    /// Serves one request: the status line, then `parts` (pause, bytes) one after another.
-    async fn scripted(status: &str, parts: Vec<(u64, Vec<u8>)>) -> Scripted {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
-        let finished = Arc::new(AtomicBool::new(false));
-        let client_gone = Arc::new(AtomicBool::new(false));
-        let (tx, request) = tokio::sync::oneshot::channel();
-        let (done, gone) = (finished.clone(), client_gone.clone());
-        let status = status.to_owned();
-        tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            // Headers, then a body of content-length bytes.
-            let body = loop {
-                let n = socket.read(&mut chunk).await.unwrap();
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some(end) = text.find("\r\n\r\n") {
-                    let len: usize = text[..end]
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap())
-                        })
-                        .unwrap_or(0);
-                    if buf.len() >= end + 4 + len {
-                        break buf[end + 4..end + 4 + len].to_vec();
-                    }
-                }
-            };
-            let _ = tx.send(serde_json::from_slice(&body).unwrap());
-            let head = format!(
-                "HTTP/1.1 {status}\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
-            );
-            socket.write_all(head.as_bytes()).await.unwrap();
-            for (pause, bytes) in parts {
-                tokio::time::sleep(Duration::from_millis(pause)).await;
-                if socket.write_all(&bytes).await.is_err() || socket.flush().await.is_err() {
-                    gone.store(true, Ordering::SeqCst);
-                    break;
-                }
-            }
-            done.store(true, Ordering::SeqCst);
-        });
-        Scripted {
-            base_url,
-            finished,
-            client_gone,
-            request,
-        }
-    }
 
     fn registry(base_url: Option<String>) -> Arc<Registry> {
         gst::init().unwrap();

@@ -7,11 +7,13 @@
 //! - [`mood`]: the emotion a sentence shows, from an emitted tag or a small lexicon.
 //! - [`llm`]: the streaming client for OpenAI-compatible endpoints.
 //! - [`chat`]: one session's conversation: history, the running reply, speaking it.
+//! - [`scripted`]: a scripted OpenAI-compatible server, for tests and `facecast bench --chat`.
 //!
 //! Still to come: Redis-backed history and Piper voices.
 
 pub mod chat;
 pub mod llm;
 pub mod mood;
+pub mod scripted;
 pub mod sentences;
 pub mod sse;

@@ -114,6 +114,8 @@ pub struct Session {
     pending_says: Mutex<VecDeque<PendingSay>>,
     /// The latest say → first frame latencies (for `facecast bench --serve`).
     say_latencies: Mutex<VecDeque<Duration>>,
+    /// When those first frames left the encoder (for `facecast bench --chat`).
+    say_first_frames: Mutex<VecDeque<Instant>>,
     next_viewer: AtomicU64,
     pub conversation: crate::conversation::chat::Conversation,
 }
@@ -160,6 +162,16 @@ impl Session {
         self.conversation.cancel();
         self.pipeline.speech.emit_by_name::<()>("interrupt", &[]);
         self.pending_says.lock().unwrap().clear();
+    }
+
+    /// When the latest says' first lip-synced frames left the encoder, oldest first.
+    pub fn say_first_frames(&self) -> Vec<Instant> {
+        self.say_first_frames
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .collect()
     }
 
     /// The latest say → first lip-synced frame latencies, oldest first.
@@ -358,6 +370,7 @@ impl Registry {
             last_watched: Mutex::new(Instant::now()),
             pending_says: Mutex::new(VecDeque::new()),
             say_latencies: Mutex::new(VecDeque::new()),
+            say_first_frames: Mutex::new(VecDeque::new()),
             next_viewer: AtomicU64::new(1),
             conversation: Default::default(),
         });
@@ -441,6 +454,11 @@ impl Registry {
                                 recent.pop_front();
                             }
                             recent.push_back(latency);
+                            let mut frames = session.say_first_frames.lock().unwrap();
+                            if frames.len() == 1000 {
+                                frames.pop_front();
+                            }
+                            frames.push_back(Instant::now());
                         }
                         _ => break,
                     }

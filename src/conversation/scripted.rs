@@ -1,0 +1,98 @@
+//! A scripted OpenAI-compatible server on loopback: one request, answered with chosen bytes
+//! at chosen times. Tests drive the conversation with it (real HTTP and SSE framing, chunks cut
+//! anywhere, pauses, errors), and `facecast bench --chat` times a reply without a real model.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The SSE bytes of chat-completion chunks carrying `deltas`.
+pub fn sse(deltas: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for d in deltas {
+        let chunk =
+            serde_json::json!({"choices": [{"delta": {"content": d}, "finish_reason": null}]});
+        out.extend_from_slice(format!("data: {chunk}\n\n").as_bytes());
+    }
+    out
+}
+
+pub struct Scripted {
+    pub base_url: String,
+    /// Set once the server wrote its last byte (or the client went away).
+    pub finished: Arc<AtomicBool>,
+    /// Set when a write failed: the client closed the connection.
+    pub client_gone: Arc<AtomicBool>,
+    pub request: tokio::sync::oneshot::Receiver<serde_json::Value>,
+    /// When each part was written.
+    pub sent: Arc<Mutex<Vec<Instant>>>,
+}
+
+/// Serves one request: the status line, then `parts` (pause, bytes) one after another.
+pub async fn scripted(status: &str, parts: Vec<(u64, Vec<u8>)>) -> Scripted {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("scripted server");
+    let base_url = format!(
+        "http://{}/v1",
+        listener.local_addr().expect("scripted server")
+    );
+    let finished = Arc::new(AtomicBool::new(false));
+    let client_gone = Arc::new(AtomicBool::new(false));
+    let (tx, request) = tokio::sync::oneshot::channel();
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let (done, gone, sent_at) = (finished.clone(), client_gone.clone(), sent.clone());
+    let status = status.to_owned();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.expect("scripted server");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // Headers, then a body of content-length bytes.
+        let body = loop {
+            let n = socket.read(&mut chunk).await.expect("scripted server");
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len: usize = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().expect("scripted server"))
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    break buf[end + 4..end + 4 + len].to_vec();
+                }
+            }
+        };
+        let _ = tx.send(serde_json::from_slice(&body).expect("scripted server"));
+        let head = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+        );
+        socket
+            .write_all(head.as_bytes())
+            .await
+            .expect("scripted server");
+        for (pause, bytes) in parts {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            sent_at
+                .lock()
+                .expect("scripted server")
+                .push(Instant::now());
+            if socket.write_all(&bytes).await.is_err() || socket.flush().await.is_err() {
+                gone.store(true, Ordering::SeqCst);
+                break;
+            }
+        }
+        done.store(true, Ordering::SeqCst);
+    });
+    Scripted {
+        base_url,
+        finished,
+        client_gone,
+        request,
+        sent,
+    }
+}
