@@ -162,21 +162,7 @@ fn say(state: State) -> impl Filter<Extract = (impl Reply,), Error = Rejection> 
         .and(with_state(state))
         .and_then(|id: String, req: SayRequest, state: State| async move {
             let session = state.get(&id).map_err(warp::reject::custom)?;
-            let text = req.text.trim();
-            if text.is_empty() {
-                return Err(warp::reject::custom(ApiError::bad_request(
-                    "empty_text",
-                    "nothing to say: text is empty",
-                )));
-            }
-            let max = state.config.max_text_chars;
-            if text.chars().count() > max {
-                return Err(warp::reject::custom(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "text_too_long",
-                    format!("text is longer than {max} characters"),
-                )));
-            }
+            let text = spoken_text(&req.text, state.config.max_text_chars, "say")?;
             let emotion = match req.emotion {
                 Some(name) => Some((
                     name.parse::<Emotion>().map_err(|e| {
@@ -190,7 +176,7 @@ fn say(state: State) -> impl Filter<Extract = (impl Reply,), Error = Rejection> 
                 None => None,
             };
             session.say(text, emotion);
-            Ok(warp::reply::with_status(
+            Ok::<_, Rejection>(warp::reply::with_status(
                 warp::reply::json(&serde_json::json!({"queued": true})),
                 StatusCode::ACCEPTED,
             ))
@@ -208,6 +194,25 @@ fn interrupt(state: State) -> impl Filter<Extract = (impl Reply,), Error = Rejec
         })
 }
 
+/// The trimmed text of a `say` or `chat`: not empty, at most `max` characters.
+fn spoken_text<'a>(text: &'a str, max: usize, verb: &str) -> Result<&'a str, Rejection> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(warp::reject::custom(ApiError::bad_request(
+            "empty_text",
+            format!("nothing to {verb}: text is empty"),
+        )));
+    }
+    if text.chars().count() > max {
+        return Err(warp::reject::custom(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "text_too_long",
+            format!("text is longer than {max} characters"),
+        )));
+    }
+    Ok(text)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChatRequest {
@@ -223,21 +228,7 @@ fn chat(state: State) -> impl Filter<Extract = (impl Reply,), Error = Rejection>
         .and(json_body::<ChatRequest>(limit))
         .and(with_state(state))
         .and_then(|id: String, req: ChatRequest, state: State| async move {
-            let text = req.text.trim();
-            if text.is_empty() {
-                return Err(warp::reject::custom(ApiError::bad_request(
-                    "empty_text",
-                    "nothing to answer: text is empty",
-                )));
-            }
-            let max = state.config.max_text_chars;
-            if text.chars().count() > max {
-                return Err(warp::reject::custom(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "text_too_long",
-                    format!("text is longer than {max} characters"),
-                )));
-            }
+            let text = spoken_text(&req.text, state.config.max_text_chars, "answer")?;
             state.chat(&id, text).map_err(warp::reject::custom)?;
             Ok::<_, Rejection>(StatusCode::ACCEPTED)
         })
