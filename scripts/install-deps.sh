@@ -12,6 +12,7 @@ packages=(
   libnice10 gstreamer1.0-nice
   chromium chromium-driver
   curl ca-certificates
+  redis-server
 )
 
 missing=()

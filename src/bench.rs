@@ -67,6 +67,10 @@ pub struct BenchArgs {
     /// to the first lip-synced frame of the answer out of the encoder.
     #[arg(long)]
     chat: bool,
+    /// Time a Piper voice instead (name or .onnx path; ONNX Runtime from ORT_DYLIB_PATH):
+    /// synthesis time per sentence and the real-time factor. With --chat: chat with that voice.
+    #[arg(long, value_name = "VOICE")]
+    piper: Option<String>,
     /// Time the avatar cache instead: write and open a FRAMES-frame avatar (disk and memory).
     #[arg(long, value_name = "FRAMES")]
     cache: Option<usize>,
@@ -100,6 +104,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.chat {
         return chat_bench(&args);
+    }
+    if let Some(voice) = &args.piper {
+        return piper_bench(voice, &args);
     }
     if let Some(frames) = args.cache {
         return cache_bench(frames, args.size);
@@ -367,8 +374,18 @@ fn chat_bench(args: &BenchArgs) -> anyhow::Result<()> {
     let tokens = [
         "Sure", ", I", " can", " help", " with", " that", ".", " Let", " me", " explain",
     ];
-    // The token after the full stop completes the first sentence.
-    let completing = tokens.iter().position(|t| *t == " Let").expect("listed");
+    // The token that completes the first spoken piece, found as the conversation finds it.
+    let mut splitter =
+        crate::conversation::sentences::SentenceSplitter::default().early_first_clause();
+    let completing = tokens
+        .iter()
+        .position(|t| !splitter.push(t).is_empty())
+        .expect("the script has a complete first piece");
+    let tts = if args.piper.is_some() {
+        "Piper"
+    } else {
+        "espeak-ng"
+    };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let mut first_token = Vec::new();
@@ -382,6 +399,10 @@ fn chat_bench(args: &BenchArgs) -> anyhow::Result<()> {
             let mut config = Config::default();
             config.apply_env(|k| std::env::var(k).ok())?;
             config.llm.base_url = Some(server.base_url.clone());
+            if let Some(voice) = &args.piper {
+                config.speech.engine = "piper".into();
+                config.speech.piper_voice = voice.clone();
+            }
             let registry = Registry::new(Arc::new(config), Arc::new(crate::metrics::Metrics::new()));
             let session = registry
                 .create(CreateSession::default())
@@ -414,9 +435,10 @@ fn chat_bench(args: &BenchArgs) -> anyhow::Result<()> {
             registry.end(&session.id, "bench");
         }
         println!(
-            "chat, {} replies: first token -> first lip-synced frame median {:.1} ms (p95 {:.1}); \
-             first sentence complete -> first frame median {:.1} ms (the first sentence took {} tokens at 20 ms); \
+            "chat ({} voice), {} replies: first token -> first lip-synced frame median {:.1} ms (p95 {:.1}); \
+             first piece complete -> first frame median {:.1} ms (the first piece took {} tokens at 20 ms); \
              {before_end} of them began before the model finished",
+            tts,
             first_token.len(),
             median(&mut first_token.clone()),
             percentile(&mut first_token, 0.95),
@@ -425,6 +447,44 @@ fn chat_bench(args: &BenchArgs) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+/// A Piper voice on this machine: how long each sentence takes to synthesise (phonemes,
+/// model, and the espeak-ng timing pass together) against how long it sounds.
+fn piper_bench(voice: &str, args: &BenchArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let voice = gstfacecasttts::piper::PiperVoice::get(voice)?;
+    println!(
+        "Piper voice {} loaded in {:.2} s",
+        voice.path().display(),
+        started.elapsed().as_secs_f64()
+    );
+    let sentences = [
+        "Sure, I can help with that.",
+        "Let me explain how an emergency fund works.",
+        "Most advisers suggest keeping three to six months of expenses in a savings account you can reach quickly.",
+    ];
+    voice.synthesize(sentences[0], 1.0)?; // warm-up: first-run allocations
+    for sentence in sentences {
+        let (mut ms, mut rtf) = (Vec::new(), Vec::new());
+        let mut audio_secs = 0.0;
+        for _ in 0..args.tts_runs.max(1) {
+            let t = Instant::now();
+            let utt = voice.synthesize(sentence, 1.0)?;
+            let took = t.elapsed().as_secs_f64();
+            audio_secs = utt.samples.len() as f64 / utt.sample_rate as f64;
+            ms.push(took * 1e3);
+            rtf.push(took / audio_secs);
+        }
+        println!(
+            "piper, {} words ({audio_secs:.2} s of speech), {} runs: synthesis median {:.1} ms, real-time factor median {:.3}",
+            sentence.split_whitespace().count(),
+            ms.len(),
+            median(&mut ms),
+            median(&mut rtf)
+        );
+    }
+    Ok(())
 }
 
 /// A Wav2Lip-class model on this machine, by batch size: the model alone (ONNX Runtime through

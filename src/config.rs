@@ -7,10 +7,13 @@
 //! `FACECAST_TURN_SERVERS` (comma-separated URLs), `FACECAST_VIDEO_CODEC` (`vp8`, `h264`),
 //! `FACECAST_WEB_DIR`, `FACECAST_MODELS_DIR`, `FACECAST_DATA_DIR`, `FACECAST_WAV2LIP_MODEL`,
 //! `FACECAST_DEVICE` (`cpu`, `cuda:N`), `ORT_DYLIB_PATH` (the ONNX Runtime library),
-//! `FACECAST_LLM_BASE_URL`, `FACECAST_LLM_MODEL` (the key: `FACECAST_LLM_API_KEY`).
+//! `FACECAST_LLM_BASE_URL`, `FACECAST_LLM_MODEL` (the key: `FACECAST_LLM_API_KEY`),
+//! `FACECAST_REDIS_URL` (conversation memory), `FACECAST_TTS` (`espeak`, `piper`),
+//! `FACECAST_PIPER_VOICE`.
 
 use anyhow::Context;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -67,8 +70,32 @@ pub struct LlmConfig {
     pub persona: Option<PathBuf>,
     /// Turns (a question and its answer) of history sent with each question.
     pub history_turns: usize,
-    /// Said aloud when the model fails before saying anything (empty: nothing).
-    pub apology: String,
+    /// At most this many (estimated) tokens of history are sent with each question.
+    pub history_tokens: usize,
+    /// Longest question `chat` accepts, in characters.
+    pub max_question_chars: usize,
+    /// Where conversations are remembered across restarts and servers (`redis://host:6379/0`).
+    /// Unset: each session remembers its own conversation in memory.
+    pub redis_url: Option<String>,
+    /// How long Redis keeps a conversation nobody continues.
+    pub history_ttl_secs: u64,
+    /// Conversations the server keeps in memory (the least recently used leave first).
+    pub memory_conversations: usize,
+    /// Said aloud when the model fails before saying anything, per language (`en`, `fa`, …);
+    /// languages without one use `en`. Empty: nothing is said.
+    pub apology: BTreeMap<String, String>,
+}
+
+impl LlmConfig {
+    /// The apology for a session speaking `lang` (`fa`, `en-us`, …), if any.
+    pub fn apology_for(&self, lang: &str) -> Option<&str> {
+        let base = lang.split(['-', '_', '+']).next().unwrap_or(lang);
+        [lang, base, "en"]
+            .iter()
+            .find_map(|l| self.apology.get(*l))
+            .map(String::as_str)
+            .filter(|a| !a.trim().is_empty())
+    }
 }
 
 impl Default for LlmConfig {
@@ -83,7 +110,18 @@ impl Default for LlmConfig {
             idle_timeout_secs: 30,
             persona: None,
             history_turns: 12,
-            apology: "Sorry, I cannot answer that right now.".into(),
+            history_tokens: 3000,
+            max_question_chars: 1000,
+            redis_url: None,
+            history_ttl_secs: 7 * 24 * 3600,
+            memory_conversations: 1000,
+            apology: [
+                ("en", "Sorry, I cannot answer that right now."),
+                ("fa", "متأسفم، الان نمی‌توانم پاسخ بدهم."),
+            ]
+            .into_iter()
+            .map(|(l, a)| (l.to_owned(), a.to_owned()))
+            .collect(),
         }
     }
 }
@@ -170,6 +208,11 @@ pub struct VideoConfig {
 pub struct SpeechConfig {
     /// Language of sessions that do not choose one.
     pub language: String,
+    /// Who speaks in sessions that do not choose: `espeak` or `piper`.
+    pub engine: String,
+    /// The Piper voice sessions speak with when they ask for `piper` without naming one: a
+    /// name in `models_dir` (or its `piper/` folder) or a path to the `.onnx`.
+    pub piper_voice: String,
 }
 
 impl Default for Config {
@@ -212,6 +255,8 @@ impl Default for SpeechConfig {
     fn default() -> Self {
         Self {
             language: "en".into(),
+            engine: "espeak".into(),
+            piper_voice: "en_US-joe-medium".into(),
         }
     }
 }
@@ -294,6 +339,15 @@ impl Config {
         if let Some(v) = var("FACECAST_LLM_MODEL") {
             self.llm.model = v;
         }
+        if let Some(v) = var("FACECAST_TTS") {
+            self.speech.engine = v;
+        }
+        if let Some(v) = var("FACECAST_PIPER_VOICE") {
+            self.speech.piper_voice = v;
+        }
+        if let Some(v) = var("FACECAST_REDIS_URL") {
+            self.llm.redis_url = Some(v).filter(|v| !v.is_empty());
+        }
         if let Some(v) = var("ORT_DYLIB_PATH") {
             self.lipsync.onnxruntime.get_or_insert(PathBuf::from(v));
         }
@@ -314,6 +368,11 @@ impl Config {
             v.fps
         );
         anyhow::ensure!(self.max_sessions > 0, "max_sessions must be at least 1");
+        anyhow::ensure!(
+            ["espeak", "piper"].contains(&self.speech.engine.as_str()),
+            "speech.engine '{}' is not espeak or piper",
+            self.speech.engine
+        );
         self.lipsync
             .device
             .parse::<facecast_common::onnx::Device>()

@@ -15,6 +15,7 @@
 use anyhow::{anyhow, bail, Context};
 use facecast_common::Emotion;
 use gst::prelude::*;
+use gstfacecasttts::speechsynth::SpeechEngine;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +23,7 @@ use std::sync::Arc;
 
 #[derive(clap::Args, Debug)]
 pub struct RenderArgs {
-    /// Text to speak with the built-in TTS (espeak-ng).
+    /// Text to speak with the built-in TTS (espeak-ng, or Piper with --tts piper).
     #[arg(long, required_unless_present = "audio", conflicts_with = "audio")]
     text: Option<String>,
     /// An audio file to lip-sync instead (WAV, MP3, Ogg, …: anything GStreamer decodes).
@@ -31,7 +32,11 @@ pub struct RenderArgs {
     /// Language of the text: en, fa, de, … (any espeak-ng language).
     #[arg(long, default_value = "en")]
     lang: String,
-    /// Exact espeak-ng voice (e.g. en-us+f3); overrides --lang.
+    /// Who speaks: espeak (espeak-ng) or piper (a neural voice; needs ORT_DYLIB_PATH).
+    #[arg(long, default_value = "espeak", value_parser = ["espeak", "piper"])]
+    tts: String,
+    /// espeak: an exact voice (e.g. en-us+f3), overriding --lang; piper: a voice name in the
+    /// models folder or a path to its .onnx (default en_US-joe-medium).
     #[arg(long)]
     voice: Option<String>,
     /// Speaking rate in words per minute (80-450).
@@ -106,7 +111,12 @@ fn build(args: &RenderArgs) -> anyhow::Result<RenderPipeline> {
         if text.trim().is_empty() {
             bail!("nothing to say: --text is empty");
         }
+        let engine = match args.tts.as_str() {
+            "piper" => SpeechEngine::Piper,
+            _ => SpeechEngine::Espeak,
+        };
         let tts = gst::ElementFactory::make("speechsynth")
+            .property("engine", engine)
             .property("text", text)
             .property("language", &args.lang)
             .property("voice", args.voice.as_deref())

@@ -53,6 +53,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     prepare_lipsync(&config)?;
+    prepare_speech(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -94,6 +95,23 @@ fn prepare_lipsync(config: &Config) -> anyhow::Result<()> {
         model.display(),
         l.device,
         shared.load_time.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Loads the default Piper voice now when sessions speak with Piper by default, so a missing
+/// voice stops the server at start rather than refusing every session.
+fn prepare_speech(config: &Config) -> anyhow::Result<()> {
+    if config.speech.engine != "piper" {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let voice = gstfacecasttts::piper::PiperVoice::get(&config.speech.piper_voice)
+        .context("speech.engine is piper")?;
+    eprintln!(
+        "Piper voice {} loaded in {:.2} s",
+        voice.path().display(),
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }

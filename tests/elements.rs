@@ -16,14 +16,19 @@ struct Run {
 /// Speaks `utterances` (fed as text buffers through an appsrc, one after the other) through the
 /// three elements and collects what comes out of `lipsync` and of the speech branch.
 fn speak(utterances: &[&str]) -> Run {
+    speak_with("speechsynth", utterances)
+}
+
+/// [`speak`] with `tts` (a `speechsynth` description with its properties).
+fn speak_with(tts: &str, utterances: &[&str]) -> Run {
     common::init();
-    let pipeline = gst::parse::launch(
-        "appsrc name=text format=time caps=text/x-raw,format=utf8 ! speechsynth ! tee name=t \
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=text format=time caps=text/x-raw,format=utf8 ! {tts} ! tee name=t \
          t. ! queue ! ls.audio \
          t. ! queue ! appsink name=audio sync=false \
          avatarsrc ! capsfilter caps=video/x-raw,width=192,height=192 ! ls.video \
-         lipsync name=ls ! appsink name=video sync=false",
-    )
+         lipsync name=ls ! appsink name=video sync=false"
+    ))
     .unwrap()
     .downcast::<gst::Pipeline>()
     .unwrap();
@@ -108,6 +113,95 @@ fn one_frame_per_frame_time_of_audio_across_two_utterances() {
     let max = |fs: &[gst::Buffer]| fs.iter().map(jaw).fold(0.0f32, f32::max);
     assert!(max(&run.frames[..half]) > 0.3);
     assert!(max(&run.frames[half..]) > 0.3);
+}
+
+#[test]
+fn a_piper_voice_moves_the_lips() {
+    let voice = common::piper_voice();
+    let run = speak_with(
+        &format!("speechsynth engine=piper voice={}", voice.display()),
+        &[
+            "Hello! I am your financial assistant.",
+            "How can I help you today?",
+        ],
+    );
+    let secs = run.audio_end.seconds_f64();
+    assert!((2.0..7.0).contains(&secs), "{secs:.2} s of speech");
+    assert!(
+        (run.frames.len() as f64 - secs * 25.0).abs() <= 1.0,
+        "{} frames for {secs:.2} s",
+        run.frames.len()
+    );
+    assert!(
+        run.phonemes.len() >= 30,
+        "{} phoneme events",
+        run.phonemes.len()
+    );
+    assert!(run.phonemes.iter().all(|p| p.pts < run.audio_end));
+    // The mouth opens and closes again and again, in both sentences.
+    let jaws: Vec<f32> = run.frames.iter().map(jaw).collect();
+    let openings = jaws
+        .windows(2)
+        .filter(|w| w[0] < 0.25 && w[1] >= 0.25)
+        .count();
+    assert!(
+        openings >= 6,
+        "the jaw opened only {openings} times: {jaws:?}"
+    );
+    let half = jaws.len() / 2;
+    assert!(jaws[..half].iter().any(|&j| j > 0.3) && jaws[half..].iter().any(|&j| j > 0.3));
+}
+
+/// What the pocketsphinx recogniser (Debian's default US English model) hears in `tts` saying
+/// `text`.
+fn recognise(tts: &str, text: &str) -> String {
+    common::init();
+    assert!(
+        gst::ElementFactory::find("pocketsphinx").is_some(),
+        "the pocketsphinx element is missing: install gstreamer1.0-pocketsphinx and pocketsphinx-en-us (scripts/install-deps.sh)"
+    );
+    let pipeline = gst::parse::launch(&format!(
+        "{tts} text=\"{text}\" ! audioconvert ! audioresample ! pocketsphinx ! fakesink"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let mut heard = String::new();
+    for msg in bus.iter_timed(gst::ClockTime::from_seconds(60)) {
+        match msg.view() {
+            gst::MessageView::Element(e) => {
+                let s = e.structure().unwrap();
+                if s.name() == "pocketsphinx" && s.get::<bool>("final").unwrap_or(false) {
+                    heard = s.get::<String>("hypothesis").unwrap_or_default();
+                }
+            }
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => panic!("pipeline error: {}", e.error()),
+            _ => {}
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    heard
+}
+
+#[test]
+fn a_speech_recogniser_understands_the_piper_voice() {
+    let voice = common::piper_voice();
+    let text = "hello how are you today i would like to book a table for two people tomorrow";
+    let heard = recognise(
+        &format!("speechsynth engine=piper voice={}", voice.display()),
+        text,
+    );
+    let said: Vec<&str> = text.split(' ').collect();
+    let understood = heard.split(' ').filter(|w| said.contains(w)).count();
+    // Natural speech: most words come through (espeak-ng's robotic voice fares far worse).
+    assert!(
+        understood * 10 >= said.len() * 7,
+        "the recogniser heard {heard:?} ({understood} of {} words)",
+        said.len()
+    );
 }
 
 #[test]

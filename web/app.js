@@ -50,6 +50,18 @@ const el = {
 // State
 // ---------------------------------------------------------------------------
 
+/// This tab's conversation: named once, kept across reloads (sessionStorage is per tab).
+function conversationName() {
+  const key = 'facecast-conversation';
+  let name = sessionStorage.getItem(key);
+  if (!name) {
+    name = 'web-' + Array.from(crypto.getRandomValues(new Uint8Array(12)),
+      (b) => b.toString(16).padStart(2, '0')).join('');
+    sessionStorage.setItem(key, name);
+  }
+  return name;
+}
+
 const state = {
   session: null,        // {id, whep_url, events_url}
   pc: null,             // current RTCPeerConnection
@@ -291,8 +303,11 @@ async function start() {
   let session;
   for (let attempt = 0; ; attempt++) {
     try {
-      // Registered photo/video avatars talk through the server's neural lip-sync.
-      session = await api('POST', API, state.avatar === 'default' ? {} : { avatar: state.avatar });
+      // Registered photo/video avatars talk through the server's neural lip-sync. The tab's
+      // conversation name lets a reload (or another avatar) continue the same conversation.
+      const body = { conversation: conversationName() };
+      if (state.avatar !== 'default') body.avatar = state.avatar;
+      session = await api('POST', API, body);
       break;
     } catch (err) {
       if (epoch !== state.epoch) return;

@@ -6,11 +6,11 @@
 //! question or an interrupt cancels the running reply (and so its HTTP request). Failures end
 //! in an `error` event; what was already said stays said and in the history.
 
-use super::llm::{LlmClient, Message};
+use super::history::{within_budget, MemoryHistory, RedisHistory};
+use super::llm::{LlmClient, Message, Role};
 use super::mood::{classify, strip_tag};
 use super::sentences::SentenceSplitter;
 use crate::session::{Session, SessionEvent};
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 /// How the model is asked to behave, after the persona.
@@ -19,32 +19,41 @@ plain spoken sentences, without lists, markdown or emoji. Answer in the language
 in. You may start a sentence with one mood tag: [happy], [confident], [thoughtful], [concerned] \
 or [neutral].";
 
-#[derive(Default)]
+/// What a session's questions are answered with: the model, its persona, and where
+/// conversations are remembered beyond the session.
+pub struct Assistant {
+    pub llm: LlmClient,
+    /// The system prompt read from `llm.persona`.
+    pub persona: Option<String>,
+    /// The conversations this process remembers (and the fallback while Redis is down).
+    pub memory: MemoryHistory,
+    /// Set when `llm.redis_url` is.
+    pub shared_memory: Option<RedisHistory>,
+}
+
 pub struct Conversation {
-    history: Mutex<VecDeque<Message>>,
+    /// The name the conversation is remembered under: the session id unless the client named
+    /// one, to continue it.
+    pub id: String,
     running: Mutex<Option<tokio::task::AbortHandle>>,
+    /// A cancelled reply being written to Redis: the next question waits for it, so that it
+    /// reads the conversation with that turn in it.
+    saving: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Conversation {
+    pub fn new(id: String) -> Self {
+        Self {
+            id,
+            running: Mutex::default(),
+            saving: Mutex::default(),
+        }
+    }
+
     /// Stops the reply being streamed, if any.
     pub fn cancel(&self) {
         if let Some(task) = self.running.lock().unwrap().take() {
             task.abort();
-        }
-    }
-
-    fn remember(&self, question: String, answer: String, turns: usize) {
-        let mut history = self.history.lock().unwrap();
-        history.push_back(Message {
-            role: "user",
-            content: question,
-        });
-        history.push_back(Message {
-            role: "assistant",
-            content: answer,
-        });
-        while history.len() > turns * 2 {
-            history.pop_front();
         }
     }
 }
@@ -61,31 +70,148 @@ fn speak(session: &Session, sentence: &str) -> bool {
     true
 }
 
+/// Reports a failure to the user and, when nothing was said yet, says the apology in the
+/// session's language.
+pub fn report(session: &Session, assistant: &Assistant, message: String, said: bool) {
+    session.emit(SessionEvent::Error { message });
+    if said {
+        return;
+    }
+    if let Some(apology) = assistant.llm.config().apology_for(&session.lang) {
+        session.say(apology, None);
+    }
+}
+
+/// One question and the answer received so far; remembered when dropped.
+struct Turn {
+    session: Arc<Session>,
+    assistant: Arc<Assistant>,
+    question: Message,
+    reply: String,
+}
+
+impl Turn {
+    /// Remembers the turn in the session and returns the answer, if there was one.
+    fn remember_locally(&mut self) -> Option<Message> {
+        if self.reply.is_empty() {
+            return None;
+        }
+        let answer = Message {
+            role: Role::Assistant,
+            content: std::mem::take(&mut self.reply),
+        };
+        self.assistant
+            .memory
+            .append(&self.session.conversation.id, &self.question, &answer);
+        Some(answer)
+    }
+
+    /// Remembers the turn, in Redis too when it is configured.
+    async fn save(mut self) {
+        let Some(answer) = self.remember_locally() else {
+            return;
+        };
+        save_shared(&self.session, &self.assistant, &self.question, &answer).await;
+    }
+}
+
+async fn save_shared(
+    session: &Session,
+    assistant: &Assistant,
+    question: &Message,
+    answer: &Message,
+) {
+    let Some(memory) = &assistant.shared_memory else {
+        return;
+    };
+    if let Err(e) = memory
+        .append(&session.conversation.id, question, answer)
+        .await
+    {
+        session.emit(SessionEvent::Error {
+            message: format!("{e}; this answer is remembered by this session only"),
+        });
+    }
+}
+
+/// A reply cancelled mid-stream still counts: what arrived of it is remembered.
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let Some(answer) = self.remember_locally() else {
+            return;
+        };
+        if self.assistant.shared_memory.is_none() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (session, assistant) = (self.session.clone(), self.assistant.clone());
+        let question = self.question.clone();
+        let saving = runtime.spawn(async move {
+            save_shared(&session, &assistant, &question, &answer).await;
+        });
+        *self.session.conversation.saving.lock().unwrap() = Some(saving);
+    }
+}
+
 /// Starts answering `question` in `session` (cancelling a reply still running).
-pub fn ask(session: &Arc<Session>, llm: Arc<LlmClient>, persona: Option<String>, question: String) {
+pub fn ask(session: &Arc<Session>, assistant: Arc<Assistant>, question: String) {
     let conversation = &session.conversation;
     conversation.cancel();
-    let mut messages = vec![Message {
-        role: "system",
-        content: match persona {
-            Some(p) => format!("{p}\n\n{HOUSE_RULES}"),
-            None => HOUSE_RULES.to_owned(),
-        },
-    }];
-    messages.extend(conversation.history.lock().unwrap().iter().cloned());
-    messages.push(Message {
-        role: "user",
-        content: question.clone(),
-    });
     let task_session = session.clone();
     let handle = tokio::spawn(async move {
         let session = task_session;
-        let mut splitter = SentenceSplitter::default();
-        let mut reply = String::new();
+        let config = assistant.llm.config();
+        let conversation = &session.conversation;
+        let saving = conversation.saving.lock().unwrap().take();
+        if let Some(saving) = saving {
+            let _ = saving.await;
+        }
+        let history = match &assistant.shared_memory {
+            None => assistant.memory.load(&conversation.id),
+            Some(shared) => match shared.load(&conversation.id).await {
+                Ok(turns) => turns,
+                Err(e) => {
+                    // Answer anyway, from what this server remembers itself.
+                    session.emit(SessionEvent::Error {
+                        message: format!("{e}; answering from this server's own memory"),
+                    });
+                    assistant.memory.load(&conversation.id)
+                }
+            },
+        };
+        let mut messages = vec![Message {
+            role: Role::System,
+            content: match &assistant.persona {
+                Some(p) => format!("{p}\n\n{HOUSE_RULES}"),
+                None => HOUSE_RULES.to_owned(),
+            },
+        }];
+        messages.extend(within_budget(
+            &history,
+            config.history_turns,
+            config.history_tokens,
+        ));
+        let question = Message {
+            role: Role::User,
+            content: question,
+        };
+        messages.push(question.clone());
+        // Remembered however the reply ends: finished, failed, or cancelled by an interrupt.
+        let mut turn = Turn {
+            session: session.clone(),
+            assistant: assistant.clone(),
+            question,
+            reply: String::new(),
+        };
+        // The first clause is spoken as soon as it is complete: the avatar answers sooner.
+        let mut splitter = SentenceSplitter::default().early_first_clause();
         let mut said = false;
-        let result = llm
+        let result = assistant
+            .llm
             .stream(&messages, |delta| {
-                reply.push_str(delta);
+                turn.reply.push_str(delta);
                 session.emit(SessionEvent::ReplyDelta {
                     text: delta.to_owned(),
                 });
@@ -99,25 +225,15 @@ pub fn ask(session: &Arc<Session>, llm: Arc<LlmClient>, persona: Option<String>,
                 if let Some(rest) = splitter.finish() {
                     speak(&session, &rest);
                 }
-                session.emit(SessionEvent::ReplyDone {
-                    text: reply.clone(),
-                });
+                let text = turn.reply.clone();
+                turn.save().await;
+                session.emit(SessionEvent::ReplyDone { text });
             }
+            // Whole sentences already spoken stay; the unfinished tail is dropped.
             Err(e) => {
-                // Whole sentences already spoken stay; the unfinished tail is dropped.
-                session.emit(SessionEvent::Error {
-                    message: e.to_string(),
-                });
-                let apology = &llm.config().apology;
-                if !said && !apology.is_empty() {
-                    session.say(apology, None);
-                }
+                report(&session, &assistant, e.to_string(), said);
+                turn.save().await;
             }
-        }
-        if !reply.is_empty() {
-            session
-                .conversation
-                .remember(question, reply, llm.config().history_turns);
         }
     });
     *conversation.running.lock().unwrap() = Some(handle.abort_handle());
@@ -129,7 +245,7 @@ mod tests {
     //! chunks cut mid-word and mid-character, pauses, errors.
 
     use crate::config::Config;
-    use crate::conversation::scripted::{scripted, sse};
+    use crate::conversation::scripted::{scripted, scripted_conversation, sse};
     use crate::metrics::Metrics;
     use crate::session::{CreateSession, Registry, SessionEvent};
     use std::sync::atomic::Ordering;
@@ -137,12 +253,223 @@ mod tests {
     use std::time::Duration;
 
     fn registry(base_url: Option<String>) -> Arc<Registry> {
+        remembering(base_url, None)
+    }
+
+    /// A registry (a server instance) whose conversations are kept in Redis at `redis_url`.
+    fn remembering(base_url: Option<String>, redis_url: Option<String>) -> Arc<Registry> {
         gst::init().unwrap();
         crate::plugins::register().ok();
         let mut config = Config::default();
         config.llm.base_url = base_url;
         config.llm.idle_timeout_secs = 5;
+        config.llm.redis_url = redis_url;
         Registry::new(Arc::new(config), Arc::new(Metrics::new()))
+    }
+
+    /// A real `redis-server` on a free loopback port, stopped when dropped.
+    struct RedisServer {
+        child: std::process::Child,
+        port: u16,
+        _dir: tempfile::TempDir,
+    }
+
+    impl RedisServer {
+        fn start() -> Self {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let dir = tempfile::tempdir().unwrap();
+            let child = std::process::Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot start redis-server ({e}): the conversation memory tests need the Debian package redis-server (scripts/install-deps.sh installs it)")
+                });
+            // Ready when it accepts connections.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "redis-server did not listen on port {port}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Self {
+                child,
+                port,
+                _dir: dir,
+            }
+        }
+
+        fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}/0", self.port)
+        }
+    }
+
+    impl Drop for RedisServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// A whole answer, streamed in one piece.
+    fn answer(text: &str) -> (&'static str, Vec<(u64, Vec<u8>)>) {
+        let mut body = sse(&[text]);
+        body.extend_from_slice(b"data: [DONE]\n\n");
+        ("200 OK", vec![(0, body)])
+    }
+
+    fn is_done(e: &SessionEvent) -> bool {
+        matches!(e, SessionEvent::ReplyDone { .. })
+    }
+
+    /// The (role, content) pairs of a request's messages after the system prompt.
+    fn turns(request: &serde_json::Value) -> Vec<(String, String)> {
+        request["messages"].as_array().unwrap()[1..]
+            .iter()
+            .map(|m| {
+                (
+                    m["role"].as_str().unwrap().to_owned(),
+                    m["content"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(r, c)| (r.to_string(), c.to_string()))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conversations_outlive_the_server_in_redis() {
+        let redis = RedisServer::start();
+        let mut llm = scripted_conversation(vec![
+            answer("Nice to meet you, Ada."),
+            answer("Your name is Ada."),
+            answer("Still here."),
+        ])
+        .await;
+        let named = || CreateSession {
+            conversation: Some("ada-1".into()),
+            ..Default::default()
+        };
+        let first = remembering(Some(llm.base_url.clone()), Some(redis.url()));
+        let s = first.create(named()).unwrap();
+        assert_eq!(s.info().conversation, "ada-1");
+        let mut events = s.subscribe();
+        first.chat(&s.id, "My name is Ada.").unwrap();
+        next(&mut events, is_done).await;
+        first.end(&s.id, "test over");
+        drop(first);
+
+        // Another server instance (or this one, restarted) continues the conversation.
+        let second = remembering(Some(llm.base_url.clone()), Some(redis.url()));
+        let s2 = second.create(named()).unwrap();
+        let mut events = s2.subscribe();
+        second.chat(&s2.id, "What is my name?").unwrap();
+        next(&mut events, is_done).await;
+        llm.requests.recv().await.unwrap();
+        let asked = llm.requests.recv().await.unwrap();
+        assert_eq!(
+            turns(&asked),
+            pairs(&[
+                ("user", "My name is Ada."),
+                ("assistant", "Nice to meet you, Ada."),
+                ("user", "What is my name?"),
+            ])
+        );
+
+        // Redis goes away: the session answers from its own memory and says what happened.
+        drop(redis);
+        second.chat(&s2.id, "Are you there?").unwrap();
+        let seen = collect(&mut events, |seen| {
+            let errors = seen
+                .iter()
+                .filter(|e| matches!(e, SessionEvent::Error { message } if message.contains("conversation memory")))
+                .count();
+            // Speech trails the text: earlier answers may still be starting.
+            errors == 2 && spoken(seen).contains(&"Still here.")
+        })
+        .await;
+        assert!(seen.iter().any(is_done));
+        let asked = llm.requests.recv().await.unwrap();
+        assert_eq!(
+            turns(&asked),
+            pairs(&[
+                ("user", "What is my name?"),
+                ("assistant", "Your name is Ada."),
+                ("user", "Are you there?"),
+            ])
+        );
+        second.end(&s2.id, "test over");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_redis_the_server_remembers_conversations_in_memory() {
+        let mut llm = scripted_conversation(vec![
+            answer("Hello Ada."),
+            answer("You are Ada."),
+            answer("I do not know yet."),
+            answer("Still Ada."),
+        ])
+        .await;
+        let registry = registry(Some(llm.base_url.clone()));
+        let s = registry.create(CreateSession::default()).unwrap();
+        let mut events = s.subscribe();
+        registry.chat(&s.id, "I am Ada.").unwrap();
+        next(&mut events, is_done).await;
+        registry.chat(&s.id, "Who am I?").unwrap();
+        next(&mut events, is_done).await;
+        llm.requests.recv().await.unwrap();
+        let asked = llm.requests.recv().await.unwrap();
+        assert_eq!(
+            turns(&asked),
+            pairs(&[
+                ("user", "I am Ada."),
+                ("assistant", "Hello Ada."),
+                ("user", "Who am I?"),
+            ])
+        );
+        // A new conversation starts afresh; naming this one continues it (a page reload).
+        let fresh = registry.create(CreateSession::default()).unwrap();
+        let mut fresh_events = fresh.subscribe();
+        registry.chat(&fresh.id, "Who am I?").unwrap();
+        next(&mut fresh_events, is_done).await;
+        let asked = llm.requests.recv().await.unwrap();
+        assert_eq!(turns(&asked), pairs(&[("user", "Who am I?")]));
+        let again = registry
+            .create(CreateSession {
+                conversation: Some(s.id.clone()),
+                ..Default::default()
+            })
+            .unwrap();
+        let mut again_events = again.subscribe();
+        registry.chat(&again.id, "And now?").unwrap();
+        next(&mut again_events, is_done).await;
+        let asked = llm.requests.recv().await.unwrap();
+        assert_eq!(turns(&asked).len(), 5, "{:?}", turns(&asked));
+
+        // A question over the limit: refused with 413, and the user hears why.
+        let long = "why ".repeat(400);
+        let err = registry.chat(&s.id, &long).unwrap_err();
+        assert_eq!((err.status.as_u16(), err.code), (413, "question_too_long"));
+        let apology = "Sorry, I cannot answer that right now.";
+        let seen = collect(&mut events, |seen| spoken(seen).contains(&apology)).await;
+        assert!(seen.iter().any(
+            |e| matches!(e, SessionEvent::Error { message } if message.contains("longer than 1000"))
+        ));
+        for id in [&s.id, &fresh.id, &again.id] {
+            registry.end(id, "test over");
+        }
     }
 
     async fn next(

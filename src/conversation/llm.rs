@@ -5,12 +5,21 @@
 use super::sse::{parse_chunk, ChunkContent, SseDecoder, SseEvent};
 use crate::config::LlmConfig;
 use futures_util::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// Who wrote a message, as the chat completions API names them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Message {
-    pub role: &'static str,
+    pub role: Role,
     pub content: String,
 }
 

@@ -1,5 +1,5 @@
-//! A scripted OpenAI-compatible server on loopback: one request, answered with chosen bytes
-//! at chosen times. Tests drive the conversation with it (real HTTP and SSE framing, chunks cut
+//! A scripted OpenAI-compatible server on loopback: requests answered with chosen bytes at
+//! chosen times. Tests drive the conversation with it (real HTTP and SSE framing, chunks cut
 //! anywhere, pauses, errors), and `facecast bench --chat` times a reply without a real model.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,47 +45,18 @@ pub async fn scripted(status: &str, parts: Vec<(u64, Vec<u8>)>) -> Scripted {
     let (done, gone, sent_at) = (finished.clone(), client_gone.clone(), sent.clone());
     let status = status.to_owned();
     tokio::spawn(async move {
-        let (mut socket, _) = listener.accept().await.expect("scripted server");
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        // Headers, then a body of content-length bytes.
-        let body = loop {
-            let n = socket.read(&mut chunk).await.expect("scripted server");
-            buf.extend_from_slice(&chunk[..n]);
-            let text = String::from_utf8_lossy(&buf).to_string();
-            if let Some(end) = text.find("\r\n\r\n") {
-                let len: usize = text[..end]
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse().expect("scripted server"))
-                    })
-                    .unwrap_or(0);
-                if buf.len() >= end + 4 + len {
-                    break buf[end + 4..end + 4 + len].to_vec();
-                }
-            }
-        };
-        let _ = tx.send(serde_json::from_slice(&body).expect("scripted server"));
-        let head = format!(
-            "HTTP/1.1 {status}\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
-        );
-        socket
-            .write_all(head.as_bytes())
-            .await
-            .expect("scripted server");
-        for (pause, bytes) in parts {
-            tokio::time::sleep(Duration::from_millis(pause)).await;
-            sent_at
-                .lock()
-                .expect("scripted server")
-                .push(Instant::now());
-            if socket.write_all(&bytes).await.is_err() || socket.flush().await.is_err() {
-                gone.store(true, Ordering::SeqCst);
-                break;
-            }
-        }
+        let (socket, _) = listener.accept().await.expect("scripted server");
+        serve(
+            socket,
+            &status,
+            parts,
+            |request| {
+                let _ = tx.send(request);
+            },
+            &sent_at,
+            &gone,
+        )
+        .await;
         done.store(true, Ordering::SeqCst);
     });
     Scripted {
@@ -95,4 +66,107 @@ pub async fn scripted(status: &str, parts: Vec<(u64, Vec<u8>)>) -> Scripted {
         request,
         sent,
     }
+}
+
+/// Reads one request, hands its JSON body to `on_request`, then answers with `status` and
+/// `parts` (pause, bytes).
+async fn serve(
+    mut socket: tokio::net::TcpStream,
+    status: &str,
+    parts: Vec<(u64, Vec<u8>)>,
+    on_request: impl FnOnce(serde_json::Value),
+    sent_at: &Mutex<Vec<Instant>>,
+    gone: &AtomicBool,
+) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Headers, then a body of content-length bytes.
+    let body = loop {
+        let n = socket.read(&mut chunk).await.expect("scripted server");
+        assert!(
+            n > 0,
+            "scripted server: the client closed before its request was complete"
+        );
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().expect("scripted server"))
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                break buf[end + 4..end + 4 + len].to_vec();
+            }
+        }
+    };
+    on_request(serde_json::from_slice(&body).expect("scripted server"));
+    let head = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+    );
+    socket
+        .write_all(head.as_bytes())
+        .await
+        .expect("scripted server");
+    for (pause, bytes) in parts {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        sent_at
+            .lock()
+            .expect("scripted server")
+            .push(Instant::now());
+        if socket.write_all(&bytes).await.is_err() || socket.flush().await.is_err() {
+            gone.store(true, Ordering::SeqCst);
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+/// A scripted server for a whole conversation: the n-th request gets the n-th reply (status
+/// and parts); each request's JSON body arrives on `requests`.
+pub struct ScriptedConversation {
+    pub base_url: String,
+    pub requests: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+}
+
+#[cfg(test)]
+pub async fn scripted_conversation(
+    replies: Vec<(&str, Vec<(u64, Vec<u8>)>)>,
+) -> ScriptedConversation {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("scripted server");
+    let base_url = format!(
+        "http://{}/v1",
+        listener.local_addr().expect("scripted server")
+    );
+    let (tx, requests) = tokio::sync::mpsc::unbounded_channel();
+    let replies: Vec<(String, Vec<(u64, Vec<u8>)>)> = replies
+        .into_iter()
+        .map(|(s, p)| (s.to_owned(), p))
+        .collect();
+    tokio::spawn(async move {
+        let (sent, gone) = (Mutex::new(Vec::new()), AtomicBool::new(false));
+        for (status, parts) in replies {
+            let Ok((socket, _)) = listener.accept().await else {
+                return;
+            };
+            let tx = tx.clone();
+            serve(
+                socket,
+                &status,
+                parts,
+                move |r| {
+                    let _ = tx.send(r);
+                },
+                &sent,
+                &gone,
+            )
+            .await;
+        }
+    });
+    ScriptedConversation { base_url, requests }
 }

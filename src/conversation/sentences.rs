@@ -7,6 +7,11 @@
 //! a single initial ("J.") is not a boundary. A blank line always is. A run of text with no
 //! boundary is cut at a comma or space once it grows past `max_chars`, so one endless sentence
 //! cannot hold speech back.
+//!
+//! [`SentenceSplitter::early_first_clause`] also ends the first piece at its first clause mark
+//! (`, ; : ، ؛` followed by a space): the avatar starts talking a few tokens into the answer
+//! ("Sure," … "I can help with that.") instead of after the whole first sentence; the pause
+//! a comma asks for hides the seam.
 
 /// Abbreviations that are only abbreviations before a number ("No. 5", "Fig. 2"): "no." and
 /// "fig." otherwise end sentences.
@@ -31,6 +36,12 @@ fn is_closer(c: char) -> bool {
 pub struct SentenceSplitter {
     buf: String,
     max_chars: usize,
+    /// Until the first piece leaves: a clause mark ends it too.
+    clause_ends_first: bool,
+}
+
+fn is_clause_mark(c: char) -> bool {
+    matches!(c, ',' | ';' | ':' | '،' | '؛')
 }
 
 impl Default for SentenceSplitter {
@@ -44,7 +55,14 @@ impl SentenceSplitter {
         Self {
             buf: String::new(),
             max_chars: max_chars.max(16),
+            clause_ends_first: false,
         }
+    }
+
+    /// The first piece ends at its first clause mark already (see the module's notes).
+    pub fn early_first_clause(mut self) -> Self {
+        self.clause_ends_first = true;
+        self
     }
 
     /// Adds streamed text; returns the sentences it completed, trimmed, in order.
@@ -57,6 +75,7 @@ impl SentenceSplitter {
             let sentence = sentence.trim();
             if !sentence.is_empty() {
                 out.push(sentence.to_owned());
+                self.clause_ends_first = false;
             }
         }
         out
@@ -75,6 +94,13 @@ impl SentenceSplitter {
         for (k, &(i, c)) in chars.iter().enumerate() {
             if c == '\n' && chars.get(k + 1).is_some_and(|&(_, n)| n == '\n') {
                 return Some(i + 1);
+            }
+            if self.clause_ends_first && is_clause_mark(c) {
+                match chars.get(k + 1) {
+                    None => return None, // wait: "1,5" is not a clause
+                    Some(&(end, n)) if n.is_whitespace() => return Some(end),
+                    _ => {}
+                }
             }
             if !is_terminator(c) {
                 continue;
@@ -196,6 +222,26 @@ mod tests {
             let b: String = chars[cut..].iter().collect();
             assert_eq!(split_stream(&[&a, &b]), whole, "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn the_first_clause_can_leave_early() {
+        let mut s = SentenceSplitter::default().early_first_clause();
+        assert!(
+            s.push("Sure,").is_empty(),
+            "waits for what follows the comma"
+        );
+        assert_eq!(s.push(" I can help"), ["Sure,"]);
+        // Only the first piece: later commas wait for the end of their sentence.
+        assert!(s.push(" with that, and more").is_empty());
+        assert_eq!(s.push(". Next"), ["I can help with that, and more."]);
+        let mut s = SentenceSplitter::default().early_first_clause();
+        assert_eq!(
+            s.push("It costs $1,500, roughly. "),
+            ["It costs $1,500,", "roughly."]
+        );
+        let mut s = SentenceSplitter::default().early_first_clause();
+        assert_eq!(s.push("سلام، خوش آمدید"), ["سلام،"]);
     }
 
     #[test]

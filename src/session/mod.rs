@@ -9,13 +9,18 @@ pub mod pipeline;
 pub mod viewer;
 
 use crate::config::Config;
+use crate::conversation::chat::{Assistant, Conversation};
+use crate::conversation::history::{MemoryHistory, RedisHistory};
 use crate::conversation::llm::LlmClient;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::signalling;
+use anyhow::Context;
 use facecast_common::Emotion;
 use gst::prelude::*;
 use gstfacecastavatar::registered::store::{AvatarStore, StoreError};
+use gstfacecasttts::piper::PiperVoice;
+use gstfacecasttts::speechsynth::SpeechEngine;
 use pipeline::{Face, SessionPipeline, Voice};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -65,8 +70,14 @@ pub struct CreateSession {
     pub avatar: Option<String>,
     /// `viseme` or `wav2lip`; default: wav2lip for registered avatars, viseme for the built-in one.
     pub engine: Option<String>,
+    /// espeak-ng voice, or with `tts: piper` a Piper voice name.
     pub voice: Option<String>,
     pub lang: Option<String>,
+    /// Who speaks: `espeak` or `piper`; default: the configuration's `speech.engine`.
+    pub tts: Option<String>,
+    /// Continue this conversation (remembered in Redis under this name); default: a new one,
+    /// named after the session.
+    pub conversation: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -76,6 +87,8 @@ pub struct SessionInfo {
     pub engine: String,
     pub lang: String,
     pub voice: Option<String>,
+    pub tts: String,
+    pub conversation: String,
     pub viewers: usize,
     pub age_secs: u64,
     pub whep_url: String,
@@ -104,6 +117,7 @@ pub struct Session {
     pub engine: String,
     pub lang: String,
     pub voice: Option<String>,
+    pub tts: String,
     created: Instant,
     pipeline: SessionPipeline,
     _guard: NullOnDrop,
@@ -117,7 +131,7 @@ pub struct Session {
     /// When those first frames left the encoder (for `facecast bench --chat`).
     say_first_frames: Mutex<VecDeque<Instant>>,
     next_viewer: AtomicU64,
-    pub conversation: crate::conversation::chat::Conversation,
+    pub conversation: Conversation,
 }
 
 impl Session {
@@ -128,6 +142,8 @@ impl Session {
             engine: self.engine.clone(),
             lang: self.lang.clone(),
             voice: self.voice.clone(),
+            tts: self.tts.clone(),
+            conversation: self.conversation.id.clone(),
             viewers: self.viewers.lock().unwrap().len(),
             age_secs: self.created.elapsed().as_secs(),
             whep_url: format!("/whep/{}", self.id),
@@ -206,52 +222,80 @@ pub struct Registry {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
-    /// The language model `chat` talks to, when one is configured.
-    pub llm: Option<Arc<LlmClient>>,
-    /// The system prompt read from `llm.persona`.
-    pub persona: Option<String>,
+    /// What `chat` answers with, when a language model is configured.
+    pub assistant: Option<Arc<Assistant>>,
 }
 
 impl Registry {
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Arc<Self> {
-        let llm = match LlmClient::new(&config.llm) {
-            Ok(c) => c.map(Arc::new),
+        let assistant = match Self::assistant(&config) {
+            Ok(a) => a.map(Arc::new),
             Err(e) => {
-                tracing::warn!("language model client: {e:#}; chat is unavailable");
+                tracing::warn!("{e:#}; chat is unavailable");
                 None
             }
         };
-        let persona = config
-            .llm
-            .persona
-            .as_ref()
-            .and_then(|p| match std::fs::read_to_string(p) {
+        Arc::new(Self {
+            config,
+            metrics,
+            sessions: Mutex::new(HashMap::new()),
+            assistant,
+        })
+    }
+
+    fn assistant(config: &Config) -> anyhow::Result<Option<Assistant>> {
+        let Some(llm) = LlmClient::new(&config.llm).context("language model client")? else {
+            return Ok(None);
+        };
+        let persona = match &config.llm.persona {
+            None => None,
+            Some(p) => match std::fs::read_to_string(p) {
                 Ok(text) => Some(text.trim().to_owned()),
                 Err(e) => {
                     tracing::warn!("cannot read persona {}: {e}", p.display());
                     None
                 }
-            });
-        Arc::new(Self {
-            config,
-            metrics,
-            sessions: Mutex::new(HashMap::new()),
+            },
+        };
+        let shared_memory = match config.llm.redis_url.as_deref() {
+            None => None,
+            Some(url) => Some(RedisHistory::new(
+                url,
+                Duration::from_secs(config.llm.history_ttl_secs),
+                config.llm.history_turns,
+            )?),
+        };
+        Ok(Some(Assistant {
             llm,
             persona,
-        })
+            memory: MemoryHistory::new(config.llm.memory_conversations, config.llm.history_turns),
+            shared_memory,
+        }))
     }
 
     /// Starts answering `text` in session `id` (the reply is spoken and streamed as events).
     pub fn chat(&self, id: &str, text: &str) -> Result<(), ApiError> {
         let session = self.get(id)?;
-        let Some(llm) = self.llm.clone() else {
+        let Some(assistant) = self.assistant.clone() else {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "no_llm",
                 "no language model is configured: set llm.base_url (and llm.model) in the configuration, or FACECAST_LLM_BASE_URL and FACECAST_LLM_MODEL; say keeps working without one",
             ));
         };
-        crate::conversation::chat::ask(&session, llm, self.persona.clone(), text.to_owned());
+        let max = assistant.llm.config().max_question_chars;
+        if text.chars().count() > max {
+            let message =
+                format!("the question is longer than {max} characters; ask something shorter");
+            // The user may be listening rather than reading: the avatar says so too.
+            crate::conversation::chat::report(&session, &assistant, message.clone(), false);
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "question_too_long",
+                message,
+            ));
+        }
+        crate::conversation::chat::ask(&session, assistant, text.to_owned());
         Ok(())
     }
 
@@ -324,9 +368,23 @@ impl Registry {
         let lang = req
             .lang
             .unwrap_or_else(|| self.config.speech.language.clone());
-        let voice_name = req.voice.clone().unwrap_or_else(|| lang.clone());
-        if let Err(e) = gstfacecasttts::espeak::check_voice(&voice_name) {
-            return Err(ApiError::bad_request("unknown_voice", e.to_string()));
+        let tts = req
+            .tts
+            .clone()
+            .unwrap_or_else(|| self.config.speech.engine.clone());
+        let (speech_engine, voice) = self.check_voice(&tts, &lang, req.voice)?;
+        let conversation = req.conversation;
+        if let Some(name) = &conversation {
+            let fits = (1..=128).contains(&name.len())
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+            if !fits {
+                return Err(ApiError::bad_request(
+                    "bad_conversation",
+                    "conversation must be 1 to 128 characters of letters, digits, '-', '_', '.' or ':'",
+                ));
+            }
         }
         if self.len() >= self.config.max_sessions {
             let mut e = ApiError::new(
@@ -345,8 +403,9 @@ impl Registry {
         let pipeline = SessionPipeline::build(
             &self.config,
             &Voice {
+                engine: speech_engine,
                 language: &lang,
-                voice: req.voice.as_deref(),
+                voice: voice.as_deref(),
             },
             &Face {
                 registered: registered.map(|(w, h)| (avatar.as_str(), w, h)),
@@ -361,7 +420,8 @@ impl Registry {
             avatar,
             engine: engine.to_owned(),
             lang,
-            voice: req.voice,
+            voice,
+            tts,
             created: Instant::now(),
             _guard: NullOnDrop(pipeline.pipeline.clone()),
             pipeline,
@@ -372,7 +432,7 @@ impl Registry {
             say_latencies: Mutex::new(VecDeque::new()),
             say_first_frames: Mutex::new(VecDeque::new()),
             next_viewer: AtomicU64::new(1),
-            conversation: Default::default(),
+            conversation: Conversation::new(conversation.unwrap_or_else(|| id.clone())),
         });
         self.instrument(&session);
         self.watch_bus(&session);
@@ -388,6 +448,42 @@ impl Registry {
         self.metrics.sessions_active.set(self.len() as i64);
         tracing::info!(session = %id, "session started");
         Ok(session)
+    }
+
+    /// The speech engine and voice a session asks for, checked (a Piper voice is loaded here,
+    /// once per process, so a missing one is refused before the session starts).
+    fn check_voice(
+        &self,
+        tts: &str,
+        lang: &str,
+        voice: Option<String>,
+    ) -> Result<(SpeechEngine, Option<String>), ApiError> {
+        match tts {
+            "espeak" => {
+                let name = voice.clone().unwrap_or_else(|| lang.to_owned());
+                gstfacecasttts::espeak::check_voice(&name)
+                    .map_err(|e| ApiError::bad_request("unknown_voice", e.to_string()))?;
+                Ok((SpeechEngine::Espeak, voice))
+            }
+            "piper" => {
+                let name = voice.unwrap_or_else(|| self.config.speech.piper_voice.clone());
+                let loaded = PiperVoice::get(&name)
+                    .map_err(|e| ApiError::bad_request("unknown_voice", e.to_string()))?;
+                let speaks = loaded.language();
+                let base = |l: &str| l.split(['-', '_']).next().unwrap_or("").to_owned();
+                if base(speaks) != base(lang) {
+                    return Err(ApiError::bad_request(
+                        "voice_language_mismatch",
+                        format!("the Piper voice {name} speaks '{speaks}', but this session's language is '{lang}'; use a voice of that language, or tts espeak"),
+                    ));
+                }
+                Ok((SpeechEngine::Piper, Some(name)))
+            }
+            other => Err(ApiError::bad_request(
+                "unknown_tts",
+                format!("unknown tts '{other}' (expected espeak or piper)"),
+            )),
+        }
     }
 
     /// Counts frames in and out of the encoder and times `say` → first frame.

@@ -15,6 +15,7 @@
 use crate::config::{Config, VideoCodec};
 use anyhow::Context;
 use gst::prelude::*;
+use gstfacecasttts::speechsynth::SpeechEngine;
 
 /// The elements a session talks to after the pipeline is built.
 pub struct SessionPipeline {
@@ -47,6 +48,7 @@ pub struct Face<'a> {
 
 /// Speech settings of one session.
 pub struct Voice<'a> {
+    pub engine: SpeechEngine,
     pub language: &'a str,
     pub voice: Option<&'a str>,
 }
@@ -59,6 +61,7 @@ impl SessionPipeline {
         let speech = gst::ElementFactory::make("speechsynth")
             .name("speech")
             .property("is-live", true)
+            .property("engine", voice.engine)
             .property("language", voice.language)
             .property("voice", voice.voice)
             .build()?;

@@ -75,3 +75,26 @@ pub fn collect_buffers(
         );
     out
 }
+
+/// The project root (where `.cache/` with the test assets lives).
+pub fn root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Loads ONNX Runtime (`ORT_DYLIB_PATH`, else the copy in `.cache/`) and returns the Piper test
+/// voice; fails loudly, saying how to get them.
+pub fn piper_voice() -> std::path::PathBuf {
+    let lib = std::env::var_os("ORT_DYLIB_PATH")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root().join(".cache/onnxruntime/libonnxruntime.so.1.31.1"));
+    let voice = root().join(".cache/models/piper/en_US-joe-medium.onnx");
+    for p in [&lib, &voice] {
+        assert!(
+            p.is_file(),
+            "test asset missing: {} (run scripts/fetch-test-assets.sh; README, 'Piper voices')",
+            p.display()
+        );
+    }
+    facecast_common::onnx::runtime(Some(&lib)).expect("ONNX Runtime loads");
+    voice
+}

@@ -220,6 +220,79 @@ pub fn synthesize(text: &str, params: &VoiceParams) -> Result<Utterance, TtsErro
     Ok(utterance)
 }
 
+/// Clause-ending punctuation as Piper voices were trained with it (Persian and Arabic marks
+/// mapped to their Latin counterparts).
+fn clause_mark(c: char) -> Option<char> {
+    match c {
+        '.' | ',' | ';' | ':' | '!' | '?' => Some(c),
+        '،' => Some(','),
+        '؛' => Some(';'),
+        '؟' => Some('?'),
+        '…' => Some('.'),
+        _ => None,
+    }
+}
+
+/// The IPA phonemes of `text` in `voice`, with stress marks, clause by clause: each clause's
+/// phonemes followed by its closing punctuation, clauses separated by a space — the form
+/// Piper voices are trained on.
+pub fn phonemize(text: &str, voice: &str) -> Result<String, TtsError> {
+    if text.trim().is_empty() {
+        return Err(TtsError::EmptyText);
+    }
+    let ctext = CString::new(text).map_err(|_| TtsError::NulInText)?;
+    let bytes = ctext.as_bytes();
+    let mut guard = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    engine(&mut guard)?;
+    set_voice(voice)?;
+    let start = ctext.as_ptr() as *const c_void;
+    let mut cursor = start;
+    let mut out = String::new();
+    while !cursor.is_null() {
+        let from = cursor as usize - start as usize;
+        // SAFETY: `cursor` points into the NUL-terminated `ctext`, which outlives the loop;
+        // espeak-ng advances it (or sets it to NULL at the end) and returns a string it owns,
+        // valid until the next call.
+        let phonemes = unsafe {
+            let p = sys::espeak_TextToPhonemes(
+                &mut cursor,
+                sys::espeakCHARS_UTF8 as c_int,
+                sys::espeakPHONEMES_IPA as c_int,
+            );
+            if p.is_null() {
+                String::new()
+            } else {
+                CStr::from_ptr(p).to_string_lossy().into_owned()
+            }
+        };
+        let to = if cursor.is_null() {
+            bytes.len()
+        } else {
+            cursor as usize - start as usize
+        };
+        // espeak-ng reads a little past the clause it translated; its closing mark is the last
+        // punctuation in that span followed by a space or the end ("1,500" is not a clause).
+        let span = String::from_utf8_lossy(&bytes[from.min(to)..to]);
+        let chars: Vec<char> = span.chars().collect();
+        let at_end = cursor.is_null();
+        let mark = (0..chars.len()).rev().find_map(|i| {
+            let closes = chars.get(i + 1).map_or(at_end, |n| n.is_whitespace());
+            clause_mark(chars[i]).filter(|_| closes)
+        });
+        let phonemes = phonemes.trim();
+        if phonemes.is_empty() && mark.is_none() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(phonemes);
+        out.extend(mark);
+    }
+    drop(guard);
+    Ok(out)
+}
+
 /// Names of the voices espeak-ng has (for error messages and `--help`).
 pub fn voice_names() -> Vec<String> {
     let mut guard = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
@@ -258,6 +331,21 @@ mod tests {
             .phonemes
             .iter()
             .all(|p| (p.sample as usize) <= utt.samples.len()));
+    }
+
+    #[test]
+    fn phonemes_keep_stress_and_clause_marks() {
+        let p = phonemize("Hello there! I have $1,500, my friend.", "en-us").unwrap();
+        assert!(p.starts_with("həlˈoʊ ðˈɛɹ!"), "{p}");
+        assert!(p.contains("θˈaʊzənd"), "numbers are read out: {p}");
+        assert!(p.ends_with("fɹˈɛnd."), "{p}");
+        assert_eq!(
+            p.matches(',').count(),
+            1,
+            "the comma inside 1,500 is not a clause: {p}"
+        );
+        let fa = phonemize("سلام، چطورید؟", "fa").unwrap();
+        assert!(fa.contains(',') && fa.ends_with('?'), "{fa}");
     }
 
     #[test]

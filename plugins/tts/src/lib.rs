@@ -1,10 +1,15 @@
 //! facecast's speech plugin: `speechsynth`, text to speech with exact phoneme timing.
 //!
-//! - [`espeak`]: the espeak-ng engine (process-wide, serialised) and its phoneme events.
+//! - [`espeak`]: the espeak-ng engine (process-wide, serialised), its phoneme events, and its
+//!   phonemizer.
+//! - [`piper`]: Piper neural voices (ONNX, through `ort`), phonemes and timing from espeak-ng.
+//! - [`speaker`]: either of them, behind one interface.
 //! - [`speechsynth`]: the GStreamer element that queues utterances and streams their audio with
 //!   `facecast/phoneme` events in-band.
 
 pub mod espeak;
+pub mod piper;
+pub mod speaker;
 pub mod speechsynth;
 
 gst::plugin_define!(

