@@ -12,7 +12,9 @@ packages=(
   libnice10 gstreamer1.0-nice
   chromium chromium-driver
   curl ca-certificates
-  redis-server
+  # Test-only: the conversation memory tests start their own redis-server; a speech
+  # recogniser checks that Piper voices are intelligible.
+  redis-server gstreamer1.0-pocketsphinx pocketsphinx-en-us
 )
 
 missing=()

@@ -18,6 +18,9 @@ pub fn sse(deltas: &[&str]) -> Vec<u8> {
     out
 }
 
+/// What the server writes, in order: (pause in ms, bytes).
+pub type Parts = Vec<(u64, Vec<u8>)>;
+
 pub struct Scripted {
     pub base_url: String,
     /// Set once the server wrote its last byte (or the client went away).
@@ -30,7 +33,7 @@ pub struct Scripted {
 }
 
 /// Serves one request: the status line, then `parts` (pause, bytes) one after another.
-pub async fn scripted(status: &str, parts: Vec<(u64, Vec<u8>)>) -> Scripted {
+pub async fn scripted(status: &str, parts: Parts) -> Scripted {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("scripted server");
@@ -73,7 +76,7 @@ pub async fn scripted(status: &str, parts: Vec<(u64, Vec<u8>)>) -> Scripted {
 async fn serve(
     mut socket: tokio::net::TcpStream,
     status: &str,
-    parts: Vec<(u64, Vec<u8>)>,
+    parts: Parts,
     on_request: impl FnOnce(serde_json::Value),
     sent_at: &Mutex<Vec<Instant>>,
     gone: &AtomicBool,
@@ -133,9 +136,7 @@ pub struct ScriptedConversation {
 }
 
 #[cfg(test)]
-pub async fn scripted_conversation(
-    replies: Vec<(&str, Vec<(u64, Vec<u8>)>)>,
-) -> ScriptedConversation {
+pub async fn scripted_conversation(replies: Vec<(&str, Parts)>) -> ScriptedConversation {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("scripted server");
@@ -144,7 +145,7 @@ pub async fn scripted_conversation(
         listener.local_addr().expect("scripted server")
     );
     let (tx, requests) = tokio::sync::mpsc::unbounded_channel();
-    let replies: Vec<(String, Vec<(u64, Vec<u8>)>)> = replies
+    let replies: Vec<(String, Parts)> = replies
         .into_iter()
         .map(|(s, p)| (s.to_owned(), p))
         .collect();
