@@ -75,7 +75,8 @@ struct Created {
     events_url: String,
 }
 
-/// `POST /api/v1/sessions` `{avatar?, voice?, lang?}` → `201 {id, whep_url, events_url}`.
+/// `POST /api/v1/sessions` `{avatar?, engine?, lang?, tts?, voice?, conversation?}` →
+/// `201 {id, whep_url, events_url}`.
 fn create_session(state: State) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     let limit = state.config.max_body_bytes;
     warp::path!("api" / "v1" / "sessions")
@@ -643,6 +644,72 @@ mod tests {
         json(&r)["id"].as_str().unwrap().to_owned()
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn piper_sessions() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let lib = std::env::var_os("ORT_DYLIB_PATH")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| root.join(".cache/onnxruntime/libonnxruntime.so.1.31.1"));
+        let models = root.join(".cache/models");
+        assert!(
+            lib.is_file() && models.join("piper/en_US-joe-medium.onnx.json").is_file(),
+            "test assets missing: run scripts/fetch-test-assets.sh"
+        );
+        facecast_common::onnx::runtime(Some(&lib)).unwrap();
+        // The voice by name, found in the models folder's piper/.
+        let routes = routes(state(Config {
+            models_dir: models,
+            ..Config::default()
+        }));
+        let post = |body: &'static str| {
+            warp::test::request()
+                .method("POST")
+                .path("/api/v1/sessions")
+                .body(body)
+        };
+        // The models folder is per configuration, the voice lookup per process: give a path.
+        let voice = root.join(".cache/models/piper/en_US-joe-medium.onnx");
+        let body = format!(r#"{{"tts": "piper", "voice": "{}"}}"#, voice.display());
+        let r = warp::test::request()
+            .method("POST")
+            .path("/api/v1/sessions")
+            .body(body.clone())
+            .reply(&routes)
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.body());
+        let id = json(&r)["id"].as_str().unwrap().to_owned();
+        let r = warp::test::request()
+            .path(&format!("/api/v1/sessions/{id}"))
+            .reply(&routes)
+            .await;
+        assert_eq!(json(&r)["tts"], "piper");
+        assert_eq!(json(&r)["conversation"], id.as_str());
+        let r = warp::test::request()
+            .method("POST")
+            .path(&format!("/api/v1/sessions/{id}/say"))
+            .body(r#"{"text": "Hello from a neural voice."}"#)
+            .reply(&routes)
+            .await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        // An English voice cannot speak a Persian session.
+        let body = body.replace(r#""tts""#, r#""lang": "fa", "tts""#);
+        let r = warp::test::request()
+            .method("POST")
+            .path("/api/v1/sessions")
+            .body(body)
+            .reply(&routes)
+            .await;
+        assert_error(&r, 400, "voice_language_mismatch");
+        let r = post(r#"{"tts": "piper", "voice": "en_US-nobody-low"}"#)
+            .reply(&routes)
+            .await;
+        assert_error(&r, 400, "unknown_voice");
+        assert!(json(&r)["message"]
+            .as_str()
+            .unwrap()
+            .contains("rhasspy/piper-voices"));
+    }
+
     async fn offer() -> String {
         crate::signalling::tests::webrtcbin_offer().await
     }
@@ -678,6 +745,9 @@ mod tests {
             (r#"{"#, 400, "invalid_json"),
             (r#"{"avatar": "anna"}"#, 404, "avatar_not_found"),
             (r#"{"lang": "xx-nonexistent"}"#, 400, "unknown_voice"),
+            (r#"{"tts": "festival"}"#, 400, "unknown_tts"),
+            (r#"{"tts": "piper", "voice": "/nonexistent/v.onnx"}"#, 400, "unknown_voice"),
+            (r#"{"conversation": "../../etc"}"#, 400, "bad_conversation"),
         ] {
             let r = warp::test::request()
                 .method("POST")
