@@ -746,7 +746,11 @@ mod tests {
             (r#"{"avatar": "anna"}"#, 404, "avatar_not_found"),
             (r#"{"lang": "xx-nonexistent"}"#, 400, "unknown_voice"),
             (r#"{"tts": "festival"}"#, 400, "unknown_tts"),
-            (r#"{"tts": "piper", "voice": "/nonexistent/v.onnx"}"#, 400, "unknown_voice"),
+            (
+                r#"{"tts": "piper", "voice": "/nonexistent/v.onnx"}"#,
+                400,
+                "unknown_voice",
+            ),
             (r#"{"conversation": "../../etc"}"#, 400, "bad_conversation"),
         ] {
             let r = warp::test::request()

@@ -308,3 +308,69 @@ fn interrupt_stops_speech_within_100ms_and_closes_the_mouth() {
         "mouth still open after the interrupt: {after:?}"
     );
 }
+
+#[test]
+fn live_piper_sentences_follow_each_other_without_a_gap() {
+    let voice = common::piper_voice();
+    common::init();
+    let pipeline = gst::parse::launch(&format!(
+        "speechsynth name=tts is-live=true engine=piper voice={} ! appsink name=audio sync=false",
+        voice.display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let audio = common::collect_buffers(&pipeline, "audio");
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let tts = pipeline.by_name("tts").unwrap();
+    // Three sentences queued at once, as a conversation does: each takes the neural voice a
+    // good part of a second to synthesise, so each must be made while the previous one plays.
+    for s in [
+        "Let me explain how an emergency fund works, step by step.",
+        "Most advisers suggest keeping three to six months of expenses aside.",
+        "Keep it in an account you can reach quickly, but not too easily.",
+    ] {
+        tts.emit_by_name::<()>("say", &[&s]);
+    }
+    let bus = pipeline.bus().unwrap();
+    let (mut started, mut ended) = (Vec::new(), Vec::new());
+    for msg in bus.iter_timed(gst::ClockTime::from_seconds(30)) {
+        match msg.view() {
+            gst::MessageView::Element(e) => {
+                let s = e.structure().unwrap();
+                let at = s.get::<u64>("running-time").unwrap();
+                match s.name().as_str() {
+                    "facecast/speech-started" => started.push(at),
+                    "facecast/speech-ended" => ended.push(at),
+                    _ => {}
+                }
+                if ended.len() == 3 {
+                    break;
+                }
+            }
+            gst::MessageView::Error(e) => panic!("pipeline error: {}", e.error()),
+            _ => {}
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(
+        (started.len(), ended.len()),
+        (3, 3),
+        "not all sentences were spoken"
+    );
+    for k in 1..3 {
+        assert_eq!(
+            started[k],
+            ended[k - 1],
+            "a gap of {} ms before sentence {}",
+            (started[k] as i64 - ended[k - 1] as i64) / 1_000_000,
+            k + 1
+        );
+    }
+    // One continuous stream: no buffer after the first is marked as a discontinuity.
+    let audio = audio.lock().unwrap();
+    assert!(audio
+        .iter()
+        .skip(1)
+        .all(|b| !b.flags().contains(gst::BufferFlags::DISCONT)));
+}

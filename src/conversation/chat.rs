@@ -258,12 +258,18 @@ mod tests {
 
     /// A registry (a server instance) whose conversations are kept in Redis at `redis_url`.
     fn remembering(base_url: Option<String>, redis_url: Option<String>) -> Arc<Registry> {
+        registry_with(|c| {
+            c.llm.base_url = base_url;
+            c.llm.redis_url = redis_url;
+        })
+    }
+
+    fn registry_with(configure: impl FnOnce(&mut Config)) -> Arc<Registry> {
         gst::init().unwrap();
         crate::plugins::register().ok();
         let mut config = Config::default();
-        config.llm.base_url = base_url;
         config.llm.idle_timeout_secs = 5;
-        config.llm.redis_url = redis_url;
+        configure(&mut config);
         Registry::new(Arc::new(config), Arc::new(Metrics::new()))
     }
 
@@ -586,6 +592,71 @@ mod tests {
         let request = server.request.await.unwrap();
         assert_eq!(request["messages"][1]["content"], "سلام، وقت بخیر");
         registry.end(&session.id, "test over");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unreachable_slow_or_garbled_model_is_reported() {
+        let error = |e: &SessionEvent| matches!(e, SessionEvent::Error { .. });
+        let message = |e: SessionEvent| match e {
+            SessionEvent::Error { message } => message,
+            other => panic!("not an error: {other:?}"),
+        };
+        // Down: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let down = registry(Some(format!("http://127.0.0.1:{port}/v1")));
+        let s = down.create(CreateSession::default()).unwrap();
+        let mut events = s.subscribe();
+        down.chat(&s.id, "Hello?").unwrap();
+        let m = message(next(&mut events, error).await);
+        assert!(m.contains("cannot reach the language model"), "{m}");
+        let ev = next(&mut events, |e| started(e).is_some()).await;
+        assert_eq!(started(&ev), Some("Sorry, I cannot answer that right now."));
+        down.end(&s.id, "test over");
+
+        // Slow: nothing more for longer than the idle timeout.
+        let server = scripted(
+            "200 OK",
+            vec![(0, sse(&["Well, "])), (2500, sse(&["late."]))],
+        )
+        .await;
+        let slow = registry_with(|c| {
+            c.llm.base_url = Some(server.base_url.clone());
+            c.llm.idle_timeout_secs = 1;
+        });
+        let s = slow.create(CreateSession::default()).unwrap();
+        let mut events = s.subscribe();
+        slow.chat(&s.id, "Hello?").unwrap();
+        let seen = collect(&mut events, |seen| {
+            seen.iter().any(error) && spoken(seen).contains(&"Well,")
+        })
+        .await;
+        let m = message(seen.into_iter().find(error).unwrap());
+        assert!(m.contains("sent nothing for 1 s"), "{m}");
+        slow.end(&s.id, "test over");
+
+        // Garbled: a chunk that is not JSON. What came before it is still said.
+        let server = scripted(
+            "200 OK",
+            vec![
+                (0, sse(&["Fine. Then"])),
+                (0, b"data: {not json\n\n".to_vec()),
+            ],
+        )
+        .await;
+        let garbled = registry(Some(server.base_url.clone()));
+        let s = garbled.create(CreateSession::default()).unwrap();
+        let mut events = s.subscribe();
+        garbled.chat(&s.id, "Hello?").unwrap();
+        let seen = collect(&mut events, |seen| {
+            seen.iter().any(error) && spoken(seen).contains(&"Fine.")
+        })
+        .await;
+        let m = message(seen.into_iter().find(error).unwrap());
+        assert!(m.contains("broke off"), "{m}");
+        garbled.end(&s.id, "test over");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,3 +1,4 @@
+use super::ahead::{Ahead, Job};
 use super::SpeechEngine;
 use crate::espeak::VoiceParams;
 use crate::speaker::{Speaker, SynthError};
@@ -7,7 +8,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, LazyLock, Mutex};
+use std::sync::{Arc, Condvar, LazyLock, Mutex};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -79,7 +80,8 @@ impl Settings {
 /// What the streaming task does next, in order.
 #[derive(Debug)]
 enum Item {
-    Text(String),
+    /// An utterance, being synthesised ahead.
+    Text(Arc<Job>),
     Event(gst::Event),
     Eos,
 }
@@ -115,6 +117,8 @@ pub struct SpeechSynth {
     generation: AtomicU64,
     /// Live mode's pending clock wait, cancelled when the pad deactivates.
     clock_wait: Mutex<Option<gst::SingleShotClockId>>,
+    /// Synthesises queued utterances while earlier ones play.
+    ahead: Ahead,
 }
 
 impl SpeechSynth {
@@ -134,13 +138,20 @@ impl SpeechSynth {
             return;
         }
         gst::debug!(CAT, imp = self, "queueing utterance {text:?}");
-        self.enqueue(Item::Text(text));
+        let speaker = self.settings.lock().unwrap().speaker();
+        self.enqueue(Item::Text(self.ahead.submit(text, speaker)));
     }
 
     /// Drops current and queued speech; later utterances continue the same timeline.
     pub fn interrupt(&self) {
         let mut q = self.queue.lock().unwrap();
-        q.items.retain(|i| !matches!(i, Item::Text(_)));
+        q.items.retain(|i| match i {
+            Item::Text(job) => {
+                job.cancel();
+                false
+            }
+            _ => true,
+        });
         self.generation.fetch_add(1, Ordering::SeqCst);
         gst::info!(CAT, imp = self, "interrupted");
     }
@@ -332,7 +343,7 @@ impl SpeechSynth {
             return;
         };
         let res = self.ensure_stream_started().and_then(|_| match item {
-            Item::Text(text) => self.speak(&text),
+            Item::Text(job) => self.speak(&job),
             Item::Event(event) => {
                 self.srcpad.push_event(event);
                 Ok(gst::FlowSuccess::Ok)
@@ -456,13 +467,11 @@ impl SpeechSynth {
         self.push_samples(&vec![0i16; n])
     }
 
-    fn speak(&self, text: &str) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let (speaker, live) = {
-            let s = self.settings.lock().unwrap();
-            (s.speaker(), s.is_live)
-        };
+    fn speak(&self, job: &Job) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let text = job.text.as_str();
+        let live = self.settings.lock().unwrap().is_live;
         let generation = self.generation.load(Ordering::SeqCst);
-        let utterance = match speaker.and_then(|s| s.synthesize(text)) {
+        let utterance = match job.wait() {
             Ok(u) => u,
             Err(e) if e.is_empty_text() => return Ok(gst::FlowSuccess::Ok),
             Err(e) => {
@@ -644,6 +653,7 @@ impl ObjectSubclass for SpeechSynth {
             stream: Mutex::new(Stream::default()),
             generation: AtomicU64::new(0),
             clock_wait: Mutex::new(None),
+            ahead: Ahead::default(),
         }
     }
 }

@@ -28,6 +28,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod ahead;
 mod imp;
 
 /// Which synthesiser speaks.

@@ -1,0 +1,91 @@
+//! Synthesis ahead of playback: each queued utterance is synthesised by a worker thread as soon
+//! as it is queued, so the next sentence is ready when the current one ends. A neural voice
+//! takes a noticeable fraction of a sentence's length to synthesise; done in turn, that time
+//! would open a silent gap between sentences of a live stream.
+
+use crate::espeak::Utterance;
+use crate::speaker::{Speaker, SynthError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+
+/// One utterance: its text, and its audio once the worker has made it.
+#[derive(Debug)]
+pub struct Job {
+    pub text: String,
+    result: Mutex<Option<Result<Utterance, SynthError>>>,
+    ready: Condvar,
+    /// Set by `interrupt`: the worker skips it.
+    cancelled: AtomicBool,
+}
+
+impl Job {
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits for the audio (the worker takes jobs in order, so earlier ones are done first).
+    pub fn wait(&self) -> Result<Utterance, SynthError> {
+        let mut result = self.result.lock().unwrap();
+        loop {
+            if let Some(r) = result.take() {
+                return r;
+            }
+            result = self.ready.wait(result).unwrap();
+        }
+    }
+
+    fn finish(&self, r: Result<Utterance, SynthError>) {
+        *self.result.lock().unwrap() = Some(r);
+        self.ready.notify_all();
+    }
+}
+
+/// The worker of one element; it ends when the element (holding the sender) goes.
+pub struct Ahead {
+    jobs: Mutex<Option<mpsc::Sender<(Arc<Job>, Result<Speaker, SynthError>)>>>,
+}
+
+impl Default for Ahead {
+    fn default() -> Self {
+        Self {
+            jobs: Mutex::new(None),
+        }
+    }
+}
+
+impl Ahead {
+    /// Starts synthesising `text` with `speaker` (or reports why it cannot).
+    pub fn submit(&self, text: String, speaker: Result<Speaker, SynthError>) -> Arc<Job> {
+        let job = Arc::new(Job {
+            text,
+            result: Mutex::new(None),
+            ready: Condvar::new(),
+            cancelled: AtomicBool::new(false),
+        });
+        let mut jobs = self.jobs.lock().unwrap();
+        let sender = jobs.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel::<(Arc<Job>, Result<Speaker, SynthError>)>();
+            std::thread::Builder::new()
+                .name("speechsynth-ahead".into())
+                .spawn(move || {
+                    for (job, speaker) in rx {
+                        let result = if job.cancelled.load(Ordering::SeqCst) {
+                            Ok(Utterance::default())
+                        } else {
+                            speaker.and_then(|s| s.synthesize(&job.text))
+                        };
+                        job.finish(result);
+                    }
+                })
+                .expect("cannot start the synthesis thread");
+            tx
+        });
+        if let Err(mpsc::SendError((job, speaker))) = sender.send((job.clone(), speaker)) {
+            // The worker died (it never should): synthesise here, and start a new one next time.
+            *jobs = None;
+            job.finish(speaker.and_then(|s| s.synthesize(&job.text)));
+        }
+        job
+    }
+}
