@@ -24,6 +24,11 @@ impl Job {
         self.cancelled.store(true, Ordering::SeqCst);
     }
 
+    /// Whether the audio is made (waiting for it would not block).
+    pub fn is_ready(&self) -> bool {
+        self.result.lock().unwrap().is_some()
+    }
+
     /// Waits for the audio (the worker takes jobs in order, so earlier ones are done first).
     pub fn wait(&self) -> Result<Utterance, SynthError> {
         let mut result = self.result.lock().unwrap();

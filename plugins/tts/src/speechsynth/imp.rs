@@ -325,8 +325,13 @@ impl SpeechSynth {
                     let _ = self.srcpad.pause_task();
                     return;
                 }
-                if let Some(item) = q.items.pop_front() {
-                    break Some(item);
+                // Live: until the next utterance is synthesised, the stream goes on in silence
+                // rather than stall (and then skip ahead of the clock).
+                let waiting = matches!(q.items.front(), Some(Item::Text(job)) if !job.is_ready());
+                if !(live && waiting) {
+                    if let Some(item) = q.items.pop_front() {
+                        break Some(item);
+                    }
                 }
                 if live {
                     break None;
