@@ -46,9 +46,12 @@ impl Job {
     }
 }
 
+/// An utterance to make, and who speaks it (or why nobody can).
+type Request = (Arc<Job>, Result<Speaker, SynthError>);
+
 /// The worker of one element; it ends when the element (holding the sender) goes.
 pub struct Ahead {
-    jobs: Mutex<Option<mpsc::Sender<(Arc<Job>, Result<Speaker, SynthError>)>>>,
+    jobs: Mutex<Option<mpsc::Sender<Request>>>,
 }
 
 impl Default for Ahead {
@@ -70,7 +73,7 @@ impl Ahead {
         });
         let mut jobs = self.jobs.lock().unwrap();
         let sender = jobs.get_or_insert_with(|| {
-            let (tx, rx) = mpsc::channel::<(Arc<Job>, Result<Speaker, SynthError>)>();
+            let (tx, rx) = mpsc::channel::<Request>();
             std::thread::Builder::new()
                 .name("speechsynth-ahead".into())
                 .spawn(move || {
