@@ -29,6 +29,16 @@ impl Job {
         self.result.lock().unwrap().is_some()
     }
 
+    /// Waits at most `timeout` for the audio; returns whether it is ready.
+    pub fn wait_ready(&self, timeout: std::time::Duration) -> bool {
+        let result = self.result.lock().unwrap();
+        let (result, _) = self
+            .ready
+            .wait_timeout_while(result, timeout, |r| r.is_none())
+            .unwrap();
+        result.is_some()
+    }
+
     /// Waits for the audio (the worker takes jobs in order, so earlier ones are done first).
     pub fn wait(&self) -> Result<Utterance, SynthError> {
         let mut result = self.result.lock().unwrap();
@@ -49,15 +59,20 @@ impl Job {
 /// An utterance to make, and who speaks it (or why nobody can).
 type Request = (Arc<Job>, Result<Speaker, SynthError>);
 
-/// The worker of one element; it ends when the element (holding the sender) goes.
+/// The worker of one element; it ends with the element, after the utterance it is making.
+#[derive(Default)]
 pub struct Ahead {
     jobs: Mutex<Option<mpsc::Sender<Request>>>,
+    worker: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-impl Default for Ahead {
-    fn default() -> Self {
-        Self {
-            jobs: Mutex::new(None),
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        // Closing the channel ends the worker; waiting for it means no synthesis outlives the
+        // element (nor runs on while the process exits).
+        drop(self.jobs.lock().unwrap().take());
+        if let Some(worker) = self.worker.lock().unwrap().take() {
+            let _ = worker.join();
         }
     }
 }
@@ -74,7 +89,7 @@ impl Ahead {
         let mut jobs = self.jobs.lock().unwrap();
         let sender = jobs.get_or_insert_with(|| {
             let (tx, rx) = mpsc::channel::<Request>();
-            std::thread::Builder::new()
+            let worker = std::thread::Builder::new()
                 .name("speechsynth-ahead".into())
                 .spawn(move || {
                     for (job, speaker) in rx {
@@ -87,6 +102,7 @@ impl Ahead {
                     }
                 })
                 .expect("cannot start the synthesis thread");
+            *self.worker.lock().unwrap() = Some(worker);
             tx
         });
         if let Err(mpsc::SendError((job, speaker))) = sender.send((job.clone(), speaker)) {

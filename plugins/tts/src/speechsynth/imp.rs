@@ -33,6 +33,9 @@ const LIVE_CHUNK: gst::ClockTime = gst::ClockTime::from_mseconds(20);
 /// The lead also bounds how much speech is already downstream when `interrupt` comes.
 const SPEECH_LEAD: gst::ClockTime = gst::ClockTime::from_mseconds(80);
 const SILENCE_LEAD: gst::ClockTime = gst::ClockTime::from_mseconds(20);
+/// Live, waiting for speech being synthesised: silence is topped up this long before the audio
+/// already sent runs out.
+const SILENCE_MARGIN: gst::ClockTime = gst::ClockTime::from_mseconds(5);
 const DEFAULT_IS_LIVE: bool = false;
 
 #[derive(Debug, Clone)]
@@ -198,11 +201,34 @@ impl SpeechSynth {
         }
     }
 
+    /// Live: how long the stream can wait for speech before it needs more silence: until the
+    /// audio already sent has almost played out (short synthesis, as espeak-ng's, then starts
+    /// speaking without a buffer of silence first).
+    fn silence_due_in(&self) -> std::time::Duration {
+        let (rate, next, started) = {
+            let s = self.stream.lock().unwrap();
+            (s.sample_rate, s.next_sample, s.started)
+        };
+        let now = self.running_time_now();
+        match now {
+            Some(now) if started && rate > 0 => {
+                let due = samples_to_time(next, rate).saturating_sub(SILENCE_MARGIN);
+                std::time::Duration::from_nanos(due.saturating_sub(now).nseconds())
+            }
+            _ => std::time::Duration::ZERO,
+        }
+    }
+
     fn set_flushing(&self, flushing: bool) {
         let mut q = self.queue.lock().unwrap();
         q.flushing = flushing;
         if flushing {
-            q.items.clear();
+            // Nothing queued will be said: stop synthesising it.
+            for item in q.items.drain(..) {
+                if let Item::Text(job) = item {
+                    job.cancel();
+                }
+            }
             self.generation.fetch_add(1, Ordering::SeqCst);
             if let Some(id) = self.clock_wait.lock().unwrap().take() {
                 id.unschedule();
@@ -317,26 +343,30 @@ impl SpeechSynth {
                 .wait_timeout(q, std::time::Duration::from_millis(10));
             return;
         }
-        let item = {
+        let item = loop {
             let mut q = self.queue.lock().unwrap();
-            loop {
-                if q.flushing {
+            if q.flushing {
+                drop(q);
+                let _ = self.srcpad.pause_task();
+                return;
+            }
+            match q.items.front() {
+                // Live: the next utterance is still being synthesised. Speak the moment it is
+                // ready, but keep the silence flowing meanwhile rather than stall (and then
+                // skip ahead of the clock).
+                Some(Item::Text(job)) if live && !job.is_ready() => {
+                    let job = job.clone();
                     drop(q);
-                    let _ = self.srcpad.pause_task();
-                    return;
-                }
-                // Live: until the next utterance is synthesised, the stream goes on in silence
-                // rather than stall (and then skip ahead of the clock).
-                let waiting = matches!(q.items.front(), Some(Item::Text(job)) if !job.is_ready());
-                if !(live && waiting) {
-                    if let Some(item) = q.items.pop_front() {
-                        break Some(item);
+                    if job.wait_ready(self.silence_due_in()) {
+                        continue;
                     }
-                }
-                if live {
                     break None;
                 }
-                q = self.cond.wait(q).unwrap();
+                Some(_) => break q.items.pop_front(),
+                None if live => break None,
+                None => {
+                    drop(self.cond.wait(q).unwrap());
+                }
             }
         };
         let Some(item) = item else {
