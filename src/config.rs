@@ -68,6 +68,10 @@ pub struct LlmConfig {
     pub idle_timeout_secs: u64,
     /// The system prompt (a file), e.g. `configs/persona-financial-advisor.txt`.
     pub persona: Option<PathBuf>,
+    /// Personas of particular avatars (avatar name → file), instead of `persona`.
+    pub avatar_personas: BTreeMap<String, PathBuf>,
+    /// Longest persona a session may bring (`POST /api/v1/sessions {persona}`), in characters.
+    pub max_persona_chars: usize,
     /// Turns (a question and its answer) of history sent with each question.
     pub history_turns: usize,
     /// At most this many (estimated) tokens of history are sent with each question.
@@ -109,6 +113,8 @@ impl Default for LlmConfig {
             connect_timeout_secs: 5,
             idle_timeout_secs: 30,
             persona: None,
+            avatar_personas: BTreeMap::new(),
+            max_persona_chars: 4000,
             history_turns: 12,
             history_tokens: 3000,
             max_question_chars: 1000,

@@ -25,6 +25,8 @@ pub struct Assistant {
     pub llm: LlmClient,
     /// The system prompt read from `llm.persona`.
     pub persona: Option<String>,
+    /// Avatars' own personas (`llm.avatar_personas`), read.
+    pub avatar_personas: std::collections::HashMap<String, String>,
     /// The conversations this process remembers (and the fallback while Redis is down).
     pub memory: MemoryHistory,
     /// Set when `llm.redis_url` is.
@@ -35,6 +37,8 @@ pub struct Conversation {
     /// The name the conversation is remembered under: the session id unless the client named
     /// one, to continue it.
     pub id: String,
+    /// This session's own persona (its request's, or its avatar's), instead of the default.
+    pub persona: Option<String>,
     running: Mutex<Option<tokio::task::AbortHandle>>,
     /// A cancelled reply being written to Redis: the next question waits for it, so that it
     /// reads the conversation with that turn in it.
@@ -42,9 +46,10 @@ pub struct Conversation {
 }
 
 impl Conversation {
-    pub fn new(id: String) -> Self {
+    pub fn new(id: String, persona: Option<String>) -> Self {
         Self {
             id,
+            persona,
             running: Mutex::default(),
             saving: Mutex::default(),
         }
@@ -183,7 +188,7 @@ pub fn ask(session: &Arc<Session>, assistant: Arc<Assistant>, question: String) 
         };
         let mut messages = vec![Message {
             role: Role::System,
-            content: match &assistant.persona {
+            content: match conversation.persona.as_ref().or(assistant.persona.as_ref()) {
                 Some(p) => format!("{p}\n\n{HOUSE_RULES}"),
                 None => HOUSE_RULES.to_owned(),
             },
@@ -592,6 +597,60 @@ mod tests {
         let request = server.request.await.unwrap();
         assert_eq!(request["messages"][1]["content"], "سلام، وقت بخیر");
         registry.end(&session.id, "test over");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn personas_come_from_the_session_the_avatar_or_the_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let (default_file, avatar_file) = (dir.path().join("anna.txt"), dir.path().join("bob.txt"));
+        std::fs::write(&default_file, "You are Anna, a financial advisor.\n").unwrap();
+        std::fs::write(&avatar_file, "You are Bob, the built-in face.").unwrap();
+        let mut llm =
+            scripted_conversation(vec![answer("Arr."), answer("Hi."), answer("Hello.")]).await;
+        let system =
+            |r: &serde_json::Value| r["messages"][0]["content"].as_str().unwrap().to_owned();
+        let with_avatar = registry_with(|c| {
+            c.llm.base_url = Some(llm.base_url.clone());
+            c.llm.persona = Some(default_file.clone());
+            c.llm
+                .avatar_personas
+                .insert("default".into(), avatar_file.clone());
+        });
+        let without_avatar = registry_with(|c| {
+            c.llm.base_url = Some(llm.base_url.clone());
+            c.llm.persona = Some(default_file.clone());
+        });
+        let cases = [
+            (&with_avatar, Some("You are a pirate."), "You are a pirate."),
+            (&with_avatar, None, "You are Bob, the built-in face."),
+            (&without_avatar, None, "You are Anna, a financial advisor."),
+        ];
+        for (registry, persona, expected) in cases {
+            let s = registry
+                .create(CreateSession {
+                    persona: persona.map(str::to_owned),
+                    ..Default::default()
+                })
+                .unwrap();
+            let mut events = s.subscribe();
+            registry.chat(&s.id, "Who are you?").unwrap();
+            next(&mut events, is_done).await;
+            let asked = llm.requests.recv().await.unwrap();
+            assert!(system(&asked).starts_with(expected), "{}", system(&asked));
+            assert!(
+                system(&asked).contains("[happy]"),
+                "the house rules follow the persona"
+            );
+            registry.end(&s.id, "test over");
+        }
+        let err = with_avatar
+            .create(CreateSession {
+                persona: Some("x".repeat(5000)),
+                ..Default::default()
+            })
+            .err()
+            .unwrap();
+        assert_eq!((err.status.as_u16(), err.code), (413, "persona_too_long"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

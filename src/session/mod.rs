@@ -75,6 +75,8 @@ pub struct CreateSession {
     pub lang: Option<String>,
     /// Who speaks: `espeak` or `piper`; default: the configuration's `speech.engine`.
     pub tts: Option<String>,
+    /// The assistant's system prompt for this session (else the avatar's or the default).
+    pub persona: Option<String>,
     /// Continue this conversation (remembered in Redis under this name); default: a new one,
     /// named after the session.
     pub conversation: Option<String>,
@@ -247,16 +249,20 @@ impl Registry {
         let Some(llm) = LlmClient::new(&config.llm).context("language model client")? else {
             return Ok(None);
         };
-        let persona = match &config.llm.persona {
-            None => None,
-            Some(p) => match std::fs::read_to_string(p) {
-                Ok(text) => Some(text.trim().to_owned()),
-                Err(e) => {
-                    tracing::warn!("cannot read persona {}: {e}", p.display());
-                    None
-                }
-            },
+        let read = |p: &std::path::Path| match std::fs::read_to_string(p) {
+            Ok(text) => Some(text.trim().to_owned()),
+            Err(e) => {
+                tracing::warn!("cannot read persona {}: {e}", p.display());
+                None
+            }
         };
+        let persona = config.llm.persona.as_deref().and_then(read);
+        let avatar_personas = config
+            .llm
+            .avatar_personas
+            .iter()
+            .filter_map(|(avatar, p)| Some((avatar.clone(), read(p)?)))
+            .collect();
         let shared_memory = match config.llm.redis_url.as_deref() {
             None => None,
             Some(url) => Some(RedisHistory::new(
@@ -268,6 +274,7 @@ impl Registry {
         Ok(Some(Assistant {
             llm,
             persona,
+            avatar_personas,
             memory: MemoryHistory::new(config.llm.memory_conversations, config.llm.history_turns),
             shared_memory,
         }))
@@ -374,6 +381,26 @@ impl Registry {
             .unwrap_or_else(|| self.config.speech.engine.clone());
         let (speech_engine, voice) = self.check_voice(&tts, &lang, req.voice)?;
         let conversation = req.conversation;
+        let max_persona = self.config.llm.max_persona_chars;
+        if req
+            .persona
+            .as_ref()
+            .is_some_and(|p| p.chars().count() > max_persona)
+        {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "persona_too_long",
+                format!("persona is longer than {max_persona} characters"),
+            ));
+        }
+        let persona = req
+            .persona
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty())
+            .or_else(|| {
+                let assistant = self.assistant.as_ref()?;
+                assistant.avatar_personas.get(&avatar).cloned()
+            });
         if let Some(name) = &conversation {
             let fits = (1..=128).contains(&name.len())
                 && name
@@ -432,7 +459,7 @@ impl Registry {
             say_latencies: Mutex::new(VecDeque::new()),
             say_first_frames: Mutex::new(VecDeque::new()),
             next_viewer: AtomicU64::new(1),
-            conversation: Conversation::new(conversation.unwrap_or_else(|| id.clone())),
+            conversation: Conversation::new(conversation.unwrap_or_else(|| id.clone()), persona),
         });
         self.instrument(&session);
         self.watch_bus(&session);
