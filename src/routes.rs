@@ -445,6 +445,24 @@ mod tests {
         Registry::new(Arc::new(config), Arc::new(Metrics::new()))
     }
 
+    /// Loads ONNX Runtime (`ORT_DYLIB_PATH`, else the copy in `.cache/`), checks that the
+    /// `needed` files (relative to the project) exist, and returns the test models folder.
+    fn test_assets(needed: &[&str]) -> std::path::PathBuf {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let lib = std::env::var_os("ORT_DYLIB_PATH")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| root.join(".cache/onnxruntime/libonnxruntime.so.1.31.1"));
+        for file in needed.iter().map(|n| root.join(n)).chain([lib.clone()]) {
+            assert!(
+                file.is_file(),
+                "test asset missing: {} (run scripts/fetch-test-assets.sh)",
+                file.display()
+            );
+        }
+        facecast_common::onnx::runtime(Some(&lib)).unwrap();
+        root.join(".cache/models")
+    }
+
     /// A `multipart/form-data` body of text fields and at most one file.
     fn multipart(fields: &[(&str, &str)], file: Option<&[u8]>) -> (String, Vec<u8>) {
         let boundary = "facecast-test-boundary";
@@ -469,16 +487,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn avatars_register_list_use_and_delete() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let lib = std::env::var_os("ORT_DYLIB_PATH")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| root.join(".cache/onnxruntime/libonnxruntime.so.1.31.1"));
         let portrait = root.join(".cache/media/astronaut.png");
-        let models = root.join(".cache/models");
-        assert!(
-            lib.is_file() && portrait.is_file() && models.join("yunet_n_dynamic.onnx").is_file(),
-            "test assets missing: run scripts/fetch-test-assets.sh"
-        );
-        facecast_common::onnx::runtime(Some(&lib)).unwrap();
+        let models = test_assets(&[
+            ".cache/media/astronaut.png",
+            ".cache/models/yunet_n_dynamic.onnx",
+        ]);
         let routes = routes(state(Config {
             models_dir: models,
             ..Config::default()
@@ -646,17 +659,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn piper_sessions() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let lib = std::env::var_os("ORT_DYLIB_PATH")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| root.join(".cache/onnxruntime/libonnxruntime.so.1.31.1"));
-        let models = root.join(".cache/models");
-        assert!(
-            lib.is_file() && models.join("piper/en_US-joe-medium.onnx.json").is_file(),
-            "test assets missing: run scripts/fetch-test-assets.sh"
-        );
-        facecast_common::onnx::runtime(Some(&lib)).unwrap();
-        // The voice by name, found in the models folder's piper/.
+        let models = test_assets(&[".cache/models/piper/en_US-joe-medium.onnx.json"]);
         let routes = routes(state(Config {
             models_dir: models,
             ..Config::default()
@@ -667,9 +670,8 @@ mod tests {
                 .path("/api/v1/sessions")
                 .body(body)
         };
-        // The models folder is per configuration, the voice lookup per process: give a path.
-        let voice = root.join(".cache/models/piper/en_US-joe-medium.onnx");
-        let body = format!(r#"{{"tts": "piper", "voice": "{}"}}"#, voice.display());
+        // By name: found in the configured models folder's piper/.
+        let body = r#"{"tts": "piper", "voice": "en_US-joe-medium"}"#.to_owned();
         let r = warp::test::request()
             .method("POST")
             .path("/api/v1/sessions")

@@ -106,8 +106,9 @@ fn prepare_speech(config: &Config) -> anyhow::Result<()> {
         return Ok(());
     }
     let started = std::time::Instant::now();
-    let voice = gstfacecasttts::piper::PiperVoice::get(&config.speech.piper_voice)
-        .context("speech.engine is piper")?;
+    let path = gstfacecasttts::piper::locate(&config.speech.piper_voice, &config.models_dir);
+    let voice =
+        gstfacecasttts::piper::PiperVoice::get_at(&path).context("speech.engine is piper")?;
     eprintln!(
         "Piper voice {} loaded in {:.2} s",
         voice.path().display(),

@@ -685,16 +685,7 @@ mod tests {
             c.llm.base_url = Some(server.base_url.clone());
             c.llm.idle_timeout_secs = 1;
         });
-        let s = slow.create(CreateSession::default()).unwrap();
-        let mut events = s.subscribe();
-        slow.chat(&s.id, "Hello?").unwrap();
-        let seen = collect(&mut events, |seen| {
-            seen.iter().any(error) && spoken(seen).contains(&"Well,")
-        })
-        .await;
-        let m = message(seen.into_iter().find(error).unwrap());
-        assert!(m.contains("sent nothing for 1 s"), "{m}");
-        slow.end(&s.id, "test over");
+        fails_after_saying(&slow, "Well,", "sent nothing for 1 s").await;
 
         // Garbled: a chunk that is not JSON. What came before it is still said.
         let server = scripted(
@@ -706,16 +697,25 @@ mod tests {
         )
         .await;
         let garbled = registry(Some(server.base_url.clone()));
-        let s = garbled.create(CreateSession::default()).unwrap();
+        fails_after_saying(&garbled, "Fine.", "broke off").await;
+    }
+
+    /// Asks once in a new session of `registry`: `said` is spoken, then an error event whose
+    /// message contains `reason` arrives.
+    async fn fails_after_saying(registry: &Arc<Registry>, said: &str, reason: &str) {
+        let error = |e: &SessionEvent| matches!(e, SessionEvent::Error { .. });
+        let s = registry.create(CreateSession::default()).unwrap();
         let mut events = s.subscribe();
-        garbled.chat(&s.id, "Hello?").unwrap();
+        registry.chat(&s.id, "Hello?").unwrap();
         let seen = collect(&mut events, |seen| {
-            seen.iter().any(error) && spoken(seen).contains(&"Fine.")
+            seen.iter().any(error) && spoken(seen).contains(&said)
         })
         .await;
-        let m = message(seen.into_iter().find(error).unwrap());
-        assert!(m.contains("broke off"), "{m}");
-        garbled.end(&s.id, "test over");
+        let Some(SessionEvent::Error { message }) = seen.into_iter().find(error) else {
+            unreachable!()
+        };
+        assert!(message.contains(reason), "{message}");
+        registry.end(&s.id, "test over");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,13 +34,7 @@ pub struct Scripted {
 
 /// Serves one request: the status line, then `parts` (pause, bytes) one after another.
 pub async fn scripted(status: &str, parts: Parts) -> Scripted {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("scripted server");
-    let base_url = format!(
-        "http://{}/v1",
-        listener.local_addr().expect("scripted server")
-    );
+    let (listener, base_url) = listen().await;
     let finished = Arc::new(AtomicBool::new(false));
     let client_gone = Arc::new(AtomicBool::new(false));
     let (tx, request) = tokio::sync::oneshot::channel();
@@ -69,6 +63,18 @@ pub async fn scripted(status: &str, parts: Parts) -> Scripted {
         request,
         sent,
     }
+}
+
+/// A loopback listener and the API base URL it serves.
+async fn listen() -> (tokio::net::TcpListener, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("scripted server");
+    let url = format!(
+        "http://{}/v1",
+        listener.local_addr().expect("scripted server")
+    );
+    (listener, url)
 }
 
 /// Reads one request, hands its JSON body to `on_request`, then answers with `status` and
@@ -137,13 +143,7 @@ pub struct ScriptedConversation {
 
 #[cfg(test)]
 pub async fn scripted_conversation(replies: Vec<(&str, Parts)>) -> ScriptedConversation {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("scripted server");
-    let base_url = format!(
-        "http://{}/v1",
-        listener.local_addr().expect("scripted server")
-    );
+    let (listener, base_url) = listen().await;
     let (tx, requests) = tokio::sync::mpsc::unbounded_channel();
     let replies: Vec<(String, Parts)> = replies
         .into_iter()

@@ -494,7 +494,8 @@ impl Registry {
             }
             "piper" => {
                 let name = voice.unwrap_or_else(|| self.config.speech.piper_voice.clone());
-                let loaded = PiperVoice::get(&name)
+                let path = gstfacecasttts::piper::locate(&name, &self.config.models_dir);
+                let loaded = PiperVoice::get_at(&path)
                     .map_err(|e| ApiError::bad_request("unknown_voice", e.to_string()))?;
                 let speaks = loaded.language();
                 let base = |l: &str| l.split(['-', '_']).next().unwrap_or("").to_owned();
@@ -504,7 +505,11 @@ impl Registry {
                         format!("the Piper voice {name} speaks '{speaks}', but this session's language is '{lang}'; use a voice of that language, or tts espeak"),
                     ));
                 }
-                Ok((SpeechEngine::Piper, Some(name)))
+                // The element gets the file, so it speaks the very voice checked here.
+                Ok((
+                    SpeechEngine::Piper,
+                    Some(path.to_string_lossy().into_owned()),
+                ))
             }
             other => Err(ApiError::bad_request(
                 "unknown_tts",

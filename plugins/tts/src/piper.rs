@@ -108,9 +108,9 @@ pub struct PiperVoice {
 /// Voices already loaded, by file.
 static VOICES: LazyLock<Mutex<HashMap<PathBuf, Arc<PiperVoice>>>> = LazyLock::new(Mutex::default);
 
-/// The file a voice name or path stands for: a path as given, else `NAME.onnx` in the models
-/// folder (or its `piper/` subfolder).
-pub fn locate(voice: &str) -> PathBuf {
+/// The file a voice name or path stands for: a path as given, else `NAME.onnx` in
+/// `models_dir` (or its `piper/` subfolder).
+pub fn locate(voice: &str, models_dir: &Path) -> PathBuf {
     let given = Path::new(voice);
     if given.components().count() > 1 || given.exists() {
         return given.to_owned();
@@ -120,19 +120,24 @@ pub fn locate(voice: &str) -> PathBuf {
     } else {
         format!("{voice}.onnx")
     };
-    let dir = onnx::models_dir();
-    let nested = dir.join("piper").join(&file);
+    let nested = models_dir.join("piper").join(&file);
     if nested.exists() {
         nested
     } else {
-        dir.join(file)
+        models_dir.join(file)
     }
 }
 
 impl PiperVoice {
-    /// The voice `name_or_path` (see [`locate`]), loaded once per process.
+    /// The voice `name_or_path`, looked up in the default models folder (`FACECAST_MODELS_DIR`,
+    /// else `./models`; see [`locate`]), loaded once per process.
     pub fn get(name_or_path: &str) -> Result<Arc<PiperVoice>, PiperError> {
-        let path = locate(name_or_path);
+        Self::get_at(&locate(name_or_path, &onnx::models_dir()))
+    }
+
+    /// The voice in file `path`, loaded once per process.
+    pub fn get_at(path: &Path) -> Result<Arc<PiperVoice>, PiperError> {
+        let path = path.to_owned();
         let mut voices = VOICES.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(v) = voices.get(&path) {
             return Ok(v.clone());
