@@ -4,7 +4,7 @@
 //! (`reply_delta`), and every sentence goes to `speechsynth` the moment it is complete, with
 //! the mood it expresses, so the avatar starts talking while the model is still writing. A new
 //! question or an interrupt cancels the running reply (and so its HTTP request). Failures end
-//! in an `error` event; what was already said stays said and in the history.
+//! in an `error` event; what was already said stays said and remembered.
 
 use super::history::{within_budget, MemoryHistory, RedisHistory};
 use super::llm::{LlmClient, Message, Role};
@@ -96,7 +96,7 @@ struct Turn {
 }
 
 impl Turn {
-    /// Remembers the turn in the session and returns the answer, if there was one.
+    /// Remembers the turn in this server's memory and returns the answer, if there was one.
     fn remember_locally(&mut self) -> Option<Message> {
         if self.reply.is_empty() {
             return None;
@@ -134,7 +134,7 @@ async fn save_shared(
         .await
     {
         session.emit(SessionEvent::Error {
-            message: format!("{e}; this answer is remembered by this session only"),
+            message: format!("{e}; this answer is remembered by this server only"),
         });
     }
 }
