@@ -11,6 +11,9 @@ struct Run {
     frames: Vec<gst::Buffer>,
     audio_end: gst::ClockTime,
     phonemes: Vec<PhonemeEvent>,
+    /// The speech, mono, as floats, and its rate.
+    samples: Vec<f32>,
+    rate: u32,
 }
 
 /// Speaks `utterances` (fed as text buffers through an appsrc, one after the other) through the
@@ -66,7 +69,16 @@ fn speak_with(tts: &str, utterances: &[&str]) -> Run {
     let frames = frames.lock().unwrap().clone();
     // The speech audio is one gap-free timeline.
     let mut audio_end = gst::ClockTime::ZERO;
+    let mut samples = Vec::new();
+    let mut rate = 0;
     for b in audio.lock().unwrap().iter() {
+        let map = b.map_readable().unwrap();
+        samples.extend(
+            map.chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]) as f32 / 32768.0),
+        );
+        let secs = b.duration().unwrap().seconds_f64();
+        rate = ((map.len() / 2) as f64 / secs).round() as u32;
         assert_eq!(
             b.pts().unwrap(),
             audio_end,
@@ -79,6 +91,8 @@ fn speak_with(tts: &str, utterances: &[&str]) -> Run {
         frames,
         audio_end,
         phonemes,
+        samples,
+        rate,
     }
 }
 
@@ -377,4 +391,71 @@ fn live_piper_sentences_follow_each_other_without_a_gap() {
         .map(|b| b.pts().unwrap())
         .collect();
     assert!(breaks.is_empty(), "discontinuities at {breaks:?}");
+}
+
+/// The mouth closes in every pause of 120 ms or more inside speech: `jawOpen` < 0.05 from
+/// 80 ms after the sound stops until 80 ms before the next. Returns how many frames fell there.
+fn assert_closed_in_pauses(run: &Run, what: &str) -> usize {
+    let pauses = common::inner_pauses(&run.samples, run.rate);
+    let resting = common::frames_in_pauses(&pauses, 25.0, run.frames.len());
+    let open: Vec<(usize, f32)> = resting
+        .iter()
+        .map(|&n| (n, jaw(&run.frames[n])))
+        .filter(|&(_, j)| j >= 0.05)
+        .collect();
+    assert!(
+        open.is_empty(),
+        "{what}: mouth open in pauses {pauses:?}: (frame, jawOpen) {open:?}"
+    );
+    // Over the clip, the mouth is more open while speaking than in the pauses.
+    let speaking: Vec<f32> = (0..run.frames.len())
+        .filter(|n| !resting.contains(n))
+        .map(|n| jaw(&run.frames[n]))
+        .collect();
+    let mean = speaking.iter().sum::<f32>() / speaking.len().max(1) as f32;
+    assert!(mean > 0.1, "{what}: mean jawOpen while speaking {mean}");
+    resting.len()
+}
+
+#[test]
+fn the_jaw_closes_in_pauses_at_commas_and_full_stops() {
+    let run = speak(&["Hello! I am your assistant. How can I help you today?"]);
+    let n = assert_closed_in_pauses(&run, "README example");
+    assert!(
+        n >= 4,
+        "only {n} frames in pauses: the pauses were not found"
+    );
+    let run = speak(&["Well, first, we save; then, we invest. Is that clear?"]);
+    let n = assert_closed_in_pauses(&run, "commas");
+    assert!(
+        n >= 6,
+        "only {n} frames in pauses: the pauses were not found"
+    );
+}
+
+#[test]
+fn the_jaw_closes_in_persian_pauses() {
+    let run = speak_with(
+        "speechsynth language=fa",
+        &["سلام، حال شما چطور است؟ من دستیار شما هستم."],
+    );
+    let n = assert_closed_in_pauses(&run, "Persian");
+    assert!(
+        n >= 3,
+        "only {n} frames in pauses: the pauses were not found"
+    );
+}
+
+#[test]
+fn the_jaw_closes_in_piper_pauses() {
+    let voice = common::piper_voice();
+    let run = speak_with(
+        &format!("speechsynth engine=piper voice={}", voice.display()),
+        &["Well. First, we save money; then, we invest it. Finally: we wait, and we see."],
+    );
+    let n = assert_closed_in_pauses(&run, "Piper");
+    assert!(
+        n >= 2,
+        "only {n} frames in pauses: the pauses were not found"
+    );
 }

@@ -95,6 +95,48 @@ pub fn piper_voice() -> std::path::PathBuf {
             p.display()
         );
     }
-    facecast_common::onnx::runtime(Some(&lib)).expect("ONNX Runtime loads");
+    facecast_onnx::runtime(Some(&lib)).expect("ONNX Runtime loads");
     voice
+}
+
+/// The pauses inside speech, as the tests define them: stretches of at least 120 ms whose
+/// 10 ms windows are all 40 dB or more below the loudest window, with sound on both sides.
+/// Returned as (start, end) in seconds.
+pub fn inner_pauses(samples: &[f32], rate: u32) -> Vec<(f64, f64)> {
+    let window = (rate / 100) as usize;
+    let levels: Vec<f32> = samples
+        .chunks(window)
+        .map(|w| (w.iter().map(|s| s * s).sum::<f32>() / w.len() as f32).sqrt())
+        .collect();
+    let loudest = levels.iter().cloned().fold(0.0, f32::max);
+    let quiet = loudest / 100.0;
+    let mut out = Vec::new();
+    let mut start = None;
+    let mut heard = false;
+    for (i, &l) in levels.iter().enumerate() {
+        if l < quiet {
+            start.get_or_insert(i);
+        } else {
+            if let Some(s) = start.take() {
+                if heard && i - s >= 12 {
+                    out.push((s as f64 * 0.01, i as f64 * 0.01));
+                }
+            }
+            heard = true;
+        }
+    }
+    out
+}
+
+/// Frames (at `fps`) whose middle lies in a pause from 80 ms after its sound stops to 80 ms
+/// before the next sound: there the mouth must be closed.
+pub fn frames_in_pauses(pauses: &[(f64, f64)], fps: f64, frames: usize) -> Vec<usize> {
+    (0..frames)
+        .filter(|&n| {
+            let mid = (n as f64 + 0.5) / fps;
+            pauses
+                .iter()
+                .any(|&(s, e)| mid >= s + 0.080 && mid <= e - 0.080)
+        })
+        .collect()
 }

@@ -7,6 +7,8 @@
 //!   exactly (closures of p/b/m, lip-teeth contact of f/v) dominate the blend while they sound.
 //! - **Dynamics**: muscles accelerate and stop. Each blendshape follows its target with a fast
 //!   attack and a slower release, so the mouth snaps open for a vowel and relaxes after it.
+//! - **Pauses**: when the sound stops (a comma, a full stop, a breath), the mouth closes: sounds
+//!   already past no longer pull on it, and it relaxes quickly to rest, closed within 80 ms.
 
 use crate::timeline::PhonemeTimeline;
 use facecast_common::{Blendshape as B, BlendshapeWeights, Viseme};
@@ -27,11 +29,18 @@ pub const LOOKAHEAD: gst::ClockTime = gst::ClockTime::from_mseconds(80);
 
 const ATTACK_TAU: f32 = 0.030;
 const RELEASE_TAU: f32 = 0.055;
+/// Release into a pause: faster, so the jaw is closed (below 0.05) 80 ms after the sound stops.
+const REST_TAU: f32 = 0.022;
 
-/// The co-articulated mouth target at running time `t`.
+/// The co-articulated mouth target at running time `t`. In silence only what is coming pulls
+/// on the mouth (it prepares the next sound), not what has been said.
 pub fn coarticulated_target(phonemes: &PhonemeTimeline, t: gst::ClockTime) -> BlendshapeWeights {
     let mut target = BlendshapeWeights::default();
+    let silent = phonemes.at(t) == Viseme::Sil;
     for (offset_ms, weight) in KERNEL {
+        if silent && offset_ms < 0 {
+            continue;
+        }
         let at = if offset_ms >= 0 {
             t + gst::ClockTime::from_mseconds(offset_ms as u64)
         } else {
@@ -63,9 +72,21 @@ pub struct MouthDynamics {
 }
 
 impl MouthDynamics {
+    /// One frame of `dt` seconds towards `target` while speaking.
     pub fn step(&mut self, target: &BlendshapeWeights, dt: f32) -> &BlendshapeWeights {
+        self.step_in(target, dt, false)
+    }
+
+    /// One frame towards `target`; `resting` (in a pause) relaxes faster.
+    pub fn step_in(
+        &mut self,
+        target: &BlendshapeWeights,
+        dt: f32,
+        resting: bool,
+    ) -> &BlendshapeWeights {
         let attack = 1.0 - (-dt / ATTACK_TAU).exp();
-        let release = 1.0 - (-dt / RELEASE_TAU).exp();
+        let release_tau = if resting { REST_TAU } else { RELEASE_TAU };
+        let release = 1.0 - (-dt / release_tau).exp();
         for b in B::SPEECH {
             let (c, t) = (self.current[b], target[b]);
             let k = if t > c { attack } else { release };
@@ -117,6 +138,24 @@ mod tests {
             .0;
         assert!((5..=10).contains(&peak) && jaw[peak] > 0.5, "{jaw:?}");
         assert!(jaw[15] < 0.05, "{jaw:?}");
+    }
+
+    #[test]
+    fn the_jaw_closes_in_a_pause() {
+        // "ah" until 300 ms, a pause, "ah" again from 600 ms.
+        let p = timeline(&[(100, 300, Viseme::AA), (600, 800, Viseme::AA)]);
+        let mut dyn_ = MouthDynamics::default();
+        for i in 0..25u64 {
+            let mid = T::from_mseconds(i * 40 + 20);
+            let resting = p.at(mid) == Viseme::Sil;
+            let jaw = dyn_.step_in(&coarticulated_target(&p, mid), 0.04, resting)[B::JawOpen];
+            if (380..=520).contains(&mid.mseconds()) {
+                assert!(jaw < 0.05, "jaw {jaw} at {mid} in the pause");
+            }
+            if mid.mseconds() == 260 || mid.mseconds() == 700 {
+                assert!(jaw > 0.3, "jaw {jaw} at {mid} while speaking");
+            }
+        }
     }
 
     #[test]

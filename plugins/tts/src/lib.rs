@@ -4,10 +4,12 @@
 //!   phonemizer.
 //! - [`piper`]: Piper neural voices (ONNX, through `ort`), phonemes and timing from espeak-ng.
 //! - [`speaker`]: either of them, behind one interface.
+//! - [`pauses`]: where an utterance is silent, so that its phonemes end where their sound does.
 //! - [`speechsynth`]: the GStreamer element that queues utterances and streams their audio with
 //!   `facecast/phoneme` events in-band.
 
 pub mod espeak;
+pub mod pauses;
 pub mod piper;
 pub mod speaker;
 pub mod speechsynth;

@@ -4,7 +4,7 @@
 use super::{EngineError, FrameJob, FrameOutput, LipSyncEngine, Rendered};
 use crate::audio_features::AudioMouthEstimator;
 use crate::mouth::{coarticulated_target, MouthDynamics, LOOKAHEAD};
-use facecast_common::{AvatarPose, FaceInfo};
+use facecast_common::{AvatarPose, FaceInfo, Viseme};
 use gstfacecastavatar::render::Renderer;
 
 /// Audio analysed per frame: the frame plus a little on each side.
@@ -78,7 +78,12 @@ impl LipSyncEngine for VisemeEngine {
 impl VisemeEngine {
     fn draw(&mut self, job: &FrameJob) -> Result<FrameOutput, EngineError> {
         let target = self.mouth_target(job);
-        let mouth = *self.dynamics.step(&target, job.duration.seconds_f32());
+        // Between announced phonemes the sound has stopped: the mouth goes to rest.
+        let mid = job.start + job.duration / 2;
+        let resting = job.phonemes.announced() && job.phonemes.at(mid) == Viseme::Sil;
+        let mouth = *self
+            .dynamics
+            .step_in(&target, job.duration.seconds_f32(), resting);
 
         let info = FaceInfo::from_buffer(job.video);
         let Some(base_pose) = info.as_ref().and_then(|i| i.pose) else {
