@@ -157,6 +157,9 @@ def main():
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--width", type=float, default=1.0, help="channel multiplier (1 = Wav2Lip)")
     ap.add_argument("--fp16", action="store_true", help="float16 weights and arithmetic (float32 inputs/output)")
+    ap.add_argument("--io-names", default="mel,face,output",
+                    help="names of the mel input, face input and output, as other exports name them "
+                         "(e.g. audio_sequences,face_sequences,out)")
     args = ap.parse_args()
     b = build(args.seed, args.width, args.fp16)
     graph = helper.make_graph(
@@ -169,6 +172,12 @@ def main():
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, 96, 96])],
         b.inits,
     )
+    renames = dict(zip(["mel", "face", "output"], args.io_names.split(",")))
+    for v in list(graph.input) + list(graph.output):
+        v.name = renames.get(v.name, v.name)
+    for node in graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="facecast")
     model.ir_version = 8
     onnx.checker.check_model(model)

@@ -268,3 +268,45 @@ fn bad_input_gives_one_clear_line_and_a_failure_exit() {
         assert!(!out.exists(), "{args:?} left a partial output file");
     }
 }
+
+#[test]
+fn a_refused_model_is_explained_and_unnamed_inputs_are_found_by_shape() {
+    let model = common::root().join(".cache/models/wav2lip_w025_seed7_renamed.onnx");
+    assert!(
+        model.is_file(),
+        "{} missing: run scripts/fetch-test-assets.sh",
+        model.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("renamed.mp4");
+    let (model_s, out_s) = (model.to_str().unwrap(), out.to_str().unwrap());
+    // Inputs audio_sequences/face_sequences and output out: taken without configuration.
+    // No ORT_DYLIB_PATH: the binary finds the set-up's copy of ONNX Runtime itself.
+    let base = [
+        "render", "--quiet", "--engine", "wav2lip", "--model", model_s,
+    ];
+    let o = Command::new(env!("CARGO_BIN_EXE_facecast"))
+        .args(base)
+        .args(["--text", "Hello", "-o", out_s])
+        .env_remove("ORT_DYLIB_PATH")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(decode(&out).frames.len() >= 10);
+    // A name the user gives must exist, and the CLI says exactly why not.
+    let o = facecast(
+        &[
+            &base[..],
+            &["--output-name", "result", "--text", "Hello", "-o", out_s],
+        ]
+        .concat(),
+    );
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("it has no 'result'") && stderr.contains("[\"out\"]"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Could not open resource"), "{stderr}");
+    assert!(!out.exists(), "a failed render leaves no file");
+}

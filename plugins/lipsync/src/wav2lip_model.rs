@@ -7,14 +7,14 @@
 //! `face` [N,6,96,96] → [N,3,96,96]; names are configurable for other exports, and a model that
 //! does not fit is refused with what was expected.
 
-use facecast_common::onnx::{session_builder, Device, RuntimeError};
+use facecast_onnx::{session_builder, Device, RuntimeError};
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session};
 use ort::value::{Tensor, TensorRef};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-pub use facecast_common::onnx::runtime;
+pub use facecast_onnx::runtime;
 
 /// Input and output names of a Wav2Lip-class model.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +66,8 @@ pub struct Wav2LipModel {
     pinned: HashMap<usize, PinnedBatch>,
     /// Set when ONNX Runtime refused pinned buffers: ordinary tensors are used from then on.
     pinned_failed: Option<String>,
+    /// Names taken from the model's shapes rather than from `io` (see `check`).
+    inferred: Vec<String>,
 }
 
 /// Inputs and output of one batch size in page-locked (pinned) host memory, bound to the model.
@@ -100,18 +102,92 @@ impl Wav2LipModel {
             .map_err(load)?
             .commit_from_file(path)
             .map_err(load)?;
-        let model = Self {
+        let mut model = Self {
             session,
             io,
             device,
             pinned: HashMap::new(),
             pinned_failed: None,
+            inferred: Vec::new(),
         };
-        model.check(path)?;
+        model.inferred = model.check(path)?;
         Ok(model)
     }
 
-    fn check(&self, path: &Path) -> Result<(), ModelError> {
+    /// Checks the model's inputs and output against `self.io`. A name left at its default
+    /// that the model lacks is taken from the shapes instead when they leave no doubt (exactly two inputs, one of them
+    /// [N,1,80,16] and the other [N,6,96,96], and one output): exports name them freely
+    /// (`audio_sequences`, `face_sequences`, `out`, …). Returns a note per name so taken.
+    fn check(&mut self, path: &Path) -> Result<Vec<String>, ModelError> {
+        // (name, shape) of every input and output, owned: `self.io` may change below.
+        let described = |outlets: &[ort::value::Outlet]| -> Vec<(String, Option<Vec<i64>>)> {
+            outlets
+                .iter()
+                .map(|o| {
+                    let shape = o
+                        .dtype()
+                        .tensor_shape()
+                        .map(|s| s.iter().copied().collect());
+                    (o.name().to_owned(), shape)
+                })
+                .collect()
+        };
+        let inputs = described(self.session.inputs());
+        let outputs = described(self.session.outputs());
+        // The batch dimension may be dynamic (-1); the others must match (or be dynamic).
+        let fits = |got: &[i64], want: [i64; 3]| {
+            got.len() == 4 && got[1..].iter().zip(want).all(|(&g, w)| g == w || g < 0)
+        };
+        let by_shape = |want: [i64; 3]| -> Option<String> {
+            let mut found = inputs
+                .iter()
+                .filter(|(_, s)| s.as_deref().is_some_and(|s| fits(s, want)));
+            match (found.next(), found.next()) {
+                (Some((name, _)), None) => Some(name.clone()),
+                _ => None,
+            }
+        };
+        let has =
+            |list: &[(String, Option<Vec<i64>>)], name: &str| list.iter().any(|(n, _)| n == name);
+        let mut notes = Vec::new();
+        // What the shapes say, when they say it unambiguously.
+        if inputs.len() == 2 && outputs.len() == 1 {
+            if let (Some(mel), Some(face)) = (by_shape([1, 80, 16]), by_shape([6, 96, 96])) {
+                let output = outputs[0].0.clone();
+                let conventional = ModelIo::default();
+                for (slot, taken, list, role, default) in [
+                    (
+                        &mut self.io.mel,
+                        mel,
+                        &inputs,
+                        "mel input",
+                        &conventional.mel,
+                    ),
+                    (
+                        &mut self.io.face,
+                        face,
+                        &inputs,
+                        "face input",
+                        &conventional.face,
+                    ),
+                    (
+                        &mut self.io.output,
+                        output,
+                        &outputs,
+                        "output",
+                        &conventional.output,
+                    ),
+                ] {
+                    // Only a name left at its default is guessed; one chosen must exist.
+                    if slot == default && !has(list, slot) {
+                        notes.push(format!(
+                            "{role} '{taken}' (the model has no '{slot}'; taken by its shape)"
+                        ));
+                        *slot = taken;
+                    }
+                }
+            }
+        }
         let misfit = |reason: String| ModelError::Shape {
             path: path.to_owned(),
             reason,
@@ -119,30 +195,35 @@ impl Wav2LipModel {
             face: self.io.face.clone(),
             output: self.io.output.clone(),
         };
-        let dims = |outlets: &[ort::value::Outlet], name: &str| -> Result<Vec<i64>, ModelError> {
-            let outlet = outlets.iter().find(|o| o.name() == name).ok_or_else(|| {
-                let names: Vec<_> = outlets.iter().map(|o| o.name().to_owned()).collect();
-                misfit(format!("it has no '{name}' (it has {names:?})"))
-            })?;
-            let shape = outlet
-                .dtype()
-                .tensor_shape()
-                .ok_or_else(|| misfit(format!("'{name}' is not a tensor")))?;
-            Ok(shape.iter().copied().collect())
-        };
-        for (outlets, name, want) in [
-            (self.session.inputs(), &self.io.mel, [1i64, 80, 16]),
-            (self.session.inputs(), &self.io.face, [6, 96, 96]),
-            (self.session.outputs(), &self.io.output, [3, 96, 96]),
+        for (list, name, want) in [
+            (&inputs, &self.io.mel, [1i64, 80, 16]),
+            (&inputs, &self.io.face, [6, 96, 96]),
+            (&outputs, &self.io.output, [3, 96, 96]),
         ] {
-            let got = dims(outlets, name)?;
-            // The batch dimension may be dynamic (-1); the others must match (or be dynamic).
-            let fits = got.len() == 4 && got[1..].iter().zip(want).all(|(&g, w)| g == w || g < 0);
-            if !fits {
+            let Some((_, shape)) = list.iter().find(|(n, _)| n == name) else {
+                let names: Vec<&str> = list.iter().map(|(n, _)| n.as_str()).collect();
+                return Err(misfit(format!(
+                    "it has no '{name}' (it has {names:?}; name yours with mel-input, face-input and output-name)"
+                )));
+            };
+            let got = shape
+                .as_deref()
+                .ok_or_else(|| misfit(format!("'{name}' is not a tensor")))?;
+            if !fits(got, want) {
                 return Err(misfit(format!("'{name}' has shape {got:?}")));
             }
         }
-        Ok(())
+        Ok(notes)
+    }
+
+    /// One note per input or output name taken from the shapes, for the log.
+    pub fn inferred_names(&self) -> &[String] {
+        &self.inferred
+    }
+
+    /// The input and output names in use (after any taken from the shapes).
+    pub fn io(&self) -> &ModelIo {
+        &self.io
     }
 
     /// Runs `n` frames: `mel` holds n·80·16 values, `face` n·6·96·96; returns n·3·96·96 values

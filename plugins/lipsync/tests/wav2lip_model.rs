@@ -1,7 +1,7 @@
 //! The Wav2Lip model runner with ONNX Runtime and the generated test model
 //! (`scripts/fetch-test-assets.sh`, which `make test` runs first).
 
-use facecast_common::onnx::Device;
+use facecast_onnx::Device;
 use gstfacecastlipsync::wav2lip_model::{runtime, ModelError, ModelIo, Wav2LipModel};
 use std::path::{Path, PathBuf};
 
@@ -110,4 +110,50 @@ fn bad_models_and_inputs_are_named() {
         model.infer(2, &[0.0; 10], &[0.0; 10]),
         Err(ModelError::Run(_))
     ));
+}
+
+#[test]
+fn names_left_at_their_defaults_are_taken_from_the_shapes() {
+    let (env, path) = assets();
+    let renamed = path.with_file_name("wav2lip_w025_seed7_renamed.onnx");
+    assert!(
+        renamed.is_file(),
+        "{} missing: run scripts/fetch-test-assets.sh",
+        renamed.display()
+    );
+    // Inputs audio_sequences/face_sequences and output out: no configuration needed.
+    let mut model = Wav2LipModel::load(env, &renamed, ModelIo::default(), Device::Cpu, 1).unwrap();
+    assert_eq!(
+        model.io(),
+        &ModelIo {
+            mel: "audio_sequences".into(),
+            face: "face_sequences".into(),
+            output: "out".into(),
+        }
+    );
+    let notes = model.inferred_names().join("; ");
+    assert!(
+        notes.contains("'out'") && notes.contains("'audio_sequences'"),
+        "{notes}"
+    );
+    let (mel, face) = inputs(1);
+    let renamed_out = model.infer(1, &mel, &face).unwrap();
+    // The same network as the conventionally named model: the same output.
+    let mut reference = Wav2LipModel::load(env, &path, ModelIo::default(), Device::Cpu, 1).unwrap();
+    assert!(reference.inferred_names().is_empty());
+    assert_eq!(renamed_out, reference.infer(1, &mel, &face).unwrap());
+
+    // A name someone chose is never guessed: it must exist.
+    let chosen = ModelIo {
+        output: "result".into(),
+        ..ModelIo::default()
+    };
+    let text = Wav2LipModel::load(env, &renamed, chosen, Device::Cpu, 1)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains("no 'result'") && text.contains("\"out\""),
+        "{text}"
+    );
 }
