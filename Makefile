@@ -1,5 +1,6 @@
 # facecast: the two commands a new user needs are `make run` and `make test`.
-# Both install the Debian packages the project needs first (scripts/install-deps.sh).
+# Both install the Debian packages the project needs first (scripts/install-deps.sh), and
+# what photo avatars need at run time: ONNX Runtime and the face detector (scripts/fetch-runtime.sh).
 
 CARGO ?= cargo
 RELEASE := target/release
@@ -10,6 +11,7 @@ deps:
 	./scripts/install-deps.sh
 
 build: deps
+	./scripts/fetch-runtime.sh
 	$(CARGO) build --release --workspace
 
 # Serves the default avatar: open http://127.0.0.1:8080 (FACECAST_LISTEN changes the address).
