@@ -4,8 +4,8 @@
 //! and renders with `--avatar NAME` start without detecting anything.
 
 use anyhow::{bail, Context};
-use facecast_common::onnx::{find_model, models_dir};
 use facecast_common::Rect;
+use facecast_onnx::{find_model, models_dir};
 use gstfacecastavatar::registered::store::AvatarStore;
 use gstfacecastavatar::registered::{AvatarInfo, SourceKind};
 use gstfacecastavatar::registration::detect::YUNET_FILE;

@@ -293,7 +293,10 @@ fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
         );
 
         // say → first frame, one session, one short sentence at a time.
-        let session = registry.create(CreateSession::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let session = registry
+            .create(CreateSession::default())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         for i in 0..args.says {
             session.say(if i % 2 == 0 { "Hello there." } else { "How can I help?" }, None);
@@ -312,10 +315,15 @@ fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
 
         // Concurrent sessions, all speaking all the time.
         for n in 1..=args.max_sessions {
-            let sessions: Vec<_> = (0..n)
-                .map(|_| registry.create(CreateSession::default()))
-                .collect::<Result<_, _>>()
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut sessions = Vec::with_capacity(n);
+            for _ in 0..n {
+                sessions.push(
+                    registry
+                        .create(CreateSession::default())
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?,
+                );
+            }
             tokio::time::sleep(Duration::from_secs(1)).await;
             let count = |id: &str| {
                 (
@@ -400,12 +408,13 @@ fn chat_bench(args: &BenchArgs) -> anyhow::Result<()> {
             config.apply_env(|k| std::env::var(k).ok())?;
             config.llm.base_url = Some(server.base_url.clone());
             if let Some(voice) = &args.piper {
-                config.speech.engine = "piper".into();
+                config.speech.engine = gstfacecasttts::speechsynth::SpeechEngine::Piper;
                 config.speech.piper_voice = voice.clone();
             }
             let registry = Registry::new(Arc::new(config), Arc::new(crate::metrics::Metrics::new()));
             let session = registry
                 .create(CreateSession::default())
+                .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             // Let the live pipeline settle (it starts with idle frames).
             tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -492,7 +501,7 @@ fn piper_bench(voice: &str, args: &BenchArgs) -> anyhow::Result<()> {
 /// the `lipsync` engine's whole path (mel windows, face crops, model through the shared batcher,
 /// blending back into the frame).
 fn wav2lip_bench(path: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()> {
-    use facecast_common::onnx::Device;
+    use facecast_onnx::Device;
     use gstfacecastlipsync::wav2lip_model::{runtime, ModelIo, Wav2LipModel};
     let device: Device = args.device.parse().map_err(anyhow::Error::msg)?;
     let threads = args.threads;
@@ -560,7 +569,7 @@ fn wav2lip_bench(path: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()>
 /// Frames per second through `Wav2LipEngine` (what `lipsync engine=wav2lip` runs per frame).
 fn engine_path_bench(
     path: &std::path::Path,
-    device: facecast_common::onnx::Device,
+    device: facecast_onnx::Device,
     batch: usize,
     threads: usize,
 ) -> anyhow::Result<()> {

@@ -12,6 +12,9 @@
 //! `FACECAST_PIPER_VOICE`.
 
 use anyhow::Context;
+use facecast_onnx::Device;
+use gstfacecastlipsync::wav2lip_batcher::ModelIoKey;
+use gstfacecasttts::speechsynth::SpeechEngine;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -140,26 +143,36 @@ pub struct LipSyncConfig {
     /// avatars cannot talk and sessions asking for `wav2lip` are refused.
     pub model: Option<PathBuf>,
     /// `cpu` or `cuda:N`.
-    pub device: String,
+    pub device: Device,
     /// Most frames per inference, shared by all sessions.
     pub batch_size: u32,
     /// Longest wait for more frames to fill a batch, in ms.
     pub batch_wait_ms: u32,
     /// CPU inference threads (0: one per core).
     pub threads: u32,
-    /// The ONNX Runtime library (`libonnxruntime.so`); else `ORT_DYLIB_PATH`.
+    /// The ONNX Runtime library (`libonnxruntime.so`); else `ORT_DYLIB_PATH`, else the copy
+    /// `scripts/fetch-runtime.sh` installs in `.cache/onnxruntime`.
     pub onnxruntime: Option<PathBuf>,
+    /// The model's input and output names, for exports that name them otherwise (default
+    /// `mel`, `face`, `output`; a model with two inputs and one output that its shapes tell
+    /// apart needs none of these).
+    pub mel_input: Option<String>,
+    pub face_input: Option<String>,
+    pub output_name: Option<String>,
 }
 
 impl Default for LipSyncConfig {
     fn default() -> Self {
         Self {
             model: None,
-            device: "cpu".into(),
+            device: Device::Cpu,
             batch_size: 8,
             batch_wait_ms: 8,
             threads: 0,
             onnxruntime: None,
+            mel_input: None,
+            face_input: None,
+            output_name: None,
         }
     }
 }
@@ -215,7 +228,7 @@ pub struct SpeechConfig {
     /// Language of sessions that do not choose one.
     pub language: String,
     /// Who speaks in sessions that do not choose: `espeak` or `piper`.
-    pub engine: String,
+    pub engine: SpeechEngine,
     /// The Piper voice sessions speak with when they ask for `piper` without naming one: a
     /// name in `models_dir` (or its `piper/` folder) or a path to the `.onnx`.
     pub piper_voice: String,
@@ -261,7 +274,7 @@ impl Default for SpeechConfig {
     fn default() -> Self {
         Self {
             language: "en".into(),
-            engine: "espeak".into(),
+            engine: SpeechEngine::Espeak,
             piper_voice: "en_US-joe-medium".into(),
         }
     }
@@ -337,7 +350,10 @@ impl Config {
             self.lipsync.model = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty());
         }
         if let Some(v) = var("FACECAST_DEVICE") {
-            self.lipsync.device = v;
+            self.lipsync.device = v
+                .parse()
+                .map_err(anyhow::Error::msg)
+                .context("FACECAST_DEVICE")?;
         }
         if let Some(v) = var("FACECAST_LLM_BASE_URL") {
             self.llm.base_url = Some(v).filter(|v| !v.is_empty());
@@ -346,7 +362,7 @@ impl Config {
             self.llm.model = v;
         }
         if let Some(v) = var("FACECAST_TTS") {
-            self.speech.engine = v;
+            self.speech.engine = v.parse().context("FACECAST_TTS")?;
         }
         if let Some(v) = var("FACECAST_PIPER_VOICE") {
             self.speech.piper_voice = v;
@@ -375,15 +391,6 @@ impl Config {
         );
         anyhow::ensure!(self.max_sessions > 0, "max_sessions must be at least 1");
         anyhow::ensure!(
-            ["espeak", "piper"].contains(&self.speech.engine.as_str()),
-            "speech.engine '{}' is not espeak or piper",
-            self.speech.engine
-        );
-        self.lipsync
-            .device
-            .parse::<facecast_common::onnx::Device>()
-            .map_err(|e| anyhow::anyhow!("lipsync.device: {e}"))?;
-        anyhow::ensure!(
             (1..=256).contains(&self.lipsync.batch_size),
             "lipsync.batch_size {} is outside 1..256",
             self.lipsync.batch_size
@@ -396,7 +403,18 @@ impl Config {
         self.lipsync
             .model
             .as_deref()
-            .map(|m| facecast_common::onnx::find_model(m, &self.models_dir))
+            .map(|m| facecast_onnx::find_model(m, &self.models_dir))
+    }
+
+    /// The lip-sync model's input and output names (defaults where not configured).
+    pub fn wav2lip_io(&self) -> ModelIoKey {
+        let l = &self.lipsync;
+        let d = ModelIoKey::default();
+        ModelIoKey {
+            mel: l.mel_input.clone().unwrap_or(d.mel),
+            face: l.face_input.clone().unwrap_or(d.face),
+            output: l.output_name.clone().unwrap_or(d.output),
+        }
     }
 
     /// Whether to gather loopback ICE candidates.

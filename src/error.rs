@@ -1,5 +1,15 @@
 //! API errors: one type for every route, answered as JSON `{code, message}` with its status.
+//!
+//! The domain modules (sessions, conversations, avatars) return their own error enums and know
+//! nothing of HTTP; this is the one place each of their errors gets a status and a code.
 
+use crate::conversation::chat::ChatError;
+use crate::session::plan::PlanError;
+use crate::session::voice::VoiceError;
+use crate::session::SessionError;
+use crate::signalling::SignallingError;
+use gstfacecastavatar::registered::store::StoreError;
+use gstfacecastavatar::registration::RegisterError;
 use serde::Serialize;
 use warp::http::StatusCode;
 
@@ -42,6 +52,145 @@ impl ApiError {
 }
 
 impl warp::reject::Reject for ApiError {}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unknown(name) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "avatar_not_found",
+                format!("no avatar '{name}' is registered (GET /api/v1/avatars lists them; 'default' is the built-in face)"),
+            ),
+            StoreError::BadName { .. } => ApiError::bad_request("bad_avatar_name", e.to_string()),
+            StoreError::Exists(_) => {
+                ApiError::new(StatusCode::CONFLICT, "avatar_exists", e.to_string())
+            }
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<RegisterError> for ApiError {
+    fn from(e: RegisterError) -> Self {
+        match e {
+            RegisterError::Store(e) => e.into(),
+            RegisterError::Exists(_) => {
+                ApiError::new(StatusCode::CONFLICT, "avatar_exists", e.to_string())
+            }
+            RegisterError::NoFace(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "no_face", e.to_string())
+            }
+            RegisterError::BadBox { .. } => ApiError::bad_request("bad_face_box", e.to_string()),
+            RegisterError::Decode(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "undecodable",
+                e.to_string(),
+            ),
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
+impl From<PlanError> for ApiError {
+    fn from(e: PlanError) -> Self {
+        let code = match e {
+            PlanError::UnknownEngine(_) => "unknown_engine",
+            PlanError::NoLipsyncModel => {
+                return ApiError::new(StatusCode::CONFLICT, "no_lipsync_model", e.to_string())
+            }
+            PlanError::EngineMismatch => "engine_mismatch",
+            PlanError::UnknownTts(_) => "unknown_tts",
+            PlanError::PersonaTooLong(_) => {
+                return ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "persona_too_long",
+                    e.to_string(),
+                )
+            }
+            PlanError::BadConversation => "bad_conversation",
+        };
+        ApiError::bad_request(code, e.to_string())
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::NotFound(id) => ApiError::session_not_found(&id),
+            SessionError::Plan(e) => e.into(),
+            SessionError::Voice(e @ VoiceError::Unknown(_)) => {
+                ApiError::bad_request("unknown_voice", e.to_string())
+            }
+            SessionError::Voice(e @ VoiceError::LanguageMismatch { .. }) => {
+                ApiError::bad_request("voice_language_mismatch", e.to_string())
+            }
+            SessionError::Avatar { name, source } => match source {
+                StoreError::Unknown(_) | StoreError::BadName { .. } => source.into(),
+                other => ApiError::internal(format!("cannot open avatar '{name}': {other}")),
+            },
+            SessionError::Full(_) => {
+                let mut api = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too_many_sessions",
+                    e.to_string(),
+                );
+                api.retry_after = Some(10);
+                api
+            }
+            SessionError::Build(_) => ApiError::internal(e.to_string()),
+            SessionError::ViewerNotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "viewer_not_found", e.to_string())
+            }
+            SessionError::Offer(SignallingError::NothingToSend(_)) => ApiError::new(
+                StatusCode::NOT_ACCEPTABLE,
+                "unsupported_offer",
+                e.to_string(),
+            ),
+            SessionError::Offer(SignallingError::MalformedFragment(_)) => {
+                ApiError::bad_request("malformed_fragment", e.to_string())
+            }
+            SessionError::Offer(SignallingError::Malformed(_)) => {
+                ApiError::bad_request("malformed_sdp", e.to_string())
+            }
+            SessionError::Negotiation(_) => {
+                ApiError::bad_request("negotiation_failed", e.to_string())
+            }
+        }
+    }
+}
+
+impl From<ChatError> for ApiError {
+    fn from(e: ChatError) -> Self {
+        match e {
+            ChatError::NoModel => ApiError::new(StatusCode::CONFLICT, "no_llm", e.to_string()),
+            ChatError::QuestionTooLong(_) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "question_too_long",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+/// A pipeline error as a person can act on it: the element, its message, and the element's
+/// own details when it gave any beyond GStreamer's source location.
+pub fn describe_bus_error(msg: &gst::message::Error) -> String {
+    use gst::prelude::*;
+    let source = msg
+        .src()
+        .map(|s| s.name().to_string())
+        .unwrap_or_else(|| "pipeline".into());
+    let mut text = format!("{source}: {}", msg.error());
+    if let Some(debug) = msg.debug() {
+        // GStreamer writes "file.c(line): function (): /Gst…/element:" and, on the next line,
+        // what the element added. Without a next line there is only the location.
+        let detail = debug.split_once('\n').map_or("", |(_, d)| d).trim();
+        if !detail.is_empty() && !text.contains(detail) {
+            text.push_str(&format!(" ({detail})"));
+        }
+    }
+    text
+}
 
 #[derive(Serialize)]
 struct Body<'a> {

@@ -9,6 +9,7 @@ mod bench;
 mod config;
 mod conversation;
 mod error;
+mod health;
 mod metrics;
 mod plugins;
 mod render;

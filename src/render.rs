@@ -14,7 +14,9 @@
 
 use anyhow::{anyhow, bail, Context};
 use facecast_common::Emotion;
+use facecast_onnx::Device;
 use gst::prelude::*;
+use gstfacecastlipsync::lipsync::EngineKind;
 use gstfacecasttts::speechsynth::SpeechEngine;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -32,9 +34,9 @@ pub struct RenderArgs {
     /// Language of the text: en, fa, de, … (any espeak-ng language).
     #[arg(long, default_value = "en")]
     lang: String,
-    /// Who speaks: espeak (espeak-ng) or piper (a neural voice; needs ORT_DYLIB_PATH).
-    #[arg(long, default_value = "espeak", value_parser = ["espeak", "piper"])]
-    tts: String,
+    /// Who speaks: espeak (espeak-ng) or piper (a neural voice, through ONNX Runtime).
+    #[arg(long, default_value = "espeak")]
+    tts: SpeechEngine,
     /// espeak: an exact voice (e.g. en-us+f3), overriding --lang; piper: a voice name in the
     /// models folder or a path to its .onnx (default en_US-joe-medium).
     #[arg(long)]
@@ -58,13 +60,23 @@ pub struct RenderArgs {
     /// How the mouth is made: viseme (parametric face) or wav2lip (photo/video avatars; needs
     /// --model). Default: wav2lip with --avatar, viseme without.
     #[arg(long)]
-    engine: Option<String>,
+    engine: Option<EngineKind>,
     /// engine=wav2lip: the ONNX model, a path or a file name in the models folder.
     #[arg(long, env = "FACECAST_WAV2LIP_MODEL")]
     model: Option<String>,
     /// engine=wav2lip: cpu or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: Device,
+    /// engine=wav2lip: the model's mel input [N,1,80,16] (default mel; a model whose two
+    /// inputs and one output its shapes tell apart needs none of these three).
+    #[arg(long)]
+    mel_input: Option<String>,
+    /// engine=wav2lip: the model's face input [N,6,96,96] (default face).
+    #[arg(long)]
+    face_input: Option<String>,
+    /// engine=wav2lip: the model's output [N,3,96,96] (default output).
+    #[arg(long)]
+    output_name: Option<String>,
     /// engine=wav2lip: frames per inference.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
     batch_size: u32,
@@ -111,12 +123,8 @@ fn build(args: &RenderArgs) -> anyhow::Result<RenderPipeline> {
         if text.trim().is_empty() {
             bail!("nothing to say: --text is empty");
         }
-        let engine = match args.tts.as_str() {
-            "piper" => SpeechEngine::Piper,
-            _ => SpeechEngine::Espeak,
-        };
         let tts = gst::ElementFactory::make("speechsynth")
-            .property("engine", engine)
+            .property("engine", args.tts)
             .property("text", text)
             .property("language", &args.lang)
             .property("voice", args.voice.as_deref())
@@ -168,23 +176,28 @@ fn build(args: &RenderArgs) -> anyhow::Result<RenderPipeline> {
     let avatar_caps = gst::ElementFactory::make("capsfilter")
         .property("caps", caps)
         .build()?;
-    let engine = args.engine.clone().unwrap_or_else(|| {
-        if args.avatar.is_some() {
-            "wav2lip"
-        } else {
-            "viseme"
-        }
-        .to_owned()
+    let engine = args.engine.unwrap_or(if args.avatar.is_some() {
+        EngineKind::Wav2lip
+    } else {
+        EngineKind::Viseme
     });
-    let lipsync = gst::ElementFactory::make("lipsync")
-        .property_from_str("engine", &engine)
+    let mut lipsync = gst::ElementFactory::make("lipsync")
+        .property("engine", engine)
         .property("model", args.model.as_deref())
-        .property("device", &args.device)
-        .property("batch-size", args.batch_size)
+        .property("device", args.device.to_string())
+        .property("batch-size", args.batch_size);
+    for (property, name) in [
+        ("mel-input", &args.mel_input),
+        ("face-input", &args.face_input),
+        ("output-name", &args.output_name),
+    ] {
+        if let Some(name) = name {
+            lipsync = lipsync.property(property, name);
+        }
+    }
+    let lipsync = lipsync
         .build()
-        .with_context(|| {
-            format!("cannot set up lipsync with engine '{engine}' (viseme or wav2lip)")
-        })?;
+        .with_context(|| format!("cannot set up lipsync with engine {engine}"))?;
     let lip_queue = make("queue")?;
     let mux_queue = gst::ElementFactory::make("queue")
         .property("max-size-time", 0u64)
@@ -260,11 +273,11 @@ fn build(args: &RenderArgs) -> anyhow::Result<RenderPipeline> {
 
 /// The first error on the bus, as one line naming the element that failed.
 fn bus_error(msg: &gst::message::Error) -> anyhow::Error {
-    let source = msg
-        .src()
-        .map(|s| s.name().to_string())
-        .unwrap_or_else(|| "pipeline".into());
-    anyhow!("{source}: {}", msg.error())
+    anyhow!("{}", crate::error::describe_bus_error(msg))
+}
+
+fn parse_device(s: &str) -> Result<Device, String> {
+    s.parse()
 }
 
 pub fn run(args: RenderArgs) -> anyhow::Result<()> {

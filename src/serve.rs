@@ -8,29 +8,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Elements every session needs with `codec`; `/health/ready` checks them.
-pub fn required_elements(codec: crate::config::VideoCodec) -> Vec<&'static str> {
-    let mut v = vec![
-        "speechsynth",
-        "avatarsrc",
-        "lipsync",
-        "opusenc",
-        "webrtcbin",
-        "rtpopuspay",
-        "nicesrc",
-    ];
-    match codec {
-        crate::config::VideoCodec::Vp8 => v.extend(["vp8enc", "rtpvp8pay"]),
-        crate::config::VideoCodec::H264 => {
-            v.extend(["h264parse", "rtph264pay"]);
-            if gst::ElementFactory::find("nvh264enc").is_none() {
-                v.push("x264enc");
-            }
-        }
-    }
-    v
-}
-
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// Configuration file (default: configs/facecast.toml if present).
@@ -71,7 +48,7 @@ fn prepare_lipsync(config: &Config) -> anyhow::Result<()> {
     tracing::info!("avatars in {}", store.dir().display());
     let l = &config.lipsync;
     // The detector (registration) and the lip-sync model share one ONNX Runtime.
-    let runtime = facecast_common::onnx::runtime(l.onnxruntime.as_deref());
+    let runtime = facecast_onnx::runtime(l.onnxruntime.as_deref());
     // stdout's first line is the address (scripts and tests read it): these notes go to stderr.
     let Some(model) = config.wav2lip_model() else {
         if let Err(e) = runtime {
@@ -81,15 +58,13 @@ fn prepare_lipsync(config: &Config) -> anyhow::Result<()> {
         return Ok(());
     };
     runtime.context("lipsync.model is set, so ONNX Runtime is needed")?;
-    let key = ModelKey::new(
-        &model,
-        l.device.parse().map_err(anyhow::Error::msg)?,
-        l.batch_size,
-        l.batch_wait_ms,
-        l.threads,
-    );
+    let mut key = ModelKey::new(&model, l.device, l.batch_size, l.batch_wait_ms, l.threads);
+    key.io = config.wav2lip_io();
     let shared = wav2lip_batcher::shared(&key)
         .with_context(|| format!("cannot load the lip-sync model {}", model.display()))?;
+    for note in &shared.inferred_names {
+        eprintln!("lip-sync model {}: {note}", model.display());
+    }
     eprintln!(
         "lip-sync model {} loaded on {} in {:.2} s",
         model.display(),
@@ -102,7 +77,7 @@ fn prepare_lipsync(config: &Config) -> anyhow::Result<()> {
 /// Loads the default Piper voice now when sessions speak with Piper by default, so a missing
 /// voice stops the server at start rather than refusing every session.
 fn prepare_speech(config: &Config) -> anyhow::Result<()> {
-    if config.speech.engine != "piper" {
+    if config.speech.engine != gstfacecasttts::speechsynth::SpeechEngine::Piper {
         return Ok(());
     }
     let started = std::time::Instant::now();
@@ -123,14 +98,14 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let registry = Registry::new(config.clone(), Arc::new(Metrics::new()));
 
-    let reaper = registry.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            reaper.reap_idle();
-        }
-    });
+    registry.spawn_reaper(Duration::from_secs(5));
+    let readiness = crate::health::Readiness::check(config.video.codec);
+    if !readiness.is_ready() {
+        tracing::warn!(
+            "sessions cannot start: GStreamer elements missing: {} (run scripts/install-deps.sh)",
+            readiness.missing_elements.join(", ")
+        );
+    }
 
     let routes = crate::routes::routes(registry.clone());
     println!("facecast serving on http://{}", listener.local_addr()?);
@@ -141,11 +116,13 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         .incoming(listener)
         .graceful(async move {
             shutdown_signal().await;
-            ending.end_all("server shutting down");
+            let _ =
+                tokio::task::spawn_blocking(move || ending.end_all("server shutting down")).await;
         })
         .run()
         .await;
-    registry.end_all("server shutting down");
+    let ending = registry.clone();
+    let _ = tokio::task::spawn_blocking(move || ending.end_all("server shutting down")).await;
     Ok(())
 }
 

@@ -1,16 +1,17 @@
 //! One session's conversation: the history, the reply being streamed, and speaking it.
 //!
 //! A question starts a reply task. Its text streams to the events socket as it arrives
-//! (`reply_delta`), and every sentence goes to `speechsynth` the moment it is complete, with
+//! (`reply_delta`), and every sentence goes to the [`Speaker`] the moment it is complete, with
 //! the mood it expresses, so the avatar starts talking while the model is still writing. A new
 //! question or an interrupt cancels the running reply (and so its HTTP request). Failures end
 //! in an `error` event; what was already said stays said and remembered.
 
-use super::history::{within_budget, MemoryHistory, RedisHistory};
-use super::llm::{LlmClient, Message, Role};
+use super::assistant::Assistant;
+use super::history::within_budget;
+use super::llm::{Message, Role};
 use super::mood::{classify, strip_tag};
 use super::sentences::SentenceSplitter;
-use crate::session::{Session, SessionEvent};
+use super::{ConversationEvent, Speaker};
 use std::sync::{Arc, Mutex};
 
 /// How the model is asked to behave, after the persona.
@@ -19,18 +20,13 @@ plain spoken sentences, without lists, markdown or emoji. Answer in the language
 in. You may start a sentence with one mood tag: [happy], [confident], [thoughtful], [concerned] \
 or [neutral].";
 
-/// What a session's questions are answered with: the model, its persona, and where
-/// conversations are remembered beyond the session.
-pub struct Assistant {
-    pub llm: LlmClient,
-    /// The system prompt read from `llm.persona`.
-    pub persona: Option<String>,
-    /// Avatars' own personas (`llm.avatar_personas`), read.
-    pub avatar_personas: std::collections::HashMap<String, String>,
-    /// The conversations this process remembers (and the fallback while Redis is down).
-    pub memory: MemoryHistory,
-    /// Set when `llm.redis_url` is.
-    pub shared_memory: Option<RedisHistory>,
+/// Why a question is not answered.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ChatError {
+    #[error("no language model is configured: set llm.base_url (and llm.model) in the configuration, or FACECAST_LLM_BASE_URL and FACECAST_LLM_MODEL; say keeps working without one")]
+    NoModel,
+    #[error("the question is longer than {0} characters; ask something shorter")]
+    QuestionTooLong(usize),
 }
 
 pub struct Conversation {
@@ -64,32 +60,58 @@ impl Conversation {
 }
 
 /// Says one finished sentence with its mood; returns whether anything was said.
-fn speak(session: &Session, sentence: &str) -> bool {
+fn speak(speaker: &dyn Speaker, sentence: &str) -> bool {
     let (tagged, text) = strip_tag(sentence);
     let text = text.trim();
     if text.is_empty() {
         return false;
     }
     let mood = tagged.unwrap_or_else(|| classify(text));
-    session.say(text, Some((mood.emotion, mood.intensity as f64)));
+    speaker.say(text, Some((mood.emotion, mood.intensity as f64)));
     true
 }
 
 /// Reports a failure to the user and, when nothing was said yet, says the apology in the
 /// session's language.
-pub fn report(session: &Session, assistant: &Assistant, message: String, said: bool) {
-    session.emit(SessionEvent::Error { message });
+pub fn report(speaker: &dyn Speaker, assistant: &Assistant, message: String, said: bool) {
+    speaker.emit(ConversationEvent::Error { message });
     if said {
         return;
     }
-    if let Some(apology) = assistant.llm.config().apology_for(&session.lang) {
-        session.say(apology, None);
+    if let Some(apology) = assistant.llm.config().apology_for(speaker.language()) {
+        speaker.say(apology, None);
     }
+}
+
+/// Checks `question` and starts answering it in `conversation`, spoken by `speaker`.
+/// A question over the limit is refused, and the user hears why.
+pub fn start(
+    assistant: Option<&Arc<Assistant>>,
+    speaker: Arc<dyn Speaker>,
+    conversation: &Arc<Conversation>,
+    question: &str,
+) -> Result<(), ChatError> {
+    let assistant = assistant.ok_or(ChatError::NoModel)?;
+    let max = assistant.llm.config().max_question_chars;
+    if question.chars().count() > max {
+        let e = ChatError::QuestionTooLong(max);
+        // The user may be listening rather than reading: the avatar says so too.
+        report(&*speaker, assistant, e.to_string(), false);
+        return Err(e);
+    }
+    ask(
+        speaker,
+        conversation,
+        assistant.clone(),
+        question.to_owned(),
+    );
+    Ok(())
 }
 
 /// One question and the answer received so far; remembered when dropped.
 struct Turn {
-    session: Arc<Session>,
+    speaker: Arc<dyn Speaker>,
+    conversation: Arc<Conversation>,
     assistant: Arc<Assistant>,
     question: Message,
     reply: String,
@@ -107,7 +129,7 @@ impl Turn {
         };
         self.assistant
             .memory
-            .append(&self.session.conversation.id, &self.question, &answer);
+            .append(&self.conversation.id, &self.question, &answer);
         Some(answer)
     }
 
@@ -116,12 +138,20 @@ impl Turn {
         let Some(answer) = self.remember_locally() else {
             return;
         };
-        save_shared(&self.session, &self.assistant, &self.question, &answer).await;
+        save_shared(
+            &*self.speaker,
+            &self.conversation,
+            &self.assistant,
+            &self.question,
+            &answer,
+        )
+        .await;
     }
 }
 
 async fn save_shared(
-    session: &Session,
+    speaker: &dyn Speaker,
+    conversation: &Conversation,
     assistant: &Assistant,
     question: &Message,
     answer: &Message,
@@ -129,11 +159,8 @@ async fn save_shared(
     let Some(memory) = &assistant.shared_memory else {
         return;
     };
-    if let Err(e) = memory
-        .append(&session.conversation.id, question, answer)
-        .await
-    {
-        session.emit(SessionEvent::Error {
+    if let Err(e) = memory.append(&conversation.id, question, answer).await {
+        speaker.emit(ConversationEvent::Error {
             message: format!("{e}; this answer is remembered by this server only"),
         });
     }
@@ -151,24 +178,28 @@ impl Drop for Turn {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (session, assistant) = (self.session.clone(), self.assistant.clone());
+        let (speaker, assistant) = (self.speaker.clone(), self.assistant.clone());
+        let conversation = self.conversation.clone();
         let question = self.question.clone();
         let saving = runtime.spawn(async move {
-            save_shared(&session, &assistant, &question, &answer).await;
+            save_shared(&*speaker, &conversation, &assistant, &question, &answer).await;
         });
-        *self.session.conversation.saving.lock().unwrap() = Some(saving);
+        *self.conversation.saving.lock().unwrap() = Some(saving);
     }
 }
 
-/// Starts answering `question` in `session` (cancelling a reply still running).
-pub fn ask(session: &Arc<Session>, assistant: Arc<Assistant>, question: String) {
-    let conversation = &session.conversation;
+/// Starts answering `question` (cancelling a reply still running).
+pub fn ask(
+    speaker: Arc<dyn Speaker>,
+    conversation: &Arc<Conversation>,
+    assistant: Arc<Assistant>,
+    question: String,
+) {
     conversation.cancel();
-    let task_session = session.clone();
+    let task_conversation = conversation.clone();
     let handle = tokio::spawn(async move {
-        let session = task_session;
+        let conversation = task_conversation;
         let config = assistant.llm.config();
-        let conversation = &session.conversation;
         let saving = conversation.saving.lock().unwrap().take();
         if let Some(saving) = saving {
             let _ = saving.await;
@@ -179,7 +210,7 @@ pub fn ask(session: &Arc<Session>, assistant: Arc<Assistant>, question: String) 
                 Ok(turns) => turns,
                 Err(e) => {
                     // Answer anyway, from what this server remembers itself.
-                    session.emit(SessionEvent::Error {
+                    speaker.emit(ConversationEvent::Error {
                         message: format!("{e}; answering from this server's own memory"),
                     });
                     assistant.memory.load(&conversation.id)
@@ -205,7 +236,8 @@ pub fn ask(session: &Arc<Session>, assistant: Arc<Assistant>, question: String) 
         messages.push(question.clone());
         // Remembered however the reply ends: finished, failed, or cancelled by an interrupt.
         let mut turn = Turn {
-            session: session.clone(),
+            speaker: speaker.clone(),
+            conversation: conversation.clone(),
             assistant: assistant.clone(),
             question,
             reply: String::new(),
@@ -217,26 +249,26 @@ pub fn ask(session: &Arc<Session>, assistant: Arc<Assistant>, question: String) 
             .llm
             .stream(&messages, |delta| {
                 turn.reply.push_str(delta);
-                session.emit(SessionEvent::ReplyDelta {
+                speaker.emit(ConversationEvent::ReplyDelta {
                     text: delta.to_owned(),
                 });
                 for sentence in splitter.push(delta) {
-                    said |= speak(&session, &sentence);
+                    said |= speak(&*speaker, &sentence);
                 }
             })
             .await;
         match result {
             Ok(()) => {
                 if let Some(rest) = splitter.finish() {
-                    speak(&session, &rest);
+                    speak(&*speaker, &rest);
                 }
                 let text = turn.reply.clone();
                 turn.save().await;
-                session.emit(SessionEvent::ReplyDone { text });
+                speaker.emit(ConversationEvent::ReplyDone { text });
             }
             // Whole sentences already spoken stay; the unfinished tail is dropped.
             Err(e) => {
-                report(&session, &assistant, e.to_string(), said);
+                report(&*speaker, &assistant, e.to_string(), said);
                 turn.save().await;
             }
         }
@@ -374,7 +406,7 @@ mod tests {
             ..Default::default()
         };
         let first = remembering(Some(llm.base_url.clone()), Some(redis.url()));
-        let s = first.create(named()).unwrap();
+        let s = first.create(named()).await.unwrap();
         assert_eq!(s.info().conversation, "ada-1");
         let mut events = s.subscribe();
         first.chat(&s.id, "My name is Ada.").unwrap();
@@ -384,7 +416,7 @@ mod tests {
 
         // Another server instance (or this one, restarted) continues the conversation.
         let second = remembering(Some(llm.base_url.clone()), Some(redis.url()));
-        let s2 = second.create(named()).unwrap();
+        let s2 = second.create(named()).await.unwrap();
         let mut events = s2.subscribe();
         second.chat(&s2.id, "What is my name?").unwrap();
         next(&mut events, is_done).await;
@@ -434,7 +466,7 @@ mod tests {
         ])
         .await;
         let registry = registry(Some(llm.base_url.clone()));
-        let s = registry.create(CreateSession::default()).unwrap();
+        let s = registry.create(CreateSession::default()).await.unwrap();
         let mut events = s.subscribe();
         registry.chat(&s.id, "I am Ada.").unwrap();
         next(&mut events, is_done).await;
@@ -451,7 +483,7 @@ mod tests {
             ])
         );
         // A new conversation starts afresh; naming this one continues it (a page reload).
-        let fresh = registry.create(CreateSession::default()).unwrap();
+        let fresh = registry.create(CreateSession::default()).await.unwrap();
         let mut fresh_events = fresh.subscribe();
         registry.chat(&fresh.id, "Who am I?").unwrap();
         next(&mut fresh_events, is_done).await;
@@ -462,6 +494,7 @@ mod tests {
                 conversation: Some(s.id.clone()),
                 ..Default::default()
             })
+            .await
             .unwrap();
         let mut again_events = again.subscribe();
         registry.chat(&again.id, "And now?").unwrap();
@@ -471,7 +504,7 @@ mod tests {
 
         // A question over the limit: refused with 413, and the user hears why.
         let long = "why ".repeat(400);
-        let err = registry.chat(&s.id, &long).unwrap_err();
+        let err = crate::error::ApiError::from(registry.chat(&s.id, &long).unwrap_err());
         assert_eq!((err.status.as_u16(), err.code), (413, "question_too_long"));
         let apology = "Sorry, I cannot answer that right now.";
         let seen = collect(&mut events, |seen| spoken(seen).contains(&apology)).await;
@@ -537,7 +570,7 @@ mod tests {
         parts.push((0, b"data: [DONE]\n\n".to_vec()));
         let server = scripted("200 OK", parts).await;
         let registry = registry(Some(server.base_url.clone()));
-        let session = registry.create(CreateSession::default()).unwrap();
+        let session = registry.create(CreateSession::default()).await.unwrap();
         let mut events = session.subscribe();
         registry.chat(&session.id, "Hello?").unwrap();
 
@@ -586,6 +619,7 @@ mod tests {
                 lang: Some("fa".into()),
                 ..Default::default()
             })
+            .await
             .unwrap();
         let mut events = session.subscribe();
         registry.chat(&session.id, "سلام، وقت بخیر").unwrap();
@@ -631,6 +665,7 @@ mod tests {
                     persona: persona.map(str::to_owned),
                     ..Default::default()
                 })
+                .await
                 .unwrap();
             let mut events = s.subscribe();
             registry.chat(&s.id, "Who are you?").unwrap();
@@ -643,13 +678,16 @@ mod tests {
             );
             registry.end(&s.id, "test over");
         }
-        let err = with_avatar
-            .create(CreateSession {
-                persona: Some("x".repeat(5000)),
-                ..Default::default()
-            })
-            .err()
-            .unwrap();
+        let err = crate::error::ApiError::from(
+            with_avatar
+                .create(CreateSession {
+                    persona: Some("x".repeat(5000)),
+                    ..Default::default()
+                })
+                .await
+                .err()
+                .unwrap(),
+        );
         assert_eq!((err.status.as_u16(), err.code), (413, "persona_too_long"));
     }
 
@@ -666,7 +704,7 @@ mod tests {
             .unwrap()
             .port();
         let down = registry(Some(format!("http://127.0.0.1:{port}/v1")));
-        let s = down.create(CreateSession::default()).unwrap();
+        let s = down.create(CreateSession::default()).await.unwrap();
         let mut events = s.subscribe();
         down.chat(&s.id, "Hello?").unwrap();
         let m = message(next(&mut events, error).await);
@@ -704,7 +742,7 @@ mod tests {
     /// message contains `reason` arrives.
     async fn fails_after_saying(registry: &Arc<Registry>, said: &str, reason: &str) {
         let error = |e: &SessionEvent| matches!(e, SessionEvent::Error { .. });
-        let s = registry.create(CreateSession::default()).unwrap();
+        let s = registry.create(CreateSession::default()).await.unwrap();
         let mut events = s.subscribe();
         registry.chat(&s.id, "Hello?").unwrap();
         let seen = collect(&mut events, |seen| {
@@ -722,8 +760,8 @@ mod tests {
     async fn failures_are_reported_and_interrupt_cancels_the_request() {
         // No model configured: 409, say still works.
         let plain = registry(None);
-        let s = plain.create(CreateSession::default()).unwrap();
-        let err = plain.chat(&s.id, "hi").unwrap_err();
+        let s = plain.create(CreateSession::default()).await.unwrap();
+        let err = crate::error::ApiError::from(plain.chat(&s.id, "hi").unwrap_err());
         assert_eq!((err.status.as_u16(), err.code), (409, "no_llm"));
         plain.end(&s.id, "test over");
 
@@ -734,7 +772,7 @@ mod tests {
         )
         .await;
         let registry = registry(Some(server.base_url.clone()));
-        let session = registry.create(CreateSession::default()).unwrap();
+        let session = registry.create(CreateSession::default()).await.unwrap();
         let mut events = session.subscribe();
         registry.chat(&session.id, "Hello?").unwrap();
         let ev = next(&mut events, |e| matches!(e, SessionEvent::Error { .. })).await;
@@ -756,7 +794,7 @@ mod tests {
         ));
         let server = scripted("200 OK", parts).await;
         let registry2 = self::registry(Some(server.base_url.clone()));
-        let session2 = registry2.create(CreateSession::default()).unwrap();
+        let session2 = registry2.create(CreateSession::default()).await.unwrap();
         let mut events2 = session2.subscribe();
         registry2.chat(&session2.id, "Go on").unwrap();
         let seen = collect(&mut events2, |seen| {
@@ -778,7 +816,7 @@ mod tests {
             .collect();
         let server = scripted("200 OK", slow).await;
         let registry3 = self::registry(Some(server.base_url.clone()));
-        let session3 = registry3.create(CreateSession::default()).unwrap();
+        let session3 = registry3.create(CreateSession::default()).await.unwrap();
         let mut events3 = session3.subscribe();
         registry3.chat(&session3.id, "Talk forever").unwrap();
         next(&mut events3, |e| {

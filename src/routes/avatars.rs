@@ -5,15 +5,15 @@
 //! a temporary file next to the avatars, registered on a blocking thread (decoding and face
 //! detection take a while for videos), and removed again whatever happens.
 
-use super::{with_state, State};
+use super::{reject, with_state, State};
 use crate::error::ApiError;
 use bytes::Buf;
 use facecast_common::Rect;
 use futures_util::StreamExt;
-use gstfacecastavatar::registered::store::{AvatarStore, StoreError};
+use gstfacecastavatar::registered::store::AvatarStore;
 use gstfacecastavatar::registered::{AvatarInfo, SourceKind};
 use gstfacecastavatar::registration::detect::YUNET_FILE;
-use gstfacecastavatar::registration::{register, RegisterError, RegisterOptions};
+use gstfacecastavatar::registration::{register, RegisterOptions};
 use serde::Serialize;
 use std::io::Write;
 use warp::http::StatusCode;
@@ -51,42 +51,51 @@ impl AvatarView {
     }
 }
 
-fn store_error(e: StoreError) -> Rejection {
-    warp::reject::custom(match e {
-        StoreError::Unknown(name) => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "avatar_not_found",
-            format!("no avatar '{name}' is registered"),
-        ),
-        StoreError::BadName { .. } => ApiError::bad_request("bad_avatar_name", e.to_string()),
-        other => ApiError::internal(other.to_string()),
-    })
+/// Runs a store call (file reads, decoding) on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, Rejection> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| {
+            reject(ApiError::internal(format!(
+                "avatar store call stopped: {e}"
+            )))
+        })?
+        .map_err(reject)
 }
 
 pub fn routes(state: State) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     let list = warp::path!("api" / "v1" / "avatars")
         .and(warp::get())
         .and_then(|| async {
-            let avatars = AvatarStore::global().list().map_err(store_error)?;
-            let views: Vec<AvatarView> = avatars.iter().map(AvatarView::new).collect();
+            let views = blocking(|| {
+                let avatars = AvatarStore::global().list()?;
+                Ok(avatars.iter().map(AvatarView::new).collect::<Vec<_>>())
+            })
+            .await?;
             Ok::<_, Rejection>(warp::reply::json(&views))
         });
     let get = warp::path!("api" / "v1" / "avatars" / String)
         .and(warp::get())
         .and_then(|name: String| async move {
-            let avatar = AvatarStore::global().get(&name).map_err(store_error)?;
-            let mut view = AvatarView::new(&avatar.info);
-            view.frames = Some(avatar.frame_count());
-            view.face = avatar
-                .faces
-                .first()
-                .map(|f| [f.face.x, f.face.y, f.face.w, f.face.h]);
+            let view = blocking(move || {
+                let avatar = AvatarStore::global().get(&name)?;
+                let mut view = AvatarView::new(&avatar.info);
+                view.frames = Some(avatar.frame_count());
+                view.face = avatar
+                    .faces
+                    .first()
+                    .map(|f| [f.face.x, f.face.y, f.face.w, f.face.h]);
+                Ok(view)
+            })
+            .await?;
             Ok::<_, Rejection>(warp::reply::json(&view))
         });
     let delete = warp::path!("api" / "v1" / "avatars" / String)
         .and(warp::delete())
         .and_then(|name: String| async move {
-            AvatarStore::global().remove(&name).map_err(store_error)?;
+            blocking(move || Ok(AvatarStore::global().remove(&name)?)).await?;
             Ok::<_, Rejection>(StatusCode::NO_CONTENT)
         });
     let limit = state.config.max_upload_bytes;
@@ -95,7 +104,7 @@ pub fn routes(state: State) -> impl Filter<Extract = (impl Reply,), Error = Reje
         .and(warp::multipart::form().max_length(limit))
         .and(with_state(state))
         .and_then(|form: warp::multipart::FormData, state: State| async move {
-            add(form, state).await.map_err(warp::reject::custom)
+            add(form, state).await.map_err(reject)
         });
     list.or(get).or(delete).or(add)
 }
@@ -185,10 +194,8 @@ async fn add(form: warp::multipart::FormData, state: State) -> Result<impl Reply
             "the form needs a 'file' field (a photo or video)",
         )
     })?;
-    let detector = facecast_common::onnx::find_model(
-        std::path::Path::new(YUNET_FILE),
-        &state.config.models_dir,
-    );
+    let detector =
+        facecast_onnx::find_model(std::path::Path::new(YUNET_FILE), &state.config.models_dir);
     let mut options = RegisterOptions::new(&name, file.path(), &detector);
     options.face_box = upload.face_box;
     options.replace = upload.replace;
@@ -199,24 +206,7 @@ async fn add(form: warp::multipart::FormData, state: State) -> Result<impl Reply
     })
     .await
     .map_err(|e| ApiError::internal(format!("registration stopped: {e}")))?;
-    let reg = result.map_err(|e| match e {
-        RegisterError::Store(StoreError::BadName { .. }) => {
-            ApiError::bad_request("bad_avatar_name", e.to_string())
-        }
-        RegisterError::Exists(_) => {
-            ApiError::new(StatusCode::CONFLICT, "avatar_exists", e.to_string())
-        }
-        RegisterError::NoFace(_) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "no_face", e.to_string())
-        }
-        RegisterError::BadBox { .. } => ApiError::bad_request("bad_face_box", e.to_string()),
-        RegisterError::Decode(_) => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "undecodable",
-            e.to_string(),
-        ),
-        other => ApiError::internal(other.to_string()),
-    })?;
+    let reg = result?;
     #[derive(Serialize)]
     struct Registered {
         #[serde(flatten)]

@@ -1,31 +1,61 @@
-//! One session's GStreamer pipeline: live speech and avatar, lip-synced, encoded once, fanned out
-//! to every viewer.
+//! One session's GStreamer pipeline, as **inputs → face → outputs**:
 //!
 //! ```text
-//! speechsynth is-live ─ tee ─ queue ─────────────────────────────────── lipsync.audio
-//!                           └ queue ! audioconvert ! audioresample ! opusenc ─ tee "audio_out"
-//! avatarsrc is-live ! caps ──────────────────────────────────────────── lipsync.video
-//! lipsync ! queue (leaky) ! videoconvert ! vp8enc | (nvh264enc|x264enc) ─ tee "video_out"
+//! input   speechsynth is-live ─ tee ─ queue ──────────────────────────────── lipsync.audio
+//!                                  └ queue ! audioconvert ! audioresample ! opusenc ─ tee "audio_out"
+//! face    avatarsrc is-live ! caps ──────────────────────────────────────── lipsync.video
+//!         lipsync ! queue (leaky) ! videoconvert ! vp8enc | (nvh264enc|x264enc) ─ tee "video_out"
+//! outputs branches on the two tees: [`SessionPipeline::tap`], one per viewer today
 //! ```
 //!
-//! The two output tees are where viewers attach ([`super::viewer`]). The leaky queue before the
-//! encoder is the one place frames may be dropped (if encoding falls behind); its overruns are
-//! the session's dropped-frame count.
+//! The speech input is the one input today; the output seam is where branches come and go
+//! while the session runs ([`super::viewer`]), each behind its own queue so that one branch
+//! failing or stalling ends only itself. The leaky queue before the encoder is the one place
+//! frames may be dropped (if encoding falls behind); its overruns are the session's
+//! dropped-frame count.
 
+use super::plan::{AvatarChoice, SessionPlan};
 use crate::config::{Config, VideoCodec};
 use anyhow::Context;
 use gst::prelude::*;
-use gstfacecasttts::speechsynth::SpeechEngine;
+use gstfacecastlipsync::lipsync::EngineKind;
+use gstfacecasttts::speechsynth::SpeechSynth;
 
 /// The elements a session talks to after the pipeline is built.
 pub struct SessionPipeline {
     pub pipeline: gst::Pipeline,
-    pub speech: gst::Element,
+    /// The input: text to speech.
+    pub speech: SpeechSynth,
+    /// The face: audio + avatar → the avatar talking.
     pub lipsync: gst::Element,
-    pub encoder: gst::Element,
-    pub encoder_queue: gst::Element,
-    pub video_out: gst::Element,
-    pub audio_out: gst::Element,
+    encoder: gst::Element,
+    encoder_queue: gst::Element,
+    /// The output seam: encoded video and audio, fanned out.
+    video_out: gst::Element,
+    audio_out: gst::Element,
+}
+
+/// Which encoded stream an output branch takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoded {
+    Video,
+    Audio,
+}
+
+/// One output branch's hold on an encoded stream; [`SessionPipeline::untap`] gives it back.
+pub struct Tap {
+    tee: gst::Element,
+    pad: gst::Pad,
+}
+
+impl Tap {
+    /// Asks the encoder for a keyframe now (a new viewer should not wait for the next one).
+    pub fn request_keyframe(&self) {
+        let ev = gst_video::UpstreamForceKeyUnitEvent::builder()
+            .all_headers(true)
+            .build();
+        self.pad.send_event(ev);
+    }
 }
 
 fn make(factory: &str, name: Option<&str>) -> anyhow::Result<gst::Element> {
@@ -38,35 +68,104 @@ fn make(factory: &str, name: Option<&str>) -> anyhow::Result<gst::Element> {
     })
 }
 
-/// Which face a session shows and how it talks.
-pub struct Face<'a> {
-    /// A registered avatar (name, width, height); `None`: the parametric face.
-    pub registered: Option<(&'a str, u32, u32)>,
-    /// Lip-sync with the configured Wav2Lip model (else the viseme engine).
-    pub wav2lip: bool,
+/// The speech input: `speechsynth` and the tee that sends its audio to the face and to the
+/// audio encoder.
+struct SpeechInput {
+    speech: SpeechSynth,
+    tee: gst::Element,
 }
 
-/// Speech settings of one session.
-pub struct Voice<'a> {
-    pub engine: SpeechEngine,
-    pub language: &'a str,
-    pub voice: Option<&'a str>,
+fn build_input(
+    pipeline: &gst::Pipeline,
+    plan: &SessionPlan,
+    voice: Option<&str>,
+) -> anyhow::Result<SpeechInput> {
+    let speech = gst::ElementFactory::make("speechsynth")
+        .name("speech")
+        .property("is-live", true)
+        .property("engine", plan.tts)
+        .property("language", plan.lang.as_str())
+        .property("voice", voice)
+        .build()?
+        .downcast::<SpeechSynth>()
+        .map_err(|_| anyhow::anyhow!("'speechsynth' is not facecast's SpeechSynth"))?;
+    let tee = make("tee", None)?;
+    pipeline.add_many([speech.upcast_ref(), &tee])?;
+    speech.link(&tee)?;
+    Ok(SpeechInput { speech, tee })
+}
+
+/// The face: the avatar source and `lipsync`, fed by the input's audio.
+fn build_face(
+    pipeline: &gst::Pipeline,
+    config: &Config,
+    plan: &SessionPlan,
+    audio: &gst::Element,
+    seed: u64,
+) -> anyhow::Result<gst::Element> {
+    let v = &config.video;
+    let (registered, (width, height)) = match &plan.avatar {
+        AvatarChoice::Builtin => (None, (v.width, v.height)),
+        // A registered avatar is shown at its own size.
+        AvatarChoice::Registered {
+            name,
+            width,
+            height,
+        } => (Some(name.as_str()), (*width, *height)),
+    };
+    let avatar = gst::ElementFactory::make("avatarsrc")
+        .property("is-live", true)
+        .property("seed", seed)
+        .property("avatar", registered)
+        .build()?;
+    let avatar_caps = gst::ElementFactory::make("capsfilter")
+        .property(
+            "caps",
+            gst_video::VideoCapsBuilder::new()
+                .width(width as i32)
+                .height(height as i32)
+                .framerate(gst::Fraction::new(v.fps as i32, 1))
+                .build(),
+        )
+        .build()?;
+    let lipsync = make("lipsync", Some("lipsync"))?;
+    if plan.engine == EngineKind::Wav2lip {
+        let model = config
+            .wav2lip_model()
+            .context("no lip-sync model configured (lipsync.model)")?;
+        let l = &config.lipsync;
+        let io = config.wav2lip_io();
+        lipsync.set_property("engine", EngineKind::Wav2lip);
+        lipsync.set_property("model", model.to_string_lossy().as_ref());
+        lipsync.set_property("device", l.device.to_string());
+        lipsync.set_property("batch-size", l.batch_size);
+        lipsync.set_property("batch-wait", l.batch_wait_ms);
+        lipsync.set_property("threads", l.threads);
+        lipsync.set_property("mel-input", io.mel);
+        lipsync.set_property("face-input", io.face);
+        lipsync.set_property("output-name", io.output);
+    }
+    let lip_queue = make("queue", None)?;
+    pipeline.add_many([&avatar, &avatar_caps, &lip_queue, &lipsync])?;
+    audio.link(&lip_queue)?;
+    lip_queue.link_pads(None, &lipsync, Some("audio"))?;
+    gst::Element::link_many([&avatar, &avatar_caps])?;
+    avatar_caps.link_pads(None, &lipsync, Some("video"))?;
+    Ok(lipsync)
 }
 
 impl SessionPipeline {
-    pub fn build(config: &Config, voice: &Voice, face: &Face, seed: u64) -> anyhow::Result<Self> {
-        let v = &config.video;
+    pub fn build(
+        config: &Config,
+        plan: &SessionPlan,
+        voice: Option<&str>,
+        seed: u64,
+    ) -> anyhow::Result<Self> {
         let pipeline = gst::Pipeline::new();
+        let input = build_input(&pipeline, plan, voice)?;
+        let lipsync = build_face(&pipeline, config, plan, &input.tee, seed)?;
 
-        let speech = gst::ElementFactory::make("speechsynth")
-            .name("speech")
-            .property("is-live", true)
-            .property("engine", voice.engine)
-            .property("language", voice.language)
-            .property("voice", voice.voice)
-            .build()?;
-        let speech_tee = make("tee", None)?;
-        let lip_queue = make("queue", None)?;
+        // Outputs: audio and video encoded once, each onto its tee.
         let audio_queue = make("queue", None)?;
         let aconvert = make("audioconvert", None)?;
         let aresample = make("audioresample", None)?;
@@ -88,37 +187,6 @@ impl SessionPipeline {
             .name("audio_out")
             .property("allow-not-linked", true)
             .build()?;
-
-        let avatar = gst::ElementFactory::make("avatarsrc")
-            .property("is-live", true)
-            .property("seed", seed)
-            .property("avatar", face.registered.map(|r| r.0))
-            .build()?;
-        // A registered avatar is shown at its own size.
-        let (width, height) = face.registered.map_or((v.width, v.height), |r| (r.1, r.2));
-        let avatar_caps = gst::ElementFactory::make("capsfilter")
-            .property(
-                "caps",
-                gst_video::VideoCapsBuilder::new()
-                    .width(width as i32)
-                    .height(height as i32)
-                    .framerate(gst::Fraction::new(v.fps as i32, 1))
-                    .build(),
-            )
-            .build()?;
-        let lipsync = make("lipsync", Some("lipsync"))?;
-        if face.wav2lip {
-            let model = config
-                .wav2lip_model()
-                .context("no lip-sync model configured (lipsync.model)")?;
-            let l = &config.lipsync;
-            lipsync.set_property_from_str("engine", "wav2lip");
-            lipsync.set_property("model", model.to_string_lossy().as_ref());
-            lipsync.set_property("device", &l.device);
-            lipsync.set_property("batch-size", l.batch_size);
-            lipsync.set_property("batch-wait", l.batch_wait_ms);
-            lipsync.set_property("threads", l.threads);
-        }
         let encoder_queue = gst::ElementFactory::make("queue")
             .name("encoder_queue")
             .property("max-size-buffers", 3u32)
@@ -133,30 +201,20 @@ impl SessionPipeline {
             .name("video_out")
             .property("allow-not-linked", true)
             .build()?;
-
         pipeline.add_many([
-            &speech,
-            &speech_tee,
-            &lip_queue,
             &audio_queue,
             &aconvert,
             &aresample,
             &opus_caps,
             &opus,
             &audio_out,
-            &avatar,
-            &avatar_caps,
-            &lipsync,
             &encoder_queue,
             &vconvert,
             &video_out,
         ])?;
         pipeline.add_many(&encoder_chain)?;
-        gst::Element::link_many([&speech, &speech_tee])?;
-        gst::Element::link_many([&speech_tee, &lip_queue])?;
-        lip_queue.link_pads(None, &lipsync, Some("audio"))?;
         gst::Element::link_many([
-            &speech_tee,
+            &input.tee,
             &audio_queue,
             &aconvert,
             &aresample,
@@ -164,8 +222,6 @@ impl SessionPipeline {
             &opus,
             &audio_out,
         ])?;
-        gst::Element::link_many([&avatar, &avatar_caps])?;
-        avatar_caps.link_pads(None, &lipsync, Some("video"))?;
         gst::Element::link_many([&lipsync, &encoder_queue, &vconvert])?;
         gst::Element::link_many(
             std::iter::once(&vconvert)
@@ -174,13 +230,78 @@ impl SessionPipeline {
         )?;
         Ok(Self {
             pipeline,
-            speech,
+            speech: input.speech,
             lipsync,
             encoder,
             encoder_queue,
             video_out,
             audio_out,
         })
+    }
+
+    /// Links `sink` (an output branch's first pad) to the encoded `stream`. The branch's
+    /// elements must already be in the pipeline and started.
+    pub fn tap(&self, stream: Encoded, sink: &gst::Pad) -> anyhow::Result<Tap> {
+        let tee = match stream {
+            Encoded::Video => &self.video_out,
+            Encoded::Audio => &self.audio_out,
+        };
+        let pad = tee
+            .request_pad_simple("src_%u")
+            .context("tee refused a src pad")?;
+        if let Err(e) = pad.link(sink) {
+            tee.release_request_pad(&pad);
+            anyhow::bail!("cannot link the {stream:?} output to its branch: {e:?}");
+        }
+        Ok(Tap {
+            tee: tee.clone(),
+            pad,
+        })
+    }
+
+    /// Unlinks a branch from its encoded stream.
+    pub fn untap(&self, tap: Tap) {
+        if let Some(peer) = tap.pad.peer() {
+            let _ = tap.pad.unlink(&peer);
+        }
+        tap.tee.release_request_pad(&tap.pad);
+    }
+
+    /// Calls `dropped` for every frame the encoder could not take in time.
+    pub fn on_frame_dropped(&self, dropped: impl Fn() + Send + Sync + 'static) {
+        self.encoder_queue.connect("overrun", false, move |_| {
+            dropped();
+            None
+        });
+    }
+
+    /// Calls `encoded(end)` for every encoded frame, with the running time its display ends.
+    pub fn on_frame_encoded(&self, encoded: impl Fn(gst::ClockTime) + Send + Sync + 'static) {
+        let pad = self
+            .encoder
+            .static_pad("src")
+            .expect("encoders have a src pad");
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            let Some(buffer) = info.buffer() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            // Encoders may shift timestamps (x264 adds 1000 h and says so in its segment):
+            // compare running times.
+            let segment = pad
+                .sticky_event::<gst::event::Segment>(0)
+                .and_then(|e| e.segment().downcast_ref::<gst::ClockTime>().cloned());
+            let end = buffer
+                .pts()
+                .map(|p| p + buffer.duration().unwrap_or_default())
+                .and_then(|end| match &segment {
+                    Some(seg) => seg.to_running_time(end),
+                    None => Some(end),
+                });
+            if let Some(end) = end {
+                encoded(end);
+            }
+            gst::PadProbeReturn::Ok
+        });
     }
 }
 

@@ -1,7 +1,7 @@
 //! A WHEP viewer: one `webrtcbin` answering the viewer's offer, fed from the session's encoded
 //! video and audio tees through per-viewer payloaders (numbered with the viewer's payload types).
 
-use super::pipeline::SessionPipeline;
+use super::pipeline::{Encoded, SessionPipeline, Tap};
 use crate::config::{Config, VideoCodec};
 use crate::signalling::{MediaPlan, OfferPlan};
 use anyhow::{anyhow, Context};
@@ -12,8 +12,8 @@ pub struct Viewer {
     pub webrtcbin: gst::Element,
     /// Everything added to the pipeline for this viewer, webrtcbin included.
     elements: Vec<gst::Element>,
-    /// (tee, tee src pad) pairs feeding the viewer.
-    branches: Vec<(gst::Element, gst::Pad)>,
+    /// The encoded streams feeding the viewer.
+    taps: Vec<Tap>,
     /// The offer's m-line mids, for trickled candidates.
     pub mids: Vec<Option<String>>,
 }
@@ -61,14 +61,14 @@ impl Viewer {
         let mut viewer = Viewer {
             webrtcbin: webrtcbin.clone(),
             elements: vec![webrtcbin.clone()],
-            branches: Vec::new(),
+            taps: Vec::new(),
             mids,
         };
         let result = viewer.negotiate(session, config, offer, plan).await;
         match result {
             Ok(answer) => Ok((viewer, answer)),
             Err(e) => {
-                viewer.disconnect(&session.pipeline);
+                viewer.disconnect(session);
                 Err(e)
             }
         }
@@ -76,8 +76,8 @@ impl Viewer {
 
     fn add_branch(
         &mut self,
-        pipeline: &gst::Pipeline,
-        tee: &gst::Element,
+        session: &SessionPipeline,
+        stream: Encoded,
         payloader: &str,
         media: &MediaPlan,
         caps: gst::Caps,
@@ -95,7 +95,7 @@ impl Viewer {
             pay.set_property("config-interval", -1i32);
             pay.set_property_from_str("aggregate-mode", "zero-latency");
         }
-        pipeline.add_many([&queue, &pay])?;
+        session.pipeline.add_many([&queue, &pay])?;
         self.elements.push(queue.clone());
         self.elements.push(pay.clone());
         queue.link(&pay)?;
@@ -121,13 +121,8 @@ impl Viewer {
         }
         queue.sync_state_with_parent()?;
         pay.sync_state_with_parent()?;
-        let tee_pad = tee
-            .request_pad_simple("src_%u")
-            .context("tee refused a src pad")?;
-        tee_pad
-            .link(&queue.static_pad("sink").unwrap())
-            .map_err(|e| anyhow!("cannot link tee to viewer: {e:?}"))?;
-        self.branches.push((tee.clone(), tee_pad));
+        let tap = session.tap(stream, &queue.static_pad("sink").unwrap())?;
+        self.taps.push(tap);
         Ok(())
     }
 
@@ -164,7 +159,7 @@ impl Viewer {
                     caps = caps.field("profile-level-id", p.as_str());
                 }
             }
-            self.add_branch(pipeline, &session.video_out, payloader, video, caps.build())?;
+            self.add_branch(session, Encoded::Video, payloader, video, caps.build())?;
         }
         if let Some(audio) = &plan.audio {
             let caps = gst::Caps::builder("application/x-rtp")
@@ -173,7 +168,7 @@ impl Viewer {
                 .field("clock-rate", 48000i32)
                 .field("payload", audio.payload as i32)
                 .build();
-            self.add_branch(pipeline, &session.audio_out, "rtpopuspay", audio, caps)?;
+            self.add_branch(session, Encoded::Audio, "rtpopuspay", audio, caps)?;
         }
 
         let webrtcbin = self.webrtcbin.clone();
@@ -229,11 +224,8 @@ impl Viewer {
             .context("cannot write the answer SDP")?;
 
         // A new viewer needs a keyframe now, not at the next scheduled one.
-        if let Some((_, pad)) = self.branches.first() {
-            let ev = gst_video::UpstreamForceKeyUnitEvent::builder()
-                .all_headers(true)
-                .build();
-            pad.send_event(ev);
+        if let Some(tap) = self.taps.first() {
+            tap.request_keyframe();
         }
         Ok(sdp)
     }
@@ -247,16 +239,13 @@ impl Viewer {
     }
 
     /// Detaches the viewer from the running pipeline and removes its elements.
-    pub fn disconnect(&mut self, pipeline: &gst::Pipeline) {
-        for (tee, pad) in self.branches.drain(..) {
-            if let Some(peer) = pad.peer() {
-                let _ = pad.unlink(&peer);
-            }
-            tee.release_request_pad(&pad);
+    pub fn disconnect(&mut self, session: &SessionPipeline) {
+        for tap in self.taps.drain(..) {
+            session.untap(tap);
         }
         for e in self.elements.drain(..) {
             let _ = e.set_state(gst::State::Null);
-            let _ = pipeline.remove(&e);
+            let _ = session.pipeline.remove(&e);
         }
     }
 }

@@ -26,7 +26,7 @@ fn assets() -> (PathBuf, PathBuf) {
         "ONNX Runtime missing at {}: run scripts/fetch-test-assets.sh",
         lib.display()
     );
-    facecast_common::onnx::runtime(Some(&lib)).expect("ONNX Runtime loads");
+    facecast_onnx::runtime(Some(&lib)).expect("ONNX Runtime loads");
     let models = std::env::var_os("FACECAST_TEST_MODELS")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join(".cache/models"));

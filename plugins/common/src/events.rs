@@ -14,6 +14,13 @@ use crate::viseme::Viseme;
 pub const PHONEME_EVENT: &str = "facecast/phoneme";
 pub const EMOTION_EVENT: &str = "facecast/emotion";
 
+/// Element message (on the bus) `speechsynth` posts when an utterance starts sounding:
+/// fields `text` (string) and `running-time` (u64 ns, where its first sample plays).
+pub const SPEECH_STARTED_MESSAGE: &str = "facecast/speech-started";
+/// Element message posted when an utterance stops sounding: `text`, `running-time`, and
+/// `interrupted` (bool: cut short by `interrupt`).
+pub const SPEECH_ENDED_MESSAGE: &str = "facecast/speech-ended";
+
 /// A malformed facecast event.
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {

@@ -9,14 +9,12 @@
 //! - [`viseme`]: phonemes (IPA, as espeak-ng emits them) → visemes → mouth blendshapes.
 //! - [`events`]: the serialized custom events that travel in-band with the audio.
 //! - [`face_meta`]: the per-frame face/mouth region meta (a standard `GstVideoRegionOfInterestMeta`).
-//! - [`onnx`]: ONNX Runtime, loaded once per process, and where a model runs (CPU or CUDA).
 //! - [`emotion`]: emotions, their expressions, and the damping that eases changes in.
 
 pub mod blendshapes;
 pub mod emotion;
 pub mod events;
 pub mod face_meta;
-pub mod onnx;
 pub mod viseme;
 
 pub use blendshapes::{Blendshape, BlendshapeWeights};

@@ -11,7 +11,7 @@
 //! batches, which is where a GPU gets its throughput.
 
 use crate::wav2lip_model::{runtime, ModelError, ModelIo, Wav2LipModel};
-use facecast_common::onnx::Device;
+use facecast_onnx::Device;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,11 +46,7 @@ impl ModelKey {
     ) -> Self {
         Self {
             path: path.to_owned(),
-            io: ModelIoKey {
-                mel: "mel".into(),
-                face: "face".into(),
-                output: "output".into(),
-            },
+            io: ModelIoKey::default(),
             device,
             max_batch: max_batch.max(1) as usize,
             max_wait: Duration::from_millis(max_wait_ms as u64),
@@ -65,6 +61,17 @@ pub struct ModelIoKey {
     pub mel: String,
     pub face: String,
     pub output: String,
+}
+
+impl Default for ModelIoKey {
+    fn default() -> Self {
+        let io = ModelIo::default();
+        Self {
+            mel: io.mel,
+            face: io.face,
+            output: io.output,
+        }
+    }
 }
 
 impl From<&ModelIoKey> for ModelIo {
@@ -98,6 +105,8 @@ pub struct SharedModel {
     requests: Mutex<mpsc::Sender<Request>>,
     pub stats: Arc<BatchStats>,
     pub load_time: Duration,
+    /// Input and output names taken from the model's shapes, one note each (for the log).
+    pub inferred_names: Vec<String>,
 }
 
 /// A frame submitted to the model; [`wait`](PendingInference::wait) blocks for its output.
@@ -169,6 +178,7 @@ pub fn shared(key: &ModelKey) -> Result<Arc<SharedModel>, ModelError> {
         )?;
     }
     let load_time = started.elapsed();
+    let inferred_names = model.inferred_names().to_vec();
 
     let (tx, rx) = mpsc::channel::<Request>();
     let stats = Arc::new(BatchStats::default());
@@ -183,6 +193,7 @@ pub fn shared(key: &ModelKey) -> Result<Arc<SharedModel>, ModelError> {
         requests: Mutex::new(tx),
         stats,
         load_time,
+        inferred_names,
     });
     models.insert(key.clone(), shared.clone());
     Ok(shared)

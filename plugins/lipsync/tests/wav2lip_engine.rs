@@ -40,7 +40,7 @@ fn setup() -> &'static AvatarStore {
                     p.display()
                 );
             }
-            facecast_common::onnx::runtime(Some(&lib)).expect("ONNX Runtime loads");
+            facecast_onnx::runtime(Some(&lib)).expect("ONNX Runtime loads");
             let dir = tempfile::tempdir().unwrap();
             let store = AvatarStore::init_global(dir.path(), 4);
             assert_eq!(store.dir(), dir.path().join("avatars"), "store set up once");

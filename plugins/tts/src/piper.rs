@@ -17,7 +17,6 @@
 //! work side by side.
 
 use crate::espeak::{self, TimedPhoneme, TtsError, Utterance, VoiceParams};
-use facecast_common::onnx;
 use ort::session::Session;
 use ort::value::TensorRef;
 use std::collections::HashMap;
@@ -31,7 +30,7 @@ pub enum PiperError {
     #[error("Piper voice {path}: {reason}")]
     Config { path: PathBuf, reason: String },
     #[error("{0}")]
-    Runtime(#[from] onnx::RuntimeError),
+    Runtime(#[from] facecast_onnx::RuntimeError),
     #[error("cannot load Piper voice {path}: {reason}")]
     Load { path: PathBuf, reason: String },
     #[error("Piper voice failed to speak: {0}")]
@@ -132,7 +131,7 @@ impl PiperVoice {
     /// The voice `name_or_path`, looked up in the default models folder (`FACECAST_MODELS_DIR`,
     /// else `./models`; see [`locate`]), loaded once per process.
     pub fn get(name_or_path: &str) -> Result<Arc<PiperVoice>, PiperError> {
-        Self::get_at(&locate(name_or_path, &onnx::models_dir()))
+        Self::get_at(&locate(name_or_path, &facecast_onnx::models_dir()))
     }
 
     /// The voice in file `path`, loaded once per process.
@@ -172,14 +171,14 @@ impl PiperVoice {
             }
         }
         espeak::check_voice(&file.espeak.voice)?;
-        let env = onnx::runtime(None)?;
+        let env = facecast_onnx::runtime(None)?;
         let load = |e: ort::Error| PiperError::Load {
             path: path.to_owned(),
             reason: e.to_string(),
         };
         // Two threads: a sentence is short, and the machine's other work (lip-sync, encoding)
         // keeps running while a voice speaks.
-        let session = onnx::session_builder(env, onnx::Device::Cpu, 2)
+        let session = facecast_onnx::session_builder(env, facecast_onnx::Device::Cpu, 2)
             .map_err(load)?
             .commit_from_file(path)
             .map_err(load)?;

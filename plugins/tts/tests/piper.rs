@@ -23,7 +23,7 @@ fn voice() -> Arc<PiperVoice> {
             p.display()
         );
     }
-    facecast_common::onnx::runtime(Some(&lib)).expect("ONNX Runtime loads");
+    facecast_onnx::runtime(Some(&lib)).expect("ONNX Runtime loads");
     PiperVoice::get(voice.to_str().unwrap()).expect("the Piper voice loads")
 }
 

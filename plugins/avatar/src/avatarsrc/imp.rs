@@ -343,7 +343,7 @@ impl BaseSrcImpl for AvatarSrc {
         let registered = match name {
             Some(name) => {
                 let avatar = AvatarStore::global().get(&name).map_err(|e| {
-                    gst::error_msg!(gst::ResourceError::NotFound, ["cannot play avatar: {e}"])
+                    gst::error_msg!(gst::ResourceError::NotFound, ("cannot play avatar: {e}"))
                 })?;
                 gst::info!(
                     CAT,

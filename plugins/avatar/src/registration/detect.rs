@@ -7,7 +7,7 @@
 //! landmarks. The decoding below follows the model's documentation (`models/README.md` of the
 //! test assets).
 
-use facecast_common::onnx::{runtime, session_builder, Device, RuntimeError};
+use facecast_onnx::{runtime, session_builder, Device, RuntimeError};
 use ort::session::Session;
 use ort::value::TensorRef;
 use std::path::{Path, PathBuf};

@@ -4,8 +4,8 @@ use crate::engine::wav2lip::Wav2LipEngine;
 use crate::engine::{FrameJob, FrameOutput, LipSyncEngine, PendingFrame, Rendered};
 use crate::timeline::{AudioTimeline, PhonemeTimeline, TimedViseme};
 use crate::wav2lip_batcher::{self, ModelIoKey, ModelKey};
-use facecast_common::onnx::{find_model, models_dir, Device};
 use facecast_common::{EmotionEvent, ExpressionBlender, FaceInfo, PhonemeEvent};
+use facecast_onnx::{find_model, models_dir, Device};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -82,6 +82,9 @@ impl Settings {
                     output: self.output.clone(),
                 };
                 let shared = wav2lip_batcher::shared(&key).map_err(|e| e.to_string())?;
+                for note in &shared.inferred_names {
+                    gst::info!(CAT, "model {}: {note}", key.path.display());
+                }
                 Ok(Box::new(Wav2LipEngine::new(shared, AvatarStore::global())))
             }
         }
@@ -635,7 +638,7 @@ impl AggregatorImpl for LipSync {
         let engine = settings.make_engine().map_err(|e| {
             gst::error_msg!(
                 gst::ResourceError::OpenRead,
-                ["cannot start engine {:?}: {e}", settings.engine]
+                ("cannot start engine {}: {e}", settings.engine.name())
             )
         })?;
         let state = State::new(engine);

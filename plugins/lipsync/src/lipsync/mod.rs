@@ -46,6 +46,37 @@ pub enum EngineKind {
     Wav2lip,
 }
 
+impl EngineKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Viseme => "viseme",
+            EngineKind::Wav2lip => "wav2lip",
+        }
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An engine name that is neither `viseme` nor `wav2lip`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown engine '{0}' (expected viseme or wav2lip)")]
+pub struct UnknownEngine(pub String);
+
+impl std::str::FromStr for EngineKind {
+    type Err = UnknownEngine;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "viseme" => Ok(EngineKind::Viseme),
+            "wav2lip" => Ok(EngineKind::Wav2lip),
+            _ => Err(UnknownEngine(s.to_owned())),
+        }
+    }
+}
+
 glib::wrapper! {
     pub struct LipSync(ObjectSubclass<imp::LipSync>) @extends gst_base::Aggregator, gst::Element, gst::Object;
 }

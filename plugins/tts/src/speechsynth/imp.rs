@@ -2,6 +2,7 @@ use super::ahead::{Ahead, Job};
 use super::SpeechEngine;
 use crate::espeak::VoiceParams;
 use crate::speaker::{Speaker, SynthError};
+use facecast_common::events::{SPEECH_ENDED_MESSAGE, SPEECH_STARTED_MESSAGE};
 use facecast_common::{Emotion, EmotionEvent, PhonemeEvent, Viseme};
 use gst::glib;
 use gst::prelude::*;
@@ -143,6 +144,15 @@ impl SpeechSynth {
         gst::debug!(CAT, imp = self, "queueing utterance {text:?}");
         let speaker = self.settings.lock().unwrap().speaker();
         self.enqueue(Item::Text(self.ahead.submit(text, speaker)));
+    }
+
+    /// Queues an emotion change, in order with the utterances around it.
+    pub fn push_emotion(&self, emotion: Emotion, intensity: f64) {
+        let ev = EmotionEvent {
+            emotion,
+            intensity: intensity.clamp(0.0, 1.0) as f32,
+        };
+        self.enqueue(Item::Event(ev.to_event()));
     }
 
     /// Drops current and queued speech; later utterances continue the same timeline.
@@ -547,28 +557,22 @@ impl SpeechSynth {
             utterance.samples.len(),
             utterance.phonemes.len()
         );
-        let total = utterance.samples.len() as u64;
+        // Each phoneme lasts as long as its sound, not until the next one: pauses are silent.
+        let spans = crate::pauses::phoneme_spans(&utterance);
         let phoneme_events: Vec<PhonemeEvent> = utterance
             .phonemes
             .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let end = utterance
-                    .phonemes
-                    .get(i + 1)
-                    .map_or(total, |n| n.sample)
-                    .max(p.sample);
-                PhonemeEvent {
-                    pts: samples_to_time(start + p.sample, rate),
-                    duration: samples_to_time(end - p.sample, rate),
-                    viseme: Viseme::from_ipa(&p.ipa),
-                    phoneme: p.ipa.clone(),
-                }
+            .zip(&spans)
+            .map(|(p, &(from, to))| PhonemeEvent {
+                pts: samples_to_time(start + from, rate),
+                duration: samples_to_time(to - from, rate),
+                viseme: Viseme::from_ipa(&p.ipa),
+                phoneme: p.ipa.clone(),
             })
             .collect();
 
         let started_at = samples_to_time(start, rate);
-        self.post_speech_message("facecast/speech-started", text, started_at, false);
+        self.post_speech_message(SPEECH_STARTED_MESSAGE, text, started_at, false);
         let chunk_len = if live {
             time_to_samples(LIVE_CHUNK, rate) as usize
         } else {
@@ -611,7 +615,7 @@ impl SpeechSynth {
             };
             self.srcpad.push_event(cut.to_event());
         }
-        self.post_speech_message("facecast/speech-ended", text, ended_at, interrupted);
+        self.post_speech_message(SPEECH_ENDED_MESSAGE, text, ended_at, interrupted);
         Ok(gst::FlowSuccess::Ok)
     }
 
@@ -775,11 +779,7 @@ impl ObjectImpl for SpeechSynth {
                         let intensity = args[2].get::<f64>().expect("signal arg");
                         let ok = match name.parse::<Emotion>() {
                             Ok(emotion) => {
-                                let ev = EmotionEvent {
-                                    emotion,
-                                    intensity: intensity.clamp(0.0, 1.0) as f32,
-                                };
-                                element.imp().enqueue(Item::Event(ev.to_event()));
+                                element.imp().push_emotion(emotion, intensity);
                                 true
                             }
                             Err(e) => {

@@ -25,16 +25,19 @@
 //!     audioconvert ! autoaudiosink
 //! ```
 
+use facecast_common::Emotion;
 use gst::glib;
 use gst::prelude::*;
+use gst::subclass::prelude::*;
 
 mod ahead;
 mod imp;
 
 /// Which synthesiser speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, glib::Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, glib::Enum, serde::Deserialize)]
 #[repr(u32)]
 #[enum_type(name = "GstFacecastSpeechEngine")]
+#[serde(rename_all = "lowercase")]
 pub enum SpeechEngine {
     /// espeak-ng: light, every language it knows, robotic.
     #[default]
@@ -45,8 +48,58 @@ pub enum SpeechEngine {
     Piper,
 }
 
+impl SpeechEngine {
+    pub fn name(self) -> &'static str {
+        match self {
+            SpeechEngine::Espeak => "espeak",
+            SpeechEngine::Piper => "piper",
+        }
+    }
+}
+
+impl std::fmt::Display for SpeechEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A speech engine name that is neither `espeak` nor `piper`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown tts '{0}' (expected espeak or piper)")]
+pub struct UnknownSpeechEngine(pub String);
+
+impl std::str::FromStr for SpeechEngine {
+    type Err = UnknownSpeechEngine;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "espeak" | "espeak-ng" => Ok(SpeechEngine::Espeak),
+            "piper" => Ok(SpeechEngine::Piper),
+            _ => Err(UnknownSpeechEngine(s.to_owned())),
+        }
+    }
+}
+
 glib::wrapper! {
     pub struct SpeechSynth(ObjectSubclass<imp::SpeechSynth>) @extends gst::Element, gst::Object;
+}
+
+/// What an application that links `speechsynth` calls, checked by the compiler (the action
+/// signals `say`, `interrupt` and `push-emotion` do the same for gst-launch and bindings).
+impl SpeechSynth {
+    /// Queues one utterance; utterances are spoken in order, back to back.
+    pub fn say(&self, text: &str) {
+        self.imp().say(text.to_owned());
+    }
+
+    /// Drops the current and every queued utterance at once.
+    pub fn interrupt(&self) {
+        self.imp().interrupt();
+    }
+
+    /// From the next queued utterance on, look like `emotion` at `intensity` (0..=1).
+    pub fn push_emotion(&self, emotion: Emotion, intensity: f64) {
+        self.imp().push_emotion(emotion, intensity);
+    }
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

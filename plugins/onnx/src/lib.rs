@@ -1,16 +1,22 @@
-//! ONNX Runtime, loaded once per process for every facecast model (face detector, lip-sync).
+//! ONNX Runtime, loaded once per process for every facecast model (face detector, lip-sync,
+//! Piper voices), plus where models run ([`Device`]) and how sessions are built on it.
 //!
-//! The library is a shared object found at run time — a path from configuration, else
-//! `ORT_DYLIB_PATH` — never downloaded by the build. `ort` panics on first use when it cannot
-//! load it; checking here first turns that into an error naming the path.
+//! The library is a shared object found at run time, never downloaded by the build. In order:
+//! a path from configuration, `ORT_DYLIB_PATH`, then the copy the project's set-up installs
+//! (`scripts/fetch-runtime.sh` puts it in `.cache/onnxruntime/` of the checkout, found beside
+//! the working directory or above the running executable). `ort` panics on first use when it
+//! cannot load a library; checking here first turns that into an error naming the path.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+/// The folder, inside a checkout, where the set-up puts ONNX Runtime's library.
+pub const RUNTIME_CACHE_DIR: &str = ".cache/onnxruntime";
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("ONNX Runtime library not found: set ORT_DYLIB_PATH to libonnxruntime.so (pip package onnxruntime, file onnxruntime/capi/libonnxruntime.so.<version>; onnxruntime-gpu for CUDA)")]
-    NotConfigured,
+    #[error("ONNX Runtime library not found (looked in {searched}): run scripts/fetch-runtime.sh (make run does), or set ORT_DYLIB_PATH to libonnxruntime.so (pip package onnxruntime, file onnxruntime/capi/libonnxruntime.so.<version>; onnxruntime-gpu for CUDA)")]
+    NotFound { searched: String },
     #[error("cannot load ONNX Runtime from {path}: {reason}")]
     Load { path: PathBuf, reason: String },
 }
@@ -18,16 +24,66 @@ pub enum RuntimeError {
 static RUNTIME: OnceLock<Result<(PathBuf, ort::environment::Environment), RuntimeError>> =
     OnceLock::new();
 
-/// The process's ONNX Runtime environment, loaded on first call from `path` or else
-/// `ORT_DYLIB_PATH`. Later calls return the same environment whatever path they name.
+/// Folders the set-up's copy of the library may be in: `.cache/onnxruntime` of the working
+/// directory and of each folder above the executable (`target/release/facecast` sits two
+/// below the checkout).
+fn default_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![PathBuf::from(RUNTIME_CACHE_DIR)];
+    if let Ok(exe) = std::env::current_exe() {
+        dirs.extend(
+            exe.ancestors()
+                .skip(1)
+                .take(4)
+                .map(|d| d.join(RUNTIME_CACHE_DIR)),
+        );
+    }
+    dirs
+}
+
+/// The newest `libonnxruntime.so*` in `dir` (by file name: `libonnxruntime.so.1.31.1`).
+fn library_in(dir: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+        })
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+/// Where the library would be loaded from: `configured`, else `ORT_DYLIB_PATH`, else the
+/// set-up's copy.
+pub fn locate(configured: Option<&Path>) -> Result<PathBuf, RuntimeError> {
+    if let Some(path) = configured {
+        return Ok(path.to_owned());
+    }
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    let dirs = default_dirs();
+    dirs.iter()
+        .find_map(|d| library_in(d))
+        .ok_or_else(|| RuntimeError::NotFound {
+            searched: dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// The process's ONNX Runtime environment, loaded on first call from `path` or else as
+/// [`locate`] finds it. Later calls return the same environment whatever path they name.
 pub fn runtime(
     path: Option<&Path>,
 ) -> Result<&'static ort::environment::Environment, RuntimeError> {
     let result = RUNTIME.get_or_init(|| {
-        let library = path
-            .map(Path::to_path_buf)
-            .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from))
-            .ok_or(RuntimeError::NotConfigured)?;
+        let library = locate(path)?;
         let fail = |reason: String| RuntimeError::Load {
             path: library.clone(),
             reason,
@@ -43,6 +99,11 @@ pub fn runtime(
         Ok((library, env))
     });
     result.as_ref().map(|(_, env)| env).map_err(Clone::clone)
+}
+
+/// The library the process's runtime was loaded from, once it is.
+pub fn loaded_library() -> Option<&'static Path> {
+    RUNTIME.get()?.as_ref().ok().map(|(p, _)| p.as_path())
 }
 
 /// The folder models are looked up in by name: `FACECAST_MODELS_DIR`, else `./models`.
@@ -62,8 +123,10 @@ pub fn find_model(name_or_path: &Path, models_dir: &Path) -> PathBuf {
     }
 }
 
-/// Where an ONNX model runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+/// Where an ONNX model runs: `cpu`, `cuda` (= `cuda:0`) or `cuda:N`, parsed once where it
+/// enters (configuration, command line, element property).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum Device {
     #[default]
     Cpu,
@@ -84,6 +147,13 @@ impl std::str::FromStr for Device {
                 .map(Device::Cuda)
                 .ok_or_else(|| format!("unknown device '{s}': expected cpu, cuda or cuda:N")),
         }
+    }
+}
+
+impl TryFrom<String> for Device {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
     }
 }
 

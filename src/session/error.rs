@@ -1,0 +1,28 @@
+//! Why a session operation failed, in the session's own terms; [`crate::error`] maps each to
+//! an HTTP status and code, in one place.
+
+use super::plan::PlanError;
+use super::voice::VoiceError;
+use gstfacecastavatar::registered::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("no session with id '{0}'")]
+    NotFound(String),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Voice(#[from] VoiceError),
+    #[error("cannot open avatar '{name}': {source}")]
+    Avatar { name: String, source: StoreError },
+    #[error("the server is at its limit of {0} sessions; try again shortly")]
+    Full(usize),
+    #[error("cannot build the session pipeline: {0}")]
+    Build(String),
+    #[error("no viewer '{viewer}' in session '{session}'")]
+    ViewerNotFound { session: String, viewer: String },
+    #[error(transparent)]
+    Offer(#[from] crate::signalling::SignallingError),
+    #[error("{0}")]
+    Negotiation(String),
+}

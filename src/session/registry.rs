@@ -1,0 +1,431 @@
+//! The registry: every live session by id, the exact `max_sessions` cap, ending sessions and
+//! reaping idle ones.
+//!
+//! Creating a session takes a slot first (an atomic reservation, so concurrent creates never
+//! exceed the cap), then does its blocking work — opening the avatar, loading a Piper voice,
+//! building and starting the pipeline — on tokio's blocking pool, never on the async runtime.
+//! A failed creation gives its slot back; ending a session frees its slot.
+
+use super::bus::BusStream;
+use super::plan::{plan, CreateSession, PlanContext};
+use super::{
+    liveness, pipeline::SessionPipeline, viewer::Viewer, voice, NullOnDrop, Session, SessionError,
+    SessionEvent, SessionInfo,
+};
+use crate::config::Config;
+use crate::conversation::assistant::Assistant;
+use crate::conversation::chat::{self, ChatError, Conversation};
+use crate::metrics::Metrics;
+use crate::signalling;
+use facecast_common::events::{SPEECH_ENDED_MESSAGE, SPEECH_STARTED_MESSAGE};
+use futures_util::StreamExt;
+use gst::prelude::*;
+use gstfacecastavatar::registered::store::AvatarStore;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+pub struct Registry {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// Slots taken: live sessions plus creations under way. Never above `max_sessions`.
+    slots: AtomicUsize,
+    /// What `chat` answers with, when a language model is configured.
+    pub assistant: Option<Arc<Assistant>>,
+}
+
+/// A reserved session slot; given back when dropped unless the session was registered.
+struct Slot<'a> {
+    slots: &'a AtomicUsize,
+    kept: bool,
+}
+
+impl Slot<'_> {
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.slots.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Registry {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Arc<Self> {
+        let assistant = match Assistant::from_config(&config) {
+            Ok(a) => a.map(Arc::new),
+            Err(e) => {
+                tracing::warn!("{e:#}; chat is unavailable");
+                None
+            }
+        };
+        Arc::new(Self {
+            config,
+            metrics,
+            sessions: Mutex::new(HashMap::new()),
+            slots: AtomicUsize::new(0),
+            assistant,
+        })
+    }
+
+    /// Takes a slot if one is free: the check and the take are one atomic step.
+    fn reserve(&self) -> Result<Slot<'_>, SessionError> {
+        let max = self.config.max_sessions;
+        self.slots
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map_err(|_| SessionError::Full(max))?;
+        Ok(Slot {
+            slots: &self.slots,
+            kept: false,
+        })
+    }
+
+    pub fn get(&self, id: &str) -> Result<Arc<Session>, SessionError> {
+        self.sessions
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| SessionError::NotFound(id.to_owned()))
+    }
+
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().unwrap().values().cloned().collect();
+        let mut v: Vec<_> = sessions.iter().map(|s| s.info()).collect();
+        v.sort_by(|a, b| b.age_secs.cmp(&a.age_secs).then(a.id.cmp(&b.id)));
+        v
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.lock().unwrap().len()
+    }
+
+    /// Starts answering `text` in session `id` (the reply is spoken and streamed as events).
+    pub fn chat(&self, id: &str, text: &str) -> Result<(), ChatError> {
+        let Ok(session) = self.get(id) else {
+            // The route looked the session up just before; it ended in between.
+            return Ok(());
+        };
+        let conversation = session.conversation.clone();
+        chat::start(self.assistant.as_ref(), session, &conversation, text)
+    }
+
+    /// Plans, checks and starts a session. Must run inside the tokio runtime.
+    pub async fn create(
+        self: &Arc<Self>,
+        req: CreateSession,
+    ) -> Result<Arc<Session>, SessionError> {
+        let registered = match req.avatar.as_deref() {
+            None | Some(super::plan::BUILTIN_AVATAR) => None,
+            Some(name) => Some(avatar_size(name.to_owned()).await?),
+        };
+        let ctx = PlanContext {
+            default_lang: &self.config.speech.language,
+            default_tts: self.config.speech.engine,
+            has_lipsync_model: self.config.wav2lip_model().is_some(),
+            max_persona_chars: self.config.llm.max_persona_chars,
+            avatar_personas: self.assistant.as_ref().map(|a| &a.avatar_personas),
+        };
+        let plan = plan(req, registered, &ctx)?;
+        let config = self.config.clone();
+        let checked = plan.clone();
+        let voice = blocking(move || {
+            voice::resolve(
+                &config,
+                checked.tts,
+                &checked.lang,
+                checked.voice.as_deref(),
+            )
+        })
+        .await??;
+        let slot = self.reserve()?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let seed = u64::from_str_radix(&id[..16], 16).unwrap_or(1);
+        let config = self.config.clone();
+        let build_plan = plan.clone();
+        let build_voice = voice.clone();
+        let pipeline = blocking(move || {
+            SessionPipeline::build(&config, &build_plan, build_voice.as_deref(), seed)
+                .map_err(|e| SessionError::Build(format!("{e:#}")))
+        })
+        .await??;
+        let (events, _) = broadcast::channel(256);
+        let conversation = plan.conversation.clone().unwrap_or_else(|| id.clone());
+        let persona = plan.persona.clone();
+        let session = Arc::new(Session {
+            id: id.clone(),
+            plan,
+            voice,
+            created: Instant::now(),
+            _guard: NullOnDrop(pipeline.pipeline.clone()),
+            pipeline,
+            events,
+            viewers: Mutex::new(HashMap::new()),
+            last_watched: Mutex::new(Instant::now()),
+            timing: Default::default(),
+            next_viewer: AtomicU64::new(1),
+            conversation: Arc::new(Conversation::new(conversation, persona)),
+        });
+        self.instrument(&session);
+        self.watch_bus(&session);
+        let pipeline = session.pipeline.pipeline.clone();
+        blocking(move || {
+            pipeline
+                .set_state(gst::State::Playing)
+                .map(|_| ())
+                .map_err(|_| SessionError::Build("the session pipeline could not start".into()))
+        })
+        .await??;
+        self.sessions
+            .lock()
+            .unwrap()
+            .insert(id.clone(), session.clone());
+        slot.keep();
+        self.metrics.sessions_active.set(self.len() as i64);
+        tracing::info!(session = %id, "session started");
+        Ok(session)
+    }
+
+    /// Counts frames in and out of the encoder and times `say` → first frame.
+    fn instrument(&self, session: &Arc<Session>) {
+        let produced = self
+            .metrics
+            .frames_produced
+            .with_label_values(&[&session.id]);
+        session
+            .pipeline
+            .lipsync
+            .static_pad("src")
+            .unwrap()
+            .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                produced.inc();
+                gst::PadProbeReturn::Ok
+            });
+        let dropped = self
+            .metrics
+            .frames_dropped
+            .with_label_values(&[&session.id]);
+        session.pipeline.on_frame_dropped(move || dropped.inc());
+        let weak = Arc::downgrade(session);
+        let histogram = self.metrics.say_to_first_frame.clone();
+        session.pipeline.on_frame_encoded(move |end| {
+            if let Some(session) = weak.upgrade() {
+                for latency in session.timing.frame_left(end) {
+                    histogram.observe(latency.as_secs_f64());
+                }
+            }
+        });
+    }
+
+    /// Reads the pipeline's bus on the session's task; speech timing is noted as it is posted.
+    fn watch_bus(self: &Arc<Self>, session: &Arc<Session>) {
+        let weak = Arc::downgrade(session);
+        let bus = session
+            .pipeline
+            .pipeline
+            .bus()
+            .expect("pipelines have a bus");
+        let mut messages = BusStream::new(bus, move |msg| {
+            let Some(s) = msg
+                .structure()
+                .filter(|s| s.name() == SPEECH_STARTED_MESSAGE)
+            else {
+                return;
+            };
+            if let Some(session) = weak.upgrade() {
+                let at = gst::ClockTime::from_nseconds(s.get::<u64>("running-time").unwrap_or(0));
+                session.timing.speech_started(at);
+            }
+        });
+        let registry = Arc::downgrade(self);
+        let weak = Arc::downgrade(session);
+        let id = session.id.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = messages.next().await {
+                let Some(session) = weak.upgrade() else { break };
+                match msg.view() {
+                    gst::MessageView::Element(e) => {
+                        let Some(s) = e.structure() else { continue };
+                        let text = s.get::<String>("text").unwrap_or_default();
+                        match s.name().as_str() {
+                            SPEECH_STARTED_MESSAGE => {
+                                session.emit(SessionEvent::SpeechStarted { text })
+                            }
+                            SPEECH_ENDED_MESSAGE => session.emit(SessionEvent::SpeechEnded {
+                                text,
+                                interrupted: s.get("interrupted").unwrap_or(false),
+                            }),
+                            _ => {}
+                        }
+                    }
+                    gst::MessageView::Error(e) => {
+                        let message = crate::error::describe_bus_error(e);
+                        tracing::error!(session = %id, "pipeline error: {message}");
+                        session.emit(SessionEvent::Error {
+                            message: message.clone(),
+                        });
+                        drop(session);
+                        if let Some(registry) = registry.upgrade() {
+                            registry.end(&id, &format!("pipeline error: {message}"));
+                        }
+                        break;
+                    }
+                    gst::MessageView::Warning(w) => {
+                        tracing::warn!(session = %id, "pipeline warning: {}", w.error());
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+
+    /// Ends a session: tells its clients, drops its viewers and stops its pipeline.
+    pub fn end(&self, id: &str, reason: &str) -> bool {
+        let Some(session) = self.sessions.lock().unwrap().remove(id) else {
+            return false;
+        };
+        self.slots.fetch_sub(1, Ordering::SeqCst);
+        tracing::info!(session = %id, "session ended: {reason}");
+        session.emit(SessionEvent::SessionEnded {
+            reason: reason.to_owned(),
+        });
+        let viewers: Vec<Viewer> = session
+            .viewers
+            .lock()
+            .unwrap()
+            .drain()
+            .map(|(_, v)| v)
+            .collect();
+        self.metrics.viewers.sub(viewers.len() as i64);
+        let _ = session.pipeline.pipeline.set_state(gst::State::Null);
+        for mut v in viewers {
+            v.disconnect(&session.pipeline);
+        }
+        self.metrics.remove_session(id);
+        self.metrics.sessions_active.set(self.len() as i64);
+        true
+    }
+
+    pub fn end_all(&self, reason: &str) {
+        let ids: Vec<String> = self.sessions.lock().unwrap().keys().cloned().collect();
+        for id in ids {
+            self.end(&id, reason);
+        }
+    }
+
+    /// Adds a WHEP viewer to session `id`; returns its id and the SDP answer.
+    pub async fn add_viewer(
+        self: &Arc<Self>,
+        id: &str,
+        offer: &str,
+    ) -> Result<(String, String), SessionError> {
+        let session = self.get(id)?;
+        let (sdp, plan) = signalling::plan_offer(offer, self.config.video.codec)?;
+        let viewer_id = format!("v{}", session.next_viewer.fetch_add(1, Ordering::Relaxed));
+        let (viewer, answer) =
+            Viewer::connect(&viewer_id, &session.pipeline, &self.config, sdp, &plan)
+                .await
+                .map_err(|e| SessionError::Negotiation(format!("{e:#}")))?;
+
+        let registry = Arc::downgrade(self);
+        let runtime = tokio::runtime::Handle::current();
+        let (sid, vid) = (id.to_owned(), viewer_id.clone());
+        liveness::watch(
+            &viewer.webrtcbin,
+            Duration::from_secs(self.config.viewer_connect_timeout_secs),
+            move |why: &'static str| {
+                let (registry, sid, vid) = (registry.clone(), sid.clone(), vid.clone());
+                runtime.spawn(async move {
+                    if let Some(r) = registry.upgrade() {
+                        if r.remove_viewer(&sid, &vid).is_ok() {
+                            tracing::info!(session = %sid, viewer = %vid, "viewer dropped: {why}");
+                        }
+                    }
+                });
+            },
+        );
+        session
+            .viewers
+            .lock()
+            .unwrap()
+            .insert(viewer_id.clone(), viewer);
+        *session.last_watched.lock().unwrap() = Instant::now();
+        self.metrics.viewers.inc();
+        session.emit(SessionEvent::ViewerJoined {
+            viewer: viewer_id.clone(),
+        });
+        Ok((viewer_id, answer))
+    }
+
+    pub fn remove_viewer(&self, id: &str, viewer: &str) -> Result<(), SessionError> {
+        let session = self.get(id)?;
+        let Some(mut v) = session.viewers.lock().unwrap().remove(viewer) else {
+            return Err(SessionError::ViewerNotFound {
+                session: id.to_owned(),
+                viewer: viewer.to_owned(),
+            });
+        };
+        v.disconnect(&session.pipeline);
+        *session.last_watched.lock().unwrap() = Instant::now();
+        self.metrics.viewers.dec();
+        session.emit(SessionEvent::ViewerLeft {
+            viewer: viewer.to_owned(),
+        });
+        Ok(())
+    }
+
+    /// Ends sessions that have had no viewer for the configured idle timeout.
+    pub fn reap_idle(&self) {
+        let timeout = Duration::from_secs(self.config.idle_timeout_secs);
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().unwrap().values().cloned().collect();
+        for s in sessions {
+            if s.viewer_count() == 0 && s.last_watched.lock().unwrap().elapsed() >= timeout {
+                self.end(&s.id, "idle: no viewer");
+            }
+        }
+    }
+
+    /// Runs [`reap_idle`](Self::reap_idle) every `every` until the registry is dropped.
+    pub fn spawn_reaper(self: &Arc<Self>, every: Duration) {
+        let registry = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let Some(registry) = registry.upgrade() else {
+                    break;
+                };
+                registry.reap_idle();
+            }
+        });
+    }
+}
+
+/// Runs blocking work (files, models, GStreamer state changes) on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, SessionError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| SessionError::Build(format!("session set-up stopped: {e}")))
+}
+
+/// The size of registered avatar `name` (opening it, from disk the first time).
+async fn avatar_size(name: String) -> Result<(u32, u32), SessionError> {
+    blocking(move || {
+        AvatarStore::global()
+            .get(&name)
+            .map(|a| (a.info.width, a.info.height))
+            .map_err(|source| SessionError::Avatar { name, source })
+    })
+    .await?
+}
