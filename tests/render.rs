@@ -14,6 +14,9 @@ struct Decoded {
     /// RGBA frames.
     frames: Vec<Vec<u8>>,
     audio_secs: f64,
+    /// The decoded sound, mono, and its rate.
+    samples: Vec<f32>,
+    rate: u32,
 }
 
 /// Decodes an MP4 that must hold H.264 video and AAC audio.
@@ -52,7 +55,7 @@ fn decode(path: &Path) -> Decoded {
                 })
                 .build(),
         );
-    let samples = std::sync::Arc::new(std::sync::Mutex::new((0u64, 0u32)));
+    let samples = std::sync::Arc::new(std::sync::Mutex::new((Vec::<f32>::new(), 0u32)));
     let a = samples.clone();
     pipeline
         .by_name("a")
@@ -65,18 +68,24 @@ fn decode(path: &Path) -> Decoded {
                     let s = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
                     let info = gst_audio::AudioInfo::from_caps(s.caps().unwrap()).unwrap();
                     let mut a = a.lock().unwrap();
-                    a.0 += s.buffer().unwrap().size() as u64 / 4;
+                    let map = s.buffer().unwrap().map_readable().unwrap();
+                    a.0.extend(
+                        map.chunks_exact(4)
+                            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+                    );
                     a.1 = info.rate();
                     Ok(gst::FlowSuccess::Ok)
                 })
                 .build(),
         );
     common::run_to_eos(&pipeline, 120);
-    let (n, rate) = *samples.lock().unwrap();
+    let (samples, rate) = samples.lock().unwrap().clone();
     let frames = frames.lock().unwrap().clone();
     Decoded {
         frames,
-        audio_secs: n as f64 / rate.max(1) as f64,
+        audio_secs: samples.len() as f64 / rate.max(1) as f64,
+        samples,
+        rate,
     }
 }
 
@@ -292,7 +301,8 @@ fn a_refused_model_is_explained_and_unnamed_inputs_are_found_by_shape() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(decode(&out).frames.len() >= 10);
+    let written = std::fs::metadata(&out).map_or(0, |m| m.len());
+    assert!(written > 1000, "{} bytes written", written);
     // A name the user gives must exist, and the CLI says exactly why not.
     let o = facecast(
         &[
@@ -309,4 +319,56 @@ fn a_refused_model_is_explained_and_unnamed_inputs_are_found_by_shape() {
     );
     assert!(!stderr.contains("Could not open resource"), "{stderr}");
     assert!(!out.exists(), "a failed render leaves no file");
+}
+
+#[test]
+fn the_mouth_is_closed_in_the_pauses_of_the_rendered_mp4() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, extra) in [
+        (
+            "hello",
+            &[
+                "--text",
+                "Hello! I am your assistant. How can I help you today?",
+            ][..],
+        ),
+        (
+            "salam",
+            &[
+                "--lang",
+                "fa",
+                "--text",
+                "سلام، حال شما چطور است؟ من دستیار شما هستم.",
+            ][..],
+        ),
+    ] {
+        let out = dir.path().join(format!("{name}.mp4"));
+        render(extra, &out);
+        let d = decode(&out);
+        let pauses = common::inner_pauses(&d.samples, d.rate);
+        let resting = common::frames_in_pauses(&pauses, 25.0, d.frames.len());
+        assert!(
+            resting.len() >= 3,
+            "{name}: only {} frames in pauses {pauses:?}",
+            resting.len()
+        );
+        let open: Vec<(usize, usize)> = resting
+            .iter()
+            .map(|&i| (i, open_mouth_pixels(&d.frames[i])))
+            .filter(|&(_, px)| px > 3)
+            .collect();
+        assert!(
+            open.is_empty(),
+            "{name}: mouth open in pauses {pauses:?}: (frame, open pixels) {open:?}"
+        );
+        // And it does open while speaking.
+        let speaking = (0..d.frames.len())
+            .filter(|i| !resting.contains(i))
+            .filter(|&i| open_mouth_pixels(&d.frames[i]) > 20)
+            .count();
+        assert!(
+            speaking >= 5,
+            "{name}: mouth open in only {speaking} frames"
+        );
+    }
 }
