@@ -27,10 +27,12 @@ pub fn pauses(samples: &[i16], rate: u32) -> Vec<Range<u64>> {
         .collect();
     let loudest = levels.iter().cloned().fold(0.0, f64::max);
     if loudest <= 0.0 {
-        return if samples.is_empty() {
+        // All silent: one pause, the whole of it.
+        let whole = 0..samples.len() as u64;
+        return if whole.is_empty() {
             Vec::new()
         } else {
-            vec![0..samples.len() as u64]
+            vec![whole]
         };
     }
     let quiet = loudest * 10f64.powf(-QUIET_DB / 20.0);
