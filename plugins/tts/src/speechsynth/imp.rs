@@ -581,16 +581,18 @@ impl SpeechSynth {
         let mut next_event = 0;
         let mut interrupted = false;
         for (i, chunk) in utterance.samples.chunks(chunk_len).enumerate() {
-            if self.generation.load(Ordering::SeqCst) != generation {
-                gst::debug!(CAT, imp = self, "utterance interrupted");
-                interrupted = true;
-                break;
-            }
             if live {
                 self.wait_for_running_time(
                     samples_to_time(start + (i * chunk_len) as u64, rate)
                         .saturating_sub(SPEECH_LEAD),
                 )?;
+            }
+            // Checked after the wait: an interrupt that came while waiting stops this chunk
+            // too, so no more than SPEECH_LEAD + one chunk is downstream when it comes.
+            if self.generation.load(Ordering::SeqCst) != generation {
+                gst::debug!(CAT, imp = self, "utterance interrupted");
+                interrupted = true;
+                break;
             }
             let chunk_start = (i * chunk_len) as u64;
             let chunk_end = chunk_start + chunk.len() as u64;
