@@ -4,12 +4,12 @@
 //! and renders with `--avatar NAME` start without detecting anything.
 
 use anyhow::{bail, Context};
+use facecast_avatars::registration::detect::YUNET_FILE;
+use facecast_avatars::registration::{register, RegisterOptions, Stage, DEFAULT_MAX_HEIGHT};
+use facecast_avatars::store::AvatarStore;
+use facecast_avatars::{AvatarInfo, SourceKind};
 use facecast_common::Rect;
 use facecast_onnx::{find_model, models_dir};
-use gstfacecastavatar::registered::store::AvatarStore;
-use gstfacecastavatar::registered::{AvatarInfo, SourceKind};
-use gstfacecastavatar::registration::detect::YUNET_FILE;
-use gstfacecastavatar::registration::{register, RegisterOptions, Stage, DEFAULT_MAX_HEIGHT};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 

@@ -408,7 +408,7 @@ fn chat_bench(args: &BenchArgs) -> anyhow::Result<()> {
             config.apply_env(|k| std::env::var(k).ok())?;
             config.llm.base_url = Some(server.base_url.clone());
             if let Some(voice) = &args.piper {
-                config.speech.engine = gstfacecasttts::speechsynth::SpeechEngine::Piper;
+                config.speech.engine = gstfacecasttts::SpeechEngine::Piper;
                 config.speech.piper_voice = voice.clone();
             }
             let registry = Registry::new(Arc::new(config), Arc::new(crate::metrics::Metrics::new()));
@@ -573,8 +573,8 @@ fn engine_path_bench(
     batch: usize,
     threads: usize,
 ) -> anyhow::Result<()> {
+    use facecast_avatars::store::AvatarStore;
     use facecast_common::{FaceInfo, Rect};
-    use gstfacecastavatar::registered::store::AvatarStore;
     use gstfacecastlipsync::engine::wav2lip::Wav2LipEngine;
     use gstfacecastlipsync::wav2lip_batcher::{shared, ModelKey};
     // All `batch` frames are prepared before any is collected: let the batcher wait for them.
@@ -645,10 +645,10 @@ fn engine_path_bench(
 /// Writing and opening a registered avatar's cache: from disk (a fresh open: header, faces and
 /// frame index) and from memory (the store's LRU), and reading one frame.
 fn cache_bench(frames: usize, size: u32) -> anyhow::Result<()> {
+    use facecast_avatars::cache::{self, CachedAvatar};
+    use facecast_avatars::store::AvatarStore;
+    use facecast_avatars::{AvatarInfo, FaceFrame, SourceKind, CROP_SIZE};
     use facecast_common::Rect;
-    use gstfacecastavatar::registered::cache::{self, CachedAvatar};
-    use gstfacecastavatar::registered::store::AvatarStore;
-    use gstfacecastavatar::registered::{AvatarInfo, FaceFrame, SourceKind, CROP_SIZE};
     let dir = tempfile::tempdir()?;
     let store = AvatarStore::new(dir.path(), 2);
     let info = AvatarInfo {

@@ -14,7 +14,7 @@
 use anyhow::Context;
 use facecast_onnx::Device;
 use gstfacecastlipsync::wav2lip_batcher::ModelIoKey;
-use gstfacecasttts::speechsynth::SpeechEngine;
+use gstfacecasttts::SpeechEngine;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -8,8 +8,8 @@ use crate::session::plan::PlanError;
 use crate::session::voice::VoiceError;
 use crate::session::SessionError;
 use crate::signalling::SignallingError;
-use gstfacecastavatar::registered::store::StoreError;
-use gstfacecastavatar::registration::RegisterError;
+use facecast_avatars::registration::RegisterError;
+use facecast_avatars::store::StoreError;
 use serde::Serialize;
 use warp::http::StatusCode;
 

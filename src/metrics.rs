@@ -1,6 +1,6 @@
 //! Prometheus metrics of the server, served as text at `GET /metrics`.
 
-use gstfacecastavatar::registered::store::AvatarStore;
+use facecast_avatars::store::AvatarStore;
 use gstfacecastlipsync::wav2lip_batcher;
 use prometheus::{
     Counter, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,

@@ -42,7 +42,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// model now ("cold loading"): the first session then starts without waiting for them, and a
 /// model that cannot load stops the server at start instead of failing every session.
 fn prepare_lipsync(config: &Config) -> anyhow::Result<()> {
-    use gstfacecastavatar::registered::store::AvatarStore;
+    use facecast_avatars::store::AvatarStore;
     use gstfacecastlipsync::wav2lip_batcher::{self, ModelKey};
     let store = AvatarStore::init_global(&config.data_dir, config.avatar_cache_capacity);
     tracing::info!("avatars in {}", store.dir().display());
@@ -77,7 +77,7 @@ fn prepare_lipsync(config: &Config) -> anyhow::Result<()> {
 /// Loads the default Piper voice now when sessions speak with Piper by default, so a missing
 /// voice stops the server at start rather than refusing every session.
 fn prepare_speech(config: &Config) -> anyhow::Result<()> {
-    if config.speech.engine != gstfacecasttts::speechsynth::SpeechEngine::Piper {
+    if config.speech.engine != gstfacecasttts::SpeechEngine::Piper {
         return Ok(());
     }
     let started = std::time::Instant::now();

@@ -131,7 +131,7 @@ fn one_frame_per_frame_time_of_audio_across_two_utterances() {
 
 #[test]
 fn a_piper_voice_moves_the_lips() {
-    let voice = common::piper_voice();
+    let voice = facecast_testkit::piper_voice();
     let run = speak_with(
         &format!("speechsynth engine=piper voice={}", voice.display()),
         &[
@@ -202,7 +202,7 @@ fn recognise(tts: &str, text: &str) -> String {
 
 #[test]
 fn a_speech_recogniser_understands_the_piper_voice() {
-    let voice = common::piper_voice();
+    let voice = facecast_testkit::piper_voice();
     let text = "hello how are you today i would like to book a table for two people tomorrow";
     let heard = recognise(
         &format!("speechsynth engine=piper voice={}", voice.display()),
@@ -264,29 +264,51 @@ fn interrupt_stops_speech_within_100ms_and_closes_the_mouth() {
         common::collect_buffers(&pipeline, "audio"),
         common::collect_buffers(&pipeline, "video"),
     );
+    // Simulated time: the test clock moves only when the test moves it, so "1.2 s later" is
+    // 1.2 s of pipeline time however slow the machine is.
+    let clock = gst_check::TestClock::new();
+    pipeline.use_clock(Some(&clock));
     pipeline.set_state(gst::State::Playing).unwrap();
     let tts = pipeline.by_name("tts").unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let ms = gst::ClockTime::from_mseconds;
+    // speechsynth and avatarsrc pace themselves on the clock.
+    const LIVE_SOURCES: u32 = 2;
+    common::run_clock_to(&clock, LIVE_SOURCES, ms(300));
     tts.emit_by_name::<()>(
         "say",
         &[&"This is a long sentence that keeps going and going so that it can be interrupted in the middle."],
     );
     tts.emit_by_name::<()>("say", &[&"And this queued one must never be heard."]);
-    std::thread::sleep(std::time::Duration::from_millis(1200));
-    let now = || pipeline.clock().unwrap().time() - pipeline.base_time().unwrap();
-    let interrupted_at = now();
+    // Synthesis takes wall time, in which simulated time runs on (silence keeps flowing):
+    // time the interrupt from the moment the speech starts.
+    let loud = |b: &gst::Buffer| {
+        b.map_readable()
+            .unwrap()
+            .chunks_exact(2)
+            .any(|s| i16::from_le_bytes([s[0], s[1]]).abs() > 1000)
+    };
+    let first_loud = || {
+        audio
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|b| loud(b))
+            .and_then(|b| b.pts())
+    };
+    while first_loud().is_none() {
+        assert!(clock.time() < ms(10_000), "no speech within 10 s");
+        common::run_clock_to(&clock, LIVE_SOURCES, clock.time() + ms(5));
+    }
+    common::run_clock_to(&clock, LIVE_SOURCES, first_loud().unwrap() + ms(1200));
+    let interrupted_at = clock.time() - pipeline.base_time().unwrap();
     tts.emit_by_name::<()>("interrupt", &[]);
-    std::thread::sleep(std::time::Duration::from_millis(1000));
+    common::run_clock_to(&clock, LIVE_SOURCES, interrupted_at + ms(1000));
     pipeline.set_state(gst::State::Null).unwrap();
 
     let audio = audio.lock().unwrap();
-    let loud_before = audio.iter().any(|b| {
-        b.pts().unwrap() < interrupted_at
-            && b.map_readable()
-                .unwrap()
-                .chunks_exact(2)
-                .any(|s| i16::from_le_bytes([s[0], s[1]]).abs() > 1000)
-    });
+    let loud_before = audio
+        .iter()
+        .any(|b| b.pts().unwrap() < interrupted_at && loud(b));
     assert!(loud_before, "no speech before the interrupt");
     for b in audio
         .iter()
@@ -325,7 +347,7 @@ fn interrupt_stops_speech_within_100ms_and_closes_the_mouth() {
 
 #[test]
 fn live_piper_sentences_follow_each_other_without_a_gap() {
-    let voice = common::piper_voice();
+    let voice = facecast_testkit::piper_voice();
     common::init();
     let pipeline = gst::parse::launch(&format!(
         "speechsynth name=tts is-live=true engine=piper voice={} ! appsink name=audio sync=false",
@@ -448,7 +470,7 @@ fn the_jaw_closes_in_persian_pauses() {
 
 #[test]
 fn the_jaw_closes_in_piper_pauses() {
-    let voice = common::piper_voice();
+    let voice = facecast_testkit::piper_voice();
     let run = speak_with(
         &format!("speechsynth engine=piper voice={}", voice.display()),
         &["Well. First, we save money; then, we invest it. Finally: we wait, and we see."],

@@ -52,7 +52,7 @@ fn wav_to_mp4_runs() {
     let mp4 = dir.path().join("output.mp4");
     let u =
         gstfacecasttts::espeak::synthesize("Testing the pipeline.", &Default::default()).unwrap();
-    common::write_wav(&wav, u.sample_rate, &u.samples);
+    facecast_testkit::write_wav(&wav, u.sample_rate, &u.samples);
     let desc = description("wav-to-mp4.pipeline")
         .replace("location=input.wav", &format!("location={}", wav.display()))
         .replace(

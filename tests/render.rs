@@ -199,7 +199,7 @@ fn mouth_pixels_move_in_speech_and_rest_in_silence() {
     samples.extend_from_slice(&u.samples);
     samples.extend(std::iter::repeat_n(0i16, rate as usize));
     let wav = dir.path().join("speech.wav");
-    common::write_wav(&wav, rate, &samples);
+    facecast_testkit::write_wav(&wav, rate, &samples);
     let out = dir.path().join("speech.mp4");
     render(&["--audio", wav.to_str().unwrap()], &out);
     let d = decode(&out);
@@ -280,7 +280,7 @@ fn bad_input_gives_one_clear_line_and_a_failure_exit() {
 
 #[test]
 fn a_refused_model_is_explained_and_unnamed_inputs_are_found_by_shape() {
-    let model = common::root().join(".cache/models/wav2lip_w025_seed7_renamed.onnx");
+    let model = facecast_testkit::root().join(".cache/models/wav2lip_w025_seed7_renamed.onnx");
     assert!(
         model.is_file(),
         "{} missing: run scripts/fetch-test-assets.sh",

@@ -310,58 +310,6 @@ mod tests {
         Registry::new(Arc::new(config), Arc::new(Metrics::new()))
     }
 
-    /// A real `redis-server` on a free loopback port, stopped when dropped.
-    struct RedisServer {
-        child: std::process::Child,
-        port: u16,
-        _dir: tempfile::TempDir,
-    }
-
-    impl RedisServer {
-        fn start() -> Self {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            let dir = tempfile::tempdir().unwrap();
-            let child = std::process::Command::new("redis-server")
-                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!("cannot start redis-server ({e}): the conversation memory tests need the Debian package redis-server (scripts/install-deps.sh installs it)")
-                });
-            // Ready when it accepts connections.
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "redis-server did not listen on port {port}"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Self {
-                child,
-                port,
-                _dir: dir,
-            }
-        }
-
-        fn url(&self) -> String {
-            format!("redis://127.0.0.1:{}/0", self.port)
-        }
-    }
-
-    impl Drop for RedisServer {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
     /// A whole answer, streamed in one piece.
     fn answer(text: &str) -> (&'static str, Vec<(u64, Vec<u8>)>) {
         let mut body = sse(&[text]);
@@ -394,7 +342,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn conversations_outlive_the_server_in_redis() {
-        let redis = RedisServer::start();
+        let redis = facecast_testkit::RedisServer::start();
         let mut llm = scripted_conversation(vec![
             answer("Nice to meet you, Ada."),
             answer("Your name is Ada."),

@@ -8,12 +8,12 @@
 use super::{reject, with_state, State};
 use crate::error::ApiError;
 use bytes::Buf;
+use facecast_avatars::registration::detect::YUNET_FILE;
+use facecast_avatars::registration::{register, RegisterOptions};
+use facecast_avatars::store::AvatarStore;
+use facecast_avatars::{AvatarInfo, SourceKind};
 use facecast_common::Rect;
 use futures_util::StreamExt;
-use gstfacecastavatar::registered::store::AvatarStore;
-use gstfacecastavatar::registered::{AvatarInfo, SourceKind};
-use gstfacecastavatar::registration::detect::YUNET_FILE;
-use gstfacecastavatar::registration::{register, RegisterOptions};
 use serde::Serialize;
 use std::io::Write;
 use warp::http::StatusCode;

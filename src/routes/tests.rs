@@ -11,26 +11,18 @@ fn state(config: Config) -> State {
     // Every test of this process shares one avatar store, in a temporary folder.
     static DATA: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
     let data = DATA.get_or_init(|| tempfile::tempdir().unwrap());
-    gstfacecastavatar::registered::store::AvatarStore::init_global(data.path(), 4);
+    facecast_avatars::store::AvatarStore::init_global(data.path(), 4);
     Registry::new(Arc::new(config), Arc::new(Metrics::new()))
 }
 
-/// Loads ONNX Runtime (`ORT_DYLIB_PATH`, else the copy in `.cache/`), checks that the
-/// `needed` files (relative to the project) exist, and returns the test models folder.
+/// Loads ONNX Runtime, checks that the `needed` files (relative to the project) exist, and
+/// returns the test models folder.
 fn test_assets(needed: &[&str]) -> std::path::PathBuf {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let lib = std::env::var_os("ORT_DYLIB_PATH")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join(".cache/onnxruntime/libonnxruntime.so.1.31.1"));
-    for file in needed.iter().map(|n| root.join(n)).chain([lib.clone()]) {
-        assert!(
-            file.is_file(),
-            "test asset missing: {} (run scripts/fetch-test-assets.sh)",
-            file.display()
-        );
-    }
-    facecast_onnx::runtime(Some(&lib)).unwrap();
-    root.join(".cache/models")
+    facecast_testkit::onnx_runtime();
+    needed.iter().for_each(|n| {
+        facecast_testkit::asset(n);
+    });
+    facecast_testkit::models_dir()
 }
 
 /// A `multipart/form-data` body of text fields and at most one file.
@@ -56,8 +48,7 @@ fn multipart(fields: &[(&str, &str)], file: Option<&[u8]>) -> (String, Vec<u8>) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn avatars_register_list_use_and_delete() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let portrait = root.join(".cache/media/astronaut.png");
+    let portrait = facecast_testkit::portrait();
     let models = test_assets(&[
         ".cache/media/astronaut.png",
         ".cache/models/yunet_n_dynamic.onnx",
@@ -67,18 +58,19 @@ async fn avatars_register_list_use_and_delete() {
         ..Config::default()
     }));
     let photo = std::fs::read(&portrait).unwrap();
-    let post = |fields: &[(&str, &str)], file: Option<&[u8]>| {
+    let post = async |fields: &[(&str, &str)], file: Option<&[u8]>| {
         let (ctype, body) = multipart(fields, file);
-        warp::test::request()
-            .method("POST")
-            .path("/api/v1/avatars")
-            .header("content-type", ctype)
-            .body(body)
+        call(
+            &routes,
+            "POST",
+            "/api/v1/avatars",
+            &[("content-type", &ctype)],
+            body,
+        )
+        .await
     };
 
-    let r = post(&[("name", "astro")], Some(&photo))
-        .reply(&routes)
-        .await;
+    let r = post(&[("name", "astro")], Some(&photo)).await;
     assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.body());
     let j = json(&r);
     assert_eq!(
@@ -90,71 +82,56 @@ async fn avatars_register_list_use_and_delete() {
         (Some(512), Some(512))
     );
 
-    let r = warp::test::request()
-        .path("/api/v1/avatars")
-        .reply(&routes)
-        .await;
+    let r = call(&routes, "GET", "/api/v1/avatars", &[], "").await;
     assert!(json(&r)
         .as_array()
         .unwrap()
         .iter()
         .any(|a| a["name"] == "astro"));
-    let r = warp::test::request()
-        .path("/api/v1/avatars/astro")
-        .reply(&routes)
-        .await;
+    let r = call(&routes, "GET", "/api/v1/avatars/astro", &[], "").await;
     let face = json(&r)["face"].clone();
     let (x, y) = (face[0].as_u64().unwrap(), face[1].as_u64().unwrap());
     assert!((172..=188).contains(&x) && (51..=67).contains(&y), "{face}");
 
     // Registering the same name again is a conflict; bad names and bad files are refused.
     assert_error(
-        &post(&[("name", "astro")], Some(&photo))
-            .reply(&routes)
-            .await,
+        &post(&[("name", "astro")], Some(&photo)).await,
         409,
         "avatar_exists",
     );
     assert_error(
-        &post(&[("name", "../up")], Some(&photo))
-            .reply(&routes)
-            .await,
+        &post(&[("name", "../up")], Some(&photo)).await,
         400,
         "bad_avatar_name",
     );
     assert_error(
-        &post(&[("name", "junk")], Some(b"not an image"))
-            .reply(&routes)
-            .await,
+        &post(&[("name", "junk")], Some(b"not an image")).await,
         422,
         "undecodable",
     );
     assert_error(
-        &post(&[("name", "nofile")], None).reply(&routes).await,
+        &post(&[("name", "nofile")], None).await,
         400,
         "invalid_upload",
     );
     assert_error(
-        &post(&[("colour", "red")], Some(&photo))
-            .reply(&routes)
-            .await,
+        &post(&[("colour", "red")], Some(&photo)).await,
         400,
         "invalid_upload",
     );
     assert_error(
-        &post(&[("name", "b"), ("face_box", "1,2")], Some(&photo))
-            .reply(&routes)
-            .await,
+        &post(&[("name", "b"), ("face_box", "1,2")], Some(&photo)).await,
         400,
         "invalid_upload",
     );
-    let r = warp::test::request()
-        .method("POST")
-        .path("/api/v1/avatars")
-        .header("content-type", "multipart/form-data; boundary=x")
-        .body("garbage")
-        .reply(&routes)
-        .await;
+    let r = call(
+        &routes,
+        "POST",
+        "/api/v1/avatars",
+        &[("content-type", "multipart/form-data; boundary=x")],
+        "garbage",
+    )
+    .await;
     assert_error(&r, 400, "invalid_upload");
 
     // A registered avatar needs the neural engine, and none is configured here.
@@ -168,36 +145,40 @@ async fn avatars_register_list_use_and_delete() {
         (r#"{"engine": "magic"}"#, 400, "unknown_engine"),
         (r#"{"avatar": "../etc"}"#, 400, "bad_avatar_name"),
     ] {
-        let r = warp::test::request()
-            .method("POST")
-            .path("/api/v1/sessions")
-            .body(body)
-            .reply(&routes)
-            .await;
+        let r = call(&routes, "POST", "/api/v1/sessions", &[], body).await;
         assert_error(&r, status, code);
     }
 
-    let r = warp::test::request().path("/metrics").reply(&routes).await;
+    let r = call(&routes, "GET", "/metrics", &[], "").await;
     let text = String::from_utf8_lossy(r.body()).into_owned();
     assert!(text.contains("facecast_avatar_cache_hits_total"), "{text}");
 
-    let r = warp::test::request()
-        .method("DELETE")
-        .path("/api/v1/avatars/astro")
-        .reply(&routes)
-        .await;
+    let r = call(&routes, "DELETE", "/api/v1/avatars/astro", &[], "").await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = warp::test::request()
-        .path("/api/v1/avatars/astro")
-        .reply(&routes)
-        .await;
+    let r = call(&routes, "GET", "/api/v1/avatars/astro", &[], "").await;
     assert_error(&r, 404, "avatar_not_found");
-    let r = warp::test::request()
-        .method("DELETE")
-        .path("/api/v1/avatars/astro")
-        .reply(&routes)
-        .await;
+    let r = call(&routes, "DELETE", "/api/v1/avatars/astro", &[], "").await;
     assert_error(&r, 404, "avatar_not_found");
+}
+
+/// Every route test's one way to send a request: `method path` with `headers` and `body`,
+/// through the whole filter tree (CORS, error recovery and all), as a client would.
+async fn call<F>(
+    routes: &F,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl AsRef<[u8]>,
+) -> Response<bytes::Bytes>
+where
+    F: warp::Filter + 'static,
+    F::Extract: warp::Reply + Send,
+{
+    let mut request = warp::test::request().method(method).path(path);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(body).reply(routes).await
 }
 
 fn json(r: &Response<bytes::Bytes>) -> serde_json::Value {
@@ -215,12 +196,7 @@ fn assert_error(r: &Response<bytes::Bytes>, status: u16, code: &str) {
 async fn create(
     routes: &(impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone + 'static),
 ) -> String {
-    let r = warp::test::request()
-        .method("POST")
-        .path("/api/v1/sessions")
-        .body("{}")
-        .reply(routes)
-        .await;
+    let r = call(routes, "POST", "/api/v1/sessions", &[], "{}").await;
     assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.body());
     json(&r)["id"].as_str().unwrap().to_owned()
 }
@@ -232,47 +208,30 @@ async fn piper_sessions() {
         models_dir: models,
         ..Config::default()
     }));
-    let post = |body: &'static str| {
-        warp::test::request()
-            .method("POST")
-            .path("/api/v1/sessions")
-            .body(body)
-    };
+    let post =
+        async |body: &'static str| call(&routes, "POST", "/api/v1/sessions", &[], body).await;
     // By name: found in the configured models folder's piper/.
     let body = r#"{"tts": "piper", "voice": "en_US-joe-medium"}"#.to_owned();
-    let r = warp::test::request()
-        .method("POST")
-        .path("/api/v1/sessions")
-        .body(body.clone())
-        .reply(&routes)
-        .await;
+    let r = call(&routes, "POST", "/api/v1/sessions", &[], body.clone()).await;
     assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.body());
     let id = json(&r)["id"].as_str().unwrap().to_owned();
-    let r = warp::test::request()
-        .path(&format!("/api/v1/sessions/{id}"))
-        .reply(&routes)
-        .await;
+    let r = call(&routes, "GET", &format!("/api/v1/sessions/{id}"), &[], "").await;
     assert_eq!(json(&r)["tts"], "piper");
     assert_eq!(json(&r)["conversation"], id.as_str());
-    let r = warp::test::request()
-        .method("POST")
-        .path(&format!("/api/v1/sessions/{id}/say"))
-        .body(r#"{"text": "Hello from a neural voice."}"#)
-        .reply(&routes)
-        .await;
+    let r = call(
+        &routes,
+        "POST",
+        &format!("/api/v1/sessions/{id}/say"),
+        &[],
+        r#"{"text": "Hello from a neural voice."}"#,
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     // An English voice cannot speak a Persian session.
     let body = body.replace(r#""tts""#, r#""lang": "fa", "tts""#);
-    let r = warp::test::request()
-        .method("POST")
-        .path("/api/v1/sessions")
-        .body(body)
-        .reply(&routes)
-        .await;
+    let r = call(&routes, "POST", "/api/v1/sessions", &[], body).await;
     assert_error(&r, 400, "voice_language_mismatch");
-    let r = post(r#"{"tts": "piper", "voice": "en_US-nobody-low"}"#)
-        .reply(&routes)
-        .await;
+    let r = post(r#"{"tts": "piper", "voice": "en_US-nobody-low"}"#).await;
     assert_error(&r, 400, "unknown_voice");
     assert!(json(&r)["message"]
         .as_str()
@@ -292,20 +251,11 @@ async fn session_lifecycle_and_errors() {
     }));
     let id = create(&routes).await;
 
-    let r = warp::test::request()
-        .path("/api/v1/sessions")
-        .reply(&routes)
-        .await;
+    let r = call(&routes, "GET", "/api/v1/sessions", &[], "").await;
     assert_eq!(json(&r).as_array().unwrap().len(), 1);
-    let r = warp::test::request()
-        .path(&format!("/api/v1/sessions/{id}"))
-        .reply(&routes)
-        .await;
+    let r = call(&routes, "GET", &format!("/api/v1/sessions/{id}"), &[], "").await;
     assert_eq!(json(&r)["whep_url"], format!("/whep/{id}"));
-    let r = warp::test::request()
-        .path("/api/v1/sessions/nope")
-        .reply(&routes)
-        .await;
+    let r = call(&routes, "GET", "/api/v1/sessions/nope", &[], "").await;
     assert_error(&r, 404, "session_not_found");
 
     // Bad creation requests.
@@ -323,57 +273,41 @@ async fn session_lifecycle_and_errors() {
         ),
         (r#"{"conversation": "../../etc"}"#, 400, "bad_conversation"),
     ] {
-        let r = warp::test::request()
-            .method("POST")
-            .path("/api/v1/sessions")
-            .body(body)
-            .reply(&routes)
-            .await;
+        let r = call(&routes, "POST", "/api/v1/sessions", &[], body).await;
         assert_error(&r, status, code);
     }
     let big = format!(r#"{{"lang": "{}"}}"#, "x".repeat(70_000));
-    let r = warp::test::request()
-        .method("POST")
-        .path("/api/v1/sessions")
-        .body(big)
-        .reply(&routes)
-        .await;
+    let r = call(&routes, "POST", "/api/v1/sessions", &[], big).await;
     assert_error(&r, 413, "body_too_large");
 
     // The limit: a second session fits, a third gets 503 with Retry-After.
     let second = create(&routes).await;
-    let r = warp::test::request()
-        .method("POST")
-        .path("/api/v1/sessions")
-        .body("{}")
-        .reply(&routes)
-        .await;
+    let r = call(&routes, "POST", "/api/v1/sessions", &[], "{}").await;
     assert_error(&r, 503, "too_many_sessions");
     assert!(r.headers().get("retry-after").is_some());
 
-    let r = warp::test::request()
-        .method("DELETE")
-        .path(&format!("/api/v1/sessions/{second}"))
-        .reply(&routes)
-        .await;
+    let r = call(
+        &routes,
+        "DELETE",
+        &format!("/api/v1/sessions/{second}"),
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = warp::test::request()
-        .method("DELETE")
-        .path(&format!("/api/v1/sessions/{second}"))
-        .reply(&routes)
-        .await;
+    let r = call(
+        &routes,
+        "DELETE",
+        &format!("/api/v1/sessions/{second}"),
+        &[],
+        "",
+    )
+    .await;
     assert_error(&r, 404, "session_not_found");
 
-    let r = warp::test::request()
-        .path("/api/v1/nothing-here")
-        .reply(&routes)
-        .await;
+    let r = call(&routes, "GET", "/api/v1/nothing-here", &[], "").await;
     assert_error(&r, 404, "not_found");
-    let r = warp::test::request()
-        .method("PUT")
-        .path(&format!("/api/v1/sessions/{id}"))
-        .reply(&routes)
-        .await;
+    let r = call(&routes, "PUT", &format!("/api/v1/sessions/{id}"), &[], "").await;
     assert!(r.status().is_client_error());
 }
 
@@ -381,12 +315,15 @@ async fn session_lifecycle_and_errors() {
 async fn say_interrupt_and_events() {
     let routes = routes(state(Config::default()));
     let id = create(&routes).await;
-    let say = |body: String, id: String| {
-        warp::test::request()
-            .method("POST")
-            .path(&format!("/api/v1/sessions/{id}/say"))
-            .header("content-type", "application/json")
-            .body(body)
+    let say = async |body: String, id: String| {
+        call(
+            &routes,
+            "POST",
+            &format!("/api/v1/sessions/{id}/say"),
+            &[("content-type", "application/json")],
+            body,
+        )
+        .await
     };
 
     let mut ws = warp::test::ws()
@@ -399,7 +336,6 @@ async fn say_interrupt_and_events() {
         r#"{"text": "Hello there.", "emotion": "happy", "intensity": 0.9}"#.into(),
         id.clone(),
     )
-    .reply(&routes)
     .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let first = tokio::time::timeout(std::time::Duration::from_secs(5), ws.recv())
@@ -431,38 +367,35 @@ async fn say_interrupt_and_events() {
             "body_too_large",
         ),
     ] {
-        let r = say(body.clone(), id.clone()).reply(&routes).await;
+        let r = say(body.clone(), id.clone()).await;
         assert_error(&r, status, code);
     }
-    let r = say(r#"{"text": "hi"}"#.into(), "nope".into())
-        .reply(&routes)
-        .await;
+    let r = say(r#"{"text": "hi"}"#.into(), "nope".into()).await;
     assert_error(&r, 404, "session_not_found");
 
-    let r = warp::test::request()
-        .method("POST")
-        .path(&format!("/api/v1/sessions/{id}/interrupt"))
-        .reply(&routes)
-        .await;
+    let r = call(
+        &routes,
+        "POST",
+        &format!("/api/v1/sessions/{id}/interrupt"),
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = warp::test::request()
-        .method("POST")
-        .path("/api/v1/sessions/nope/interrupt")
-        .reply(&routes)
-        .await;
+    let r = call(&routes, "POST", "/api/v1/sessions/nope/interrupt", &[], "").await;
     assert_error(&r, 404, "session_not_found");
-    let r = warp::test::request()
-        .path("/api/v1/sessions/nope/events")
-        .reply(&routes)
-        .await;
+    let r = call(&routes, "GET", "/api/v1/sessions/nope/events", &[], "").await;
     assert_error(&r, 404, "session_not_found");
 
     // Deleting the session tells the events socket.
-    warp::test::request()
-        .method("DELETE")
-        .path(&format!("/api/v1/sessions/{id}"))
-        .reply(&routes)
-        .await;
+    call(
+        &routes,
+        "DELETE",
+        &format!("/api/v1/sessions/{id}"),
+        &[],
+        "",
+    )
+    .await;
     let mut ended = false;
     while let Ok(Ok(m)) = tokio::time::timeout(std::time::Duration::from_secs(5), ws.recv()).await {
         if let Ok(t) = m.to_str() {
@@ -477,17 +410,18 @@ async fn whep_offer_trickle_delete_and_errors() {
     let routes = routes(state(Config::default()));
     let id = create(&routes).await;
     let sdp = offer().await;
-    let post = |body: String, ct: &'static str, id: &str| {
-        warp::test::request()
-            .method("POST")
-            .path(&format!("/whep/{id}"))
-            .header("content-type", ct)
-            .body(body)
+    let post = async |body: String, ct: &'static str, id: &str| {
+        call(
+            &routes,
+            "POST",
+            &format!("/whep/{id}"),
+            &[("content-type", ct)],
+            body,
+        )
+        .await
     };
 
-    let r = post(sdp.clone(), "application/sdp", &id)
-        .reply(&routes)
-        .await;
+    let r = post(sdp.clone(), "application/sdp", &id).await;
     assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.body());
     assert_eq!(r.headers()["content-type"], "application/sdp");
     let location = r.headers()["location"].to_str().unwrap().to_owned();
@@ -503,19 +437,12 @@ async fn whep_offer_trickle_delete_and_errors() {
         "answer has no candidates: {answer}"
     );
 
-    let r = warp::test::request()
-        .path(&format!("/api/v1/sessions/{id}"))
-        .reply(&routes)
-        .await;
+    let r = call(&routes, "GET", &format!("/api/v1/sessions/{id}"), &[], "").await;
     assert_eq!(json(&r)["viewers"], 1);
 
     // Trickle ICE.
-    let patch = |body: &str, ct: &'static str, path: &str| {
-        warp::test::request()
-            .method("PATCH")
-            .path(path)
-            .header("content-type", ct)
-            .body(body)
+    let patch = async |body: &str, ct: &'static str, path: &str| {
+        call(&routes, "PATCH", path, &[("content-type", ct)], body).await
     };
     let frag = "a=mid:video0\r\na=candidate:1 1 UDP 2122252543 127.0.0.1 40000 typ host\r\n";
     let mid_frag = frag.replace(
@@ -525,69 +452,46 @@ async fn whep_offer_trickle_delete_and_errors() {
             .unwrap()
             .trim(),
     );
-    let r = patch(&mid_frag, "application/trickle-ice-sdpfrag", &location)
-        .reply(&routes)
-        .await;
+    let r = patch(&mid_frag, "application/trickle-ice-sdpfrag", &location).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT, "{:?}", r.body());
-    let r = patch(&mid_frag, "application/sdp", &location)
-        .reply(&routes)
-        .await;
+    let r = patch(&mid_frag, "application/sdp", &location).await;
     assert_error(&r, 415, "unsupported_media_type");
-    let r = patch("nonsense", "application/trickle-ice-sdpfrag", &location)
-        .reply(&routes)
-        .await;
+    let r = patch("nonsense", "application/trickle-ice-sdpfrag", &location).await;
     assert_error(&r, 400, "malformed_fragment");
     let r = patch(
         &mid_frag,
         "application/trickle-ice-sdpfrag",
         &format!("/whep/{id}/v999"),
     )
-    .reply(&routes)
     .await;
     assert_error(&r, 404, "viewer_not_found");
 
     // Bad offers.
-    let r = post(sdp.clone(), "text/plain", &id).reply(&routes).await;
+    let r = post(sdp.clone(), "text/plain", &id).await;
     assert_error(&r, 415, "unsupported_media_type");
-    let r = post("this is not SDP".into(), "application/sdp", &id)
-        .reply(&routes)
-        .await;
+    let r = post("this is not SDP".into(), "application/sdp", &id).await;
     assert_error(&r, 400, "malformed_sdp");
     let no_codecs = sdp
         .replace("VP8/90000", "AV1/90000")
         .replace("OPUS/48000", "PCMU/8000");
-    let r = post(no_codecs, "application/sdp", &id).reply(&routes).await;
+    let r = post(no_codecs, "application/sdp", &id).await;
     assert_error(&r, 406, "unsupported_offer");
-    let r = post(sdp.clone(), "application/sdp", "nope")
-        .reply(&routes)
-        .await;
+    let r = post(sdp.clone(), "application/sdp", "nope").await;
     assert_error(&r, 404, "session_not_found");
     let r = post(
         "v=0\r\n".to_owned() + &"a=x\r\n".repeat(20_000),
         "application/sdp",
         &id,
     )
-    .reply(&routes)
     .await;
     assert_error(&r, 413, "body_too_large");
 
     // Leaving.
-    let r = warp::test::request()
-        .method("DELETE")
-        .path(&location)
-        .reply(&routes)
-        .await;
+    let r = call(&routes, "DELETE", &location, &[], "").await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let r = warp::test::request()
-        .method("DELETE")
-        .path(&location)
-        .reply(&routes)
-        .await;
+    let r = call(&routes, "DELETE", &location, &[], "").await;
     assert_error(&r, 404, "viewer_not_found");
-    let r = warp::test::request()
-        .path(&format!("/api/v1/sessions/{id}"))
-        .reply(&routes)
-        .await;
+    let r = call(&routes, "GET", &format!("/api/v1/sessions/{id}"), &[], "").await;
     assert_eq!(json(&r)["viewers"], 0);
 }
 
@@ -597,36 +501,36 @@ async fn cors_health_and_metrics() {
         allowed_origins: vec!["https://player.example".into()],
         ..Config::default()
     }));
-    let preflight = |origin: &str| {
-        warp::test::request()
-            .method("OPTIONS")
-            .path("/whep/some-session")
-            .header("origin", origin)
-            .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "content-type")
+    let preflight = async |origin: &str| {
+        call(
+            &routes,
+            "OPTIONS",
+            "/whep/some-session",
+            &[
+                ("origin", origin),
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", "content-type"),
+            ],
+            "",
+        )
+        .await
     };
-    let r = preflight("https://player.example").reply(&routes).await;
+    let r = preflight("https://player.example").await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(
         r.headers()["access-control-allow-origin"],
         "https://player.example"
     );
-    let r = preflight("https://evil.example").reply(&routes).await;
+    let r = preflight("https://evil.example").await;
     assert_error(&r, 403, "cors_forbidden");
 
-    let r = warp::test::request()
-        .path("/health/live")
-        .reply(&routes)
-        .await;
+    let r = call(&routes, "GET", "/health/live", &[], "").await;
     assert_eq!(r.status(), StatusCode::OK);
-    let r = warp::test::request()
-        .path("/health/ready")
-        .reply(&routes)
-        .await;
+    let r = call(&routes, "GET", "/health/ready", &[], "").await;
     assert_eq!(r.status(), StatusCode::OK, "{:?}", r.body());
     assert_eq!(json(&r)["status"], "ready");
     create(&routes).await;
-    let r = warp::test::request().path("/metrics").reply(&routes).await;
+    let r = call(&routes, "GET", "/metrics", &[], "").await;
     let text = std::str::from_utf8(r.body()).unwrap();
     assert!(text.contains("facecast_sessions_active 1"), "{text}");
     for name in [

@@ -3,7 +3,7 @@
 
 use super::plan::PlanError;
 use super::voice::VoiceError;
-use gstfacecastavatar::registered::store::StoreError;
+use facecast_avatars::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {

@@ -18,8 +18,8 @@ use super::plan::{AvatarChoice, SessionPlan};
 use crate::config::{Config, VideoCodec};
 use anyhow::Context;
 use gst::prelude::*;
-use gstfacecastlipsync::lipsync::EngineKind;
-use gstfacecasttts::speechsynth::SpeechSynth;
+use gstfacecastlipsync::EngineKind;
+use gstfacecasttts::SpeechSynth;
 
 /// The elements a session talks to after the pipeline is built.
 pub struct SessionPipeline {

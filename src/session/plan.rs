@@ -5,8 +5,8 @@
 //!
 //! Strings from the wire become enums here and stay enums from here on.
 
-use gstfacecastlipsync::lipsync::EngineKind;
-use gstfacecasttts::speechsynth::SpeechEngine;
+use gstfacecastlipsync::EngineKind;
+use gstfacecasttts::SpeechEngine;
 use serde::Deserialize;
 use std::collections::HashMap;
 

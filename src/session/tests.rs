@@ -1,7 +1,7 @@
 use super::*;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use gstfacecastavatar::registered::store::AvatarStore;
+use facecast_avatars::store::AvatarStore;
 use std::sync::atomic::Ordering;
 
 fn registry(config: Config) -> Arc<Registry> {
@@ -65,18 +65,9 @@ async fn a_pipeline_error_ends_only_its_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_photo_avatar_session_talks_with_wav2lip() {
-    use gstfacecastavatar::registration::{register, RegisterOptions};
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let cache = root.join(".cache");
-    let lib = std::env::var_os("ORT_DYLIB_PATH")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| cache.join("onnxruntime/libonnxruntime.so.1.31.1"));
-    let (portrait, models) = (cache.join("media/astronaut.png"), cache.join("models"));
-    assert!(
-        lib.is_file() && portrait.is_file() && models.join("wav2lip_w025_seed7.onnx").is_file(),
-        "test assets missing: run scripts/fetch-test-assets.sh"
-    );
-    facecast_onnx::runtime(Some(&lib)).unwrap();
+    use facecast_avatars::registration::{register, RegisterOptions};
+    facecast_testkit::wav2lip_model();
+    let (portrait, models) = (facecast_testkit::portrait(), facecast_testkit::models_dir());
     static DATA: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
     let store =
         AvatarStore::init_global(DATA.get_or_init(|| tempfile::tempdir().unwrap()).path(), 4);

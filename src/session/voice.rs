@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use gstfacecasttts::piper::PiperVoice;
-use gstfacecasttts::speechsynth::SpeechEngine;
+use gstfacecasttts::SpeechEngine;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum VoiceError {

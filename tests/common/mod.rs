@@ -30,28 +30,6 @@ pub fn run_to_eos(pipeline: &gst::Pipeline, timeout_s: u64) {
     }
 }
 
-/// Writes 16-bit mono PCM as a WAV file.
-pub fn write_wav(path: &std::path::Path, rate: u32, samples: &[i16]) {
-    let data_len = (samples.len() * 2) as u32;
-    let mut out = Vec::with_capacity(44 + data_len as usize);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    out.extend_from_slice(&1u16.to_le_bytes()); // mono
-    out.extend_from_slice(&rate.to_le_bytes());
-    out.extend_from_slice(&(rate * 2).to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    for s in samples {
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    std::fs::write(path, out).unwrap();
-}
-
 /// Every buffer the appsink `name` of `pipeline` receives, collected as they come.
 pub fn collect_buffers(
     pipeline: &gst::Pipeline,
@@ -76,27 +54,45 @@ pub fn collect_buffers(
     out
 }
 
-/// The project root (where `.cache/` with the test assets lives).
-pub fn root() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Loads ONNX Runtime (`ORT_DYLIB_PATH`, else the copy in `.cache/`) and returns the Piper test
-/// voice; fails loudly, saying how to get them.
-pub fn piper_voice() -> std::path::PathBuf {
-    let lib = std::env::var_os("ORT_DYLIB_PATH")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root().join(".cache/onnxruntime/libonnxruntime.so.1.31.1"));
-    let voice = root().join(".cache/models/piper/en_US-joe-medium.onnx");
-    for p in [&lib, &voice] {
-        assert!(
-            p.is_file(),
-            "test asset missing: {} (run scripts/fetch-test-assets.sh; README, 'Piper voices')",
-            p.display()
-        );
+/// Runs a pipeline on its test clock up to `until`: each time `waiters` live elements wait on
+/// the clock, the clock jumps to the earliest wait and releases it (a `crank`), and the released
+/// element is given its turn to wait again. The live elements then run as they would in real time on an infinitely fast machine: none falls
+/// behind while another is busy. Fails if they stop waiting on the clock (an error, a deadlock).
+pub fn run_clock_to(clock: &gst_check::TestClock, waiters: u32, until: gst::ClockTime) {
+    loop {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while clock.peek_id_count() < waiters {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} of {waiters} elements waited on the clock at {} for 30 s",
+                clock.peek_id_count(),
+                clock.time()
+            );
+            std::thread::yield_now();
+        }
+        let next = clock
+            .peek_next_pending_id()
+            .map(|id| id.time())
+            .expect("a pending clock wait");
+        if next > until {
+            if clock.time() < until {
+                clock.set_time(until);
+            }
+            return;
+        }
+        if next > clock.time() {
+            clock.set_time(next);
+        }
+        // Let the released element do its work and wait again before time moves on (one that
+        // goes on to block elsewhere, as an aggregator with all its inputs does, is not waited
+        // for beyond a moment).
+        let before = clock.peek_id_count();
+        clock.process_next_clock_id();
+        let settle = std::time::Instant::now() + std::time::Duration::from_millis(200);
+        while clock.peek_id_count() < before && std::time::Instant::now() < settle {
+            std::thread::yield_now();
+        }
     }
-    facecast_onnx::runtime(Some(&lib)).expect("ONNX Runtime loads");
-    voice
 }
 
 /// The pauses inside speech, as the tests define them: stretches of at least 120 ms whose

@@ -3,18 +3,17 @@
 //!
 //! - [`render`]: draws a face from ARKit blendshape weights and a head pose (tiny-skia).
 //! - [`idle`]: blinks, breathing, head sway and saccades that keep a silent face alive.
-//! - [`registration`]: a real person's photo or video, decoded, its face found once (YuNet).
-//! - [`registered`]: the avatar cache file those registrations write, and the store that serves it.
-//! - [`avatarsrc`]: the GStreamer source that plays either kind of avatar, with a face meta on
-//!   every frame.
+//! - [`AvatarSrc`] (`avatarsrc`): the GStreamer source that plays either kind of avatar, with a
+//!   face meta on every frame. Registered photo/video avatars (registration, cache, store) live
+//!   in the plain library `facecast-avatars`, which the server uses too.
 //!
 //! `lipsync` links this crate to redraw frames with a speaking mouth.
 
-pub mod avatarsrc;
+mod avatarsrc;
 pub mod idle;
-pub mod registered;
-pub mod registration;
 pub mod render;
+
+pub use avatarsrc::AvatarSrc;
 
 gst::plugin_define!(
     facecastavatar,

@@ -31,7 +31,7 @@
 //!   bad input never leaves half a cache behind, and a session that has the old file open keeps
 //!   reading the old file.
 
-use super::{AvatarInfo, FaceFrame, SourceKind, CROP_SIZE};
+use crate::{AvatarInfo, FaceFrame, SourceKind, CROP_SIZE};
 use facecast_common::Rect;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};

@@ -6,7 +6,7 @@
 //! across the cheeks; our mask keeps only the mouth and jaw, with feathered edges, so the rest of
 //! the face stays the real frame's pixels.
 
-use super::CROP_SIZE;
+use crate::CROP_SIZE;
 use facecast_common::Rect;
 
 /// Resizes the `rect` region of an RGBA frame (`stride` bytes per row) to `CROP_SIZE`² RGB.

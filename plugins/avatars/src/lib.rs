@@ -1,6 +1,9 @@
 //! Registered avatars: a real person's photo or video loop, with its face found once.
 //!
-//! Registration ([`crate::registration`]) decodes the source, finds the face in every frame and
+//! This is a plain library, not a GStreamer plugin: the server registers avatars and manages the
+//! cache with it, and `avatarsrc` and `lipsync` read the cached frames through it.
+//!
+//! Registration ([`registration`]) decodes the source, finds the face in every frame and
 //! writes one cache file per avatar ([`cache`]). Sessions then open the cache through the
 //! process-wide [`store`] (an LRU in front of the disk) and never detect a face again:
 //! `avatarsrc avatar=NAME` plays the frames, and `lipsync engine=wav2lip` reads each frame's face
@@ -9,6 +12,7 @@
 pub mod cache;
 pub mod crop;
 pub mod player;
+pub mod registration;
 pub mod store;
 
 use facecast_common::Rect;

@@ -1,7 +1,7 @@
 //! Plays a registered avatar as an endless idle loop: a photo stays still, a video loop plays
 //! forwards then backwards (ping-pong), so the loop point never jumps.
 
-use super::cache::{CacheError, CachedAvatar};
+use crate::cache::{CacheError, CachedAvatar};
 use facecast_common::{AvatarFrameRef, FaceInfo, Rect};
 use std::sync::Arc;
 

@@ -9,8 +9,8 @@
 //! `Arc<CachedAvatar>` keeps playing it even if the avatar is re-registered or deleted
 //! meanwhile (its open file handle still reads the old file); the next `get` sees the new one.
 
-use super::cache::{self, CacheError, CachedAvatar};
-use super::AvatarInfo;
+use crate::cache::{self, CacheError, CachedAvatar};
+use crate::AvatarInfo;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -237,7 +237,7 @@ impl AvatarStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registered::cache::tests::avatar;
+    use crate::cache::tests::avatar;
 
     fn register(store: &AvatarStore, name: &str, frames: usize) {
         let (info, faces, pixels) = avatar(name, frames);

@@ -1,48 +1,20 @@
 //! Avatar registration on real inputs: the public-domain astronaut portrait with the YuNet
 //! detector (both from the shared test assets), and the errors users meet.
 //!
-//! Needs `ORT_DYLIB_PATH` or the library `scripts/fetch-test-assets.sh` puts in `.cache/`, and
-//! the YuNet model in `FACECAST_TEST_MODELS` or `.cache/models/`, where `scripts/fetch-test-assets.sh` puts it (README, "Models").
+//! The assets come from `scripts/fetch-test-assets.sh` (`make test` runs it), found through
+//! `facecast-testkit`.
 
+use facecast_avatars::cache::{CacheError, CachedAvatar};
+use facecast_avatars::registration::detect::FaceDetector;
+use facecast_avatars::registration::{register, RegisterError, RegisterOptions};
+use facecast_avatars::store::{AvatarStore, StoreError};
+use facecast_avatars::{SourceKind, CROP_SIZE};
 use facecast_common::Rect;
-use gstfacecastavatar::registered::cache::{CacheError, CachedAvatar};
-use gstfacecastavatar::registered::store::{AvatarStore, StoreError};
-use gstfacecastavatar::registered::{SourceKind, CROP_SIZE};
-use gstfacecastavatar::registration::detect::FaceDetector;
-use gstfacecastavatar::registration::{register, RegisterError, RegisterOptions};
 use std::path::{Path, PathBuf};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// Loads ONNX Runtime and returns (detector, portrait).
 fn assets() -> (PathBuf, PathBuf) {
-    let lib = std::env::var_os("ORT_DYLIB_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".cache/onnxruntime/libonnxruntime.so.1.31.1"));
-    assert!(
-        lib.is_file(),
-        "ONNX Runtime missing at {}: run scripts/fetch-test-assets.sh",
-        lib.display()
-    );
-    facecast_onnx::runtime(Some(&lib)).expect("ONNX Runtime loads");
-    let models = std::env::var_os("FACECAST_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".cache/models"));
-    let detector = models.join("yunet_n_dynamic.onnx");
-    let portrait = std::env::var_os("FACECAST_TEST_PORTRAIT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".cache/media/astronaut.png"));
-    assert!(
-        detector.is_file() && portrait.is_file(),
-        "test assets missing ({} / {}): get yunet_n_dynamic.onnx from \
-         https://github.com/ShiqiYu/libfacedetection.train (onnx/) into FACECAST_TEST_MODELS, and a \
-         portrait into FACECAST_TEST_PORTRAIT (README, 'Models')",
-        detector.display(),
-        portrait.display()
-    );
-    (detector, portrait)
+    (facecast_testkit::yunet(), facecast_testkit::portrait())
 }
 
 fn close(a: f32, b: f32, tol: f32) -> bool {
@@ -54,7 +26,7 @@ fn yunet_finds_the_astronaut() {
     let (detector, portrait) = assets();
     gst::init().unwrap();
     let decoded =
-        gstfacecastavatar::registration::decode::decode(&portrait, 720, 10, &mut |_| {}).unwrap();
+        facecast_avatars::registration::decode::decode(&portrait, 720, 10, &mut |_| {}).unwrap();
     assert_eq!(
         (decoded.width, decoded.height, decoded.frames.len()),
         (512, 512, 1)
@@ -113,7 +85,7 @@ fn a_registered_photo_round_trips_through_its_cache() {
     let mut frame = vec![0u8; avatar.frame_size()];
     avatar.read_frame(0, &mut frame).unwrap();
     let decoded =
-        gstfacecastavatar::registration::decode::decode(&portrait, 720, 10, &mut |_| {}).unwrap();
+        facecast_avatars::registration::decode::decode(&portrait, 720, 10, &mut |_| {}).unwrap();
     assert_eq!(frame, decoded.frames[0]);
 
     // Registering again needs `replace`; a manual box skips detection.

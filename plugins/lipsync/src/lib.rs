@@ -1,22 +1,25 @@
 //! facecast's lip-sync plugin: `lipsync`, audio + avatar video → a talking face.
 //!
-//! - [`lipsync`]: the aggregator that owns time (one output frame per 1/fps of audio).
+//! - [`LipSync`] (`lipsync`): the aggregator that owns time (one output frame per 1/fps of
+//!   audio), and [`EngineKind`], the engine it draws with.
 //! - [`engine`]: the seam between timing and pixels, and the viseme engine.
 //! - [`timeline`]: the audio and phonemes kept around the frame being drawn.
-//! - [`mouth`]: co-articulation and attack/release dynamics of the mouth.
-//! - [`audio_features`]: mouth shapes estimated from audio without phoneme events.
-//! - [`mel`]: the Wav2Lip mel spectrogram, and [`resample`] to its 16 kHz.
+//! - `mouth`: co-articulation and attack/release dynamics of the mouth.
+//! - `audio_features`: mouth shapes estimated from audio without phoneme events.
+//! - `mel`: the Wav2Lip mel spectrogram, and `resample` to its 16 kHz.
 //! - [`wav2lip_model`]: a Wav2Lip-class ONNX model; [`wav2lip_batcher`]: one per process, batched.
 
-pub mod audio_features;
+mod audio_features;
 pub mod engine;
-pub mod lipsync;
-pub mod mel;
-pub mod mouth;
-pub mod resample;
+mod lipsync;
+mod mel;
+mod mouth;
+mod resample;
 pub mod timeline;
 pub mod wav2lip_batcher;
 pub mod wav2lip_model;
+
+pub use lipsync::{EngineKind, LipSync, UnknownEngine};
 
 gst::plugin_define!(
     facecastlipsync,

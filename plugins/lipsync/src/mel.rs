@@ -19,6 +19,7 @@ pub const FMIN: f64 = 55.0;
 pub const FMAX: f64 = 7600.0;
 pub const PREEMPHASIS: f64 = 0.97;
 /// Mel frames per second of audio.
+#[cfg(test)]
 pub const FRAMES_PER_SECOND: f64 = SAMPLE_RATE as f64 / HOP as f64;
 /// Mel frames one video frame's window spans.
 pub const WINDOW_FRAMES: usize = 16;
@@ -115,7 +116,9 @@ impl MelSpectrogram {
     }
 
     /// The normalised mel spectrogram of `audio` (16 kHz): `frames × 80`, one row per hop
-    /// (`1 + len / 200` rows).
+    /// (`1 + len / 200` rows). The engine streams instead; this whole-clip form is the one the
+    /// librosa reference is checked against.
+    #[cfg(test)]
     pub fn compute(&mut self, audio: &[f32]) -> Vec<[f32; N_MELS]> {
         if audio.is_empty() {
             return Vec::new();
@@ -198,6 +201,7 @@ impl MelSpectrogram {
 
 /// The first mel frame of video frame `i`'s window at `fps` (Wav2Lip: `int(i · 80 / fps)`),
 /// moved back so the 16-frame window fits in `n_frames` (as Wav2Lip does at the end).
+#[cfg(test)]
 pub fn window_start(i: u64, fps: f64, n_frames: usize) -> usize {
     let start = (i as f64 * FRAMES_PER_SECOND / fps) as usize;
     start.min(n_frames.saturating_sub(WINDOW_FRAMES))

@@ -73,6 +73,7 @@ pub struct MouthDynamics {
 
 impl MouthDynamics {
     /// One frame of `dt` seconds towards `target` while speaking.
+    #[cfg(test)]
     pub fn step(&mut self, target: &BlendshapeWeights, dt: f32) -> &BlendshapeWeights {
         self.step_in(target, dt, false)
     }

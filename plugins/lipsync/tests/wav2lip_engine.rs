@@ -2,20 +2,11 @@
 //! found by YuNet) played by `avatarsrc`, speech-like audio, and the generated Wav2Lip-architecture
 //! test model (`scripts/fetch-test-assets.sh`).
 
+use facecast_avatars::registration::{register, RegisterOptions};
+use facecast_avatars::store::AvatarStore;
 use facecast_common::FaceInfo;
 use gst::prelude::*;
-use gstfacecastavatar::registered::store::AvatarStore;
-use gstfacecastavatar::registration::{register, RegisterOptions};
-use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn model() -> PathBuf {
-    root().join(".cache/models/wav2lip_w025_seed7.onnx")
-}
 
 /// Registers the astronaut once per test process into a temporary data folder.
 fn setup() -> &'static AvatarStore {
@@ -25,22 +16,8 @@ fn setup() -> &'static AvatarStore {
             gst::init().unwrap();
             gstfacecastlipsync::plugin_register_static().unwrap();
             gstfacecastavatar::plugin_register_static().unwrap();
-            let lib = std::env::var_os("ORT_DYLIB_PATH")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| root().join(".cache/onnxruntime/libonnxruntime.so.1.31.1"));
-            let models = std::env::var_os("FACECAST_TEST_MODELS")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| root().join(".cache/models"));
-            let detector = models.join("yunet_n_dynamic.onnx");
-            let portrait = root().join(".cache/media/astronaut.png");
-            for p in [&lib, &model(), &detector, &portrait] {
-                assert!(
-                    p.is_file(),
-                    "test asset missing: {} (run scripts/fetch-test-assets.sh; README, 'Models')",
-                    p.display()
-                );
-            }
-            facecast_onnx::runtime(Some(&lib)).expect("ONNX Runtime loads");
+            let (detector, portrait) = (facecast_testkit::yunet(), facecast_testkit::portrait());
+            facecast_testkit::wav2lip_model();
             let dir = tempfile::tempdir().unwrap();
             let store = AvatarStore::init_global(dir.path(), 4);
             assert_eq!(store.dir(), dir.path().join("avatars"), "store set up once");
@@ -76,7 +53,7 @@ fn run_with(batch: u32, wave: &str) -> Run {
          t. ! queue ! appsink name=avatar sync=false max-buffers=1 drop=true \
          lipsync name=ls engine=wav2lip model={} batch-size={batch} threads=2 \
            ! appsink name=out sync=false",
-        model().display()
+        facecast_testkit::wav2lip_model().display()
     ))
     .unwrap()
     .downcast::<gst::Pipeline>()

@@ -2,25 +2,14 @@
 //! (`scripts/fetch-test-assets.sh`, which `make test` runs first).
 
 use facecast_onnx::Device;
-use gstfacecastlipsync::wav2lip_model::{runtime, ModelError, ModelIo, Wav2LipModel};
+use gstfacecastlipsync::wav2lip_model::{ModelError, ModelIo, Wav2LipModel};
 use std::path::{Path, PathBuf};
 
-fn cache() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache")
-}
-
 fn assets() -> (&'static ort::environment::Environment, PathBuf) {
-    let lib = std::env::var_os("ORT_DYLIB_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| cache().join("onnxruntime/libonnxruntime.so.1.31.1"));
-    let model = cache().join("models/wav2lip_w025_seed7.onnx");
-    assert!(
-        lib.is_file() && model.is_file(),
-        "test assets missing ({} / {}): run scripts/fetch-test-assets.sh",
-        lib.display(),
-        model.display()
-    );
-    (runtime(Some(&lib)).expect("ONNX Runtime loads"), model)
+    (
+        facecast_testkit::onnx_runtime(),
+        facecast_testkit::wav2lip_model(),
+    )
 }
 
 fn inputs(n: usize) -> (Vec<f32>, Vec<f32>) {

@@ -7,6 +7,7 @@
 //! the working directory or above the running executable). `ort` panics on first use when it
 //! cannot load a library; checking here first turns that into an error naming the path.
 
+pub use ort::environment::Environment;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 

@@ -3,16 +3,18 @@
 //! - [`espeak`]: the espeak-ng engine (process-wide, serialised), its phoneme events, and its
 //!   phonemizer.
 //! - [`piper`]: Piper neural voices (ONNX, through `ort`), phonemes and timing from espeak-ng.
-//! - [`speaker`]: either of them, behind one interface.
-//! - [`pauses`]: where an utterance is silent, so that its phonemes end where their sound does.
-//! - [`speechsynth`]: the GStreamer element that queues utterances and streams their audio with
-//!   `facecast/phoneme` events in-band.
+//! - `speaker`: either of them, behind one interface.
+//! - `pauses`: where an utterance is silent, so that its phonemes end where their sound does.
+//! - [`SpeechSynth`] (`speechsynth`): the GStreamer element that queues utterances and streams
+//!   their audio with `facecast/phoneme` events in-band, and [`SpeechEngine`], which engine speaks.
 
 pub mod espeak;
-pub mod pauses;
+mod pauses;
 pub mod piper;
-pub mod speaker;
-pub mod speechsynth;
+mod speaker;
+mod speechsynth;
+
+pub use speechsynth::{SpeechEngine, SpeechSynth, UnknownSpeechEngine};
 
 gst::plugin_define!(
     facecasttts,

@@ -3,27 +3,11 @@
 
 use gstfacecasttts::espeak::{self, VoiceParams};
 use gstfacecasttts::piper::PiperVoice;
-use std::path::PathBuf;
 use std::sync::Arc;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// The test voice, with ONNX Runtime loaded; fails loudly, saying how to get them.
 fn voice() -> Arc<PiperVoice> {
-    let lib = std::env::var_os("ORT_DYLIB_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".cache/onnxruntime/libonnxruntime.so.1.31.1"));
-    let voice = root().join(".cache/models/piper/en_US-joe-medium.onnx");
-    for p in [&lib, &voice] {
-        assert!(
-            p.is_file(),
-            "test asset missing: {} (run scripts/fetch-test-assets.sh; README, 'Piper voices')",
-            p.display()
-        );
-    }
-    facecast_onnx::runtime(Some(&lib)).expect("ONNX Runtime loads");
+    let voice = facecast_testkit::piper_voice();
     PiperVoice::get(voice.to_str().unwrap()).expect("the Piper voice loads")
 }
 

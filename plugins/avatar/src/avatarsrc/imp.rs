@@ -1,8 +1,8 @@
 use crate::idle::IdleAnimator;
-use crate::registered::cache::CachedAvatar;
-use crate::registered::player::AvatarPlayer;
-use crate::registered::store::AvatarStore;
 use crate::render::Renderer;
+use facecast_avatars::cache::CachedAvatar;
+use facecast_avatars::player::AvatarPlayer;
+use facecast_avatars::store::AvatarStore;
 use facecast_common::{Emotion, ExpressionBlender};
 use gst::glib;
 use gst::prelude::*;

@@ -5,15 +5,15 @@
 //! neighbouring frames (detections jitter by a few pixels, which would make the pasted mouth
 //! shimmer), pad them (Wav2Lip's default adds 10 px at the bottom so the chin is inside), and
 //! store per frame the box, landmarks, 96×96 crop and feathered mouth mask with the frames
-//! themselves in one cache file ([`crate::registered::cache`]).
+//! themselves in one cache file ([`crate::cache`]).
 
 pub mod decode;
 pub mod detect;
 
-use crate::registered::cache::{self, CacheError};
-use crate::registered::crop::{crop_face, default_landmarks, mouth_mask};
-use crate::registered::store::{validate_name, AvatarStore, StoreError};
-use crate::registered::{AvatarInfo, FaceFrame, SourceKind};
+use crate::cache::{self, CacheError};
+use crate::crop::{crop_face, default_landmarks, mouth_mask};
+use crate::store::{validate_name, AvatarStore, StoreError};
+use crate::{AvatarInfo, FaceFrame, SourceKind};
 use decode::{decode, DecodeError};
 use detect::{DetectError, Detection, FaceDetector};
 use facecast_common::Rect;

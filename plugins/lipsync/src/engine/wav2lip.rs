@@ -15,11 +15,11 @@ use super::{EngineError, FrameJob, FrameOutput, LipSyncEngine, PendingFrame, Ren
 use crate::mel::{MelSpectrogram, HOP, N_FFT, SAMPLE_RATE, WINDOW_FRAMES};
 use crate::resample::SincResampler;
 use crate::wav2lip_batcher::{SharedModel, FACE_LEN, MEL_LEN};
+use facecast_avatars::cache::CachedAvatar;
+use facecast_avatars::crop::{crop_face, default_landmarks, mouth_mask};
+use facecast_avatars::store::AvatarStore;
+use facecast_avatars::CROP_SIZE;
 use facecast_common::{FaceInfo, Rect};
-use gstfacecastavatar::registered::cache::CachedAvatar;
-use gstfacecastavatar::registered::crop::{crop_face, default_landmarks, mouth_mask};
-use gstfacecastavatar::registered::store::AvatarStore;
-use gstfacecastavatar::registered::CROP_SIZE;
 use std::sync::{Arc, Mutex};
 
 /// 16 kHz samples one frame's mel window reads: the sample before (pre-emphasis), then 16 hops

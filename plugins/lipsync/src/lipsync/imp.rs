@@ -4,6 +4,7 @@ use crate::engine::wav2lip::Wav2LipEngine;
 use crate::engine::{FrameJob, FrameOutput, LipSyncEngine, PendingFrame, Rendered};
 use crate::timeline::{AudioTimeline, PhonemeTimeline, TimedViseme};
 use crate::wav2lip_batcher::{self, ModelIoKey, ModelKey};
+use facecast_avatars::store::AvatarStore;
 use facecast_common::{EmotionEvent, ExpressionBlender, FaceInfo, PhonemeEvent};
 use facecast_onnx::{find_model, models_dir, Device};
 use gst::glib;
@@ -11,7 +12,6 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
-use gstfacecastavatar::registered::store::AvatarStore;
 use std::collections::VecDeque;
 use std::sync::{LazyLock, Mutex};
 

