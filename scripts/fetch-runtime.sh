@@ -4,7 +4,9 @@
 #   (git-ignored), where facecast finds it without ORT_DYLIB_PATH;
 # - the YuNet face detector (Apache-2.0) into models/ (the default models folder), from the
 #   workplace's shared folder when this checkout sits in one (FACECAST_SHARED_DIR, default
-#   ../shared), else from its home repository.
+#   ../shared), else from its home repository;
+# - the Silero VAD model (MIT) that voice input (`vad`) needs, into models/, from the PyPI wheel
+#   `silero-vad`.
 # ORT_DYLIB_PATH and the configuration still override the library; FACECAST_MODELS_DIR the folder.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -53,4 +55,24 @@ if [ ! -f "$yunet" ]; then
     mv "$yunet.part" "$yunet"
   fi
 fi
-echo "fetch-runtime: ONNX Runtime at $lib, face detector at $yunet"
+silero_version=6.2.3
+vad="$models/silero_vad.onnx"
+if [ ! -f "$vad" ]; then
+  echo "fetch-runtime: downloading silero-vad $silero_version (PyPI wheel) for voice input"
+  tmp=$(mktemp -d)
+  if python3 -m pip download --quiet --no-deps "silero-vad==$silero_version" -d "$tmp"; then
+    python3 - "$tmp"/silero_vad-*.whl "$vad" <<'PY'
+import sys, zipfile, pathlib
+wheel, dest = sys.argv[1], pathlib.Path(sys.argv[2])
+with zipfile.ZipFile(wheel) as z:
+    part = dest.with_suffix(".onnx.part")
+    part.write_bytes(z.read("silero_vad/data/silero_vad.onnx"))
+    part.rename(dest)
+PY
+  else
+    echo "fetch-runtime: WARNING: cannot download silero-vad from PyPI; voice input needs $vad" >&2
+  fi
+  rm -rf "$tmp"
+fi
+
+echo "fetch-runtime: ONNX Runtime at $lib, face detector at $yunet, voice activity model at $vad"

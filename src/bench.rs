@@ -74,6 +74,10 @@ pub struct BenchArgs {
     /// Time the avatar cache instead: write and open a FRAMES-frame avatar (disk and memory).
     #[arg(long, value_name = "FRAMES")]
     cache: Option<usize>,
+    /// Time voice activity detection instead: the CPU one listening stream costs (`vad` with
+    /// this Silero model, e.g. models/silero_vad.onnx), as a share of one core.
+    #[arg(long, value_name = "MODEL")]
+    vad: Option<std::path::PathBuf>,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -95,6 +99,47 @@ fn process_cpu_time() -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// One listening stream's cost: 10 minutes of audio through `vad` as fast as it goes, the
+/// process's CPU time over the audio's duration (the source and sink are included, so this is an
+/// upper bound). Median of 3 runs.
+fn vad_bench(model: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    crate::plugins::register()?;
+    let audio_secs = 600.0;
+    let mut shares = Vec::new();
+    for _ in 0..3 {
+        let pipeline = gst::parse::launch(&format!(
+            "audiotestsrc wave=pink-noise volume=0.3 samplesperbuffer=320 num-buffers={} \
+             ! audio/x-raw,format=S16LE,rate=16000,channels=1 ! vad model={} ! fakesink sync=false",
+            (audio_secs * 50.0) as u64,
+            model.display()
+        ))?;
+        let cpu0 = process_cpu_time();
+        pipeline.set_state(gst::State::Playing)?;
+        let bus = pipeline.bus().context("a pipeline has a bus")?;
+        let msg = bus
+            .timed_pop_filtered(
+                gst::ClockTime::from_seconds(600),
+                &[gst::MessageType::Eos, gst::MessageType::Error],
+            )
+            .context("vad did not finish within 10 minutes")?;
+        pipeline.set_state(gst::State::Null)?;
+        if let gst::MessageView::Error(e) = msg.view() {
+            anyhow::bail!("vad: {}", e.error());
+        }
+        let cpu = process_cpu_time()
+            .zip(cpu0)
+            .map(|(a, b)| (a - b).as_secs_f64())
+            .context("no /proc/self/stat")?;
+        shares.push(cpu / audio_secs);
+    }
+    println!(
+        "vad (Silero, 32 ms frames): one stream costs {:.2} % of one core (median of 3 runs of {audio_secs:.0} s of audio)",
+        100.0 * median(&mut shares)
+    );
+    Ok(())
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.serve {
         return serve_bench(&args);
@@ -110,6 +155,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if let Some(frames) = args.cache {
         return cache_bench(frames, args.size);
+    }
+    if let Some(model) = &args.vad {
+        return vad_bench(model);
     }
     println!(
         "facecast bench: {}x{} at {} fps",

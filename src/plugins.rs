@@ -6,5 +6,6 @@ pub fn register() -> anyhow::Result<()> {
     gstfacecasttts::plugin_register_static().context("registering speechsynth")?;
     gstfacecastavatar::plugin_register_static().context("registering avatarsrc")?;
     gstfacecastlipsync::plugin_register_static().context("registering lipsync")?;
+    gstfacecastlisten::plugin_register_static().context("registering vad and asr")?;
     Ok(())
 }

@@ -7,12 +7,17 @@
 //! - `facecast/emotion` — "from here on, look like this"; serialized, so it takes effect at the
 //!   point of the stream where it was sent. Anyone may send it (an application with
 //!   `pad.push_event`, or `speechsynth` when an utterance carries an emotion).
+//! - `facecast/user-speech` — sent by `vad` where a person starts or stops speaking in the audio
+//!   it hears (also posted on the bus as an element message with the same structure).
+//! - `facecast/transcript` — sent by `asr` with what was said (also posted on the bus).
 
 use crate::emotion::Emotion;
 use crate::viseme::Viseme;
 
 pub const PHONEME_EVENT: &str = "facecast/phoneme";
 pub const EMOTION_EVENT: &str = "facecast/emotion";
+pub const USER_SPEECH_EVENT: &str = "facecast/user-speech";
+pub const TRANSCRIPT_EVENT: &str = "facecast/transcript";
 
 /// Element message (on the bus) `speechsynth` posts when an utterance starts sounding:
 /// fields `text` (string) and `running-time` (u64 ns, where its first sample plays).
@@ -116,9 +121,171 @@ impl EmotionEvent {
     }
 }
 
+/// A person started or stopped speaking, in the time base of the audio's buffer timestamps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UserSpeechEvent {
+    /// Speech was confirmed (after `vad`'s minimum speech); it began at `start`. `from` is
+    /// where the audio worth keeping begins (`start` minus the pre-roll).
+    Started {
+        start: gst::ClockTime,
+        from: gst::ClockTime,
+    },
+    /// The end-of-turn silence passed; the speech ended at `end`.
+    Ended {
+        start: gst::ClockTime,
+        end: gst::ClockTime,
+    },
+}
+
+impl UserSpeechEvent {
+    pub fn structure(&self) -> gst::Structure {
+        match *self {
+            UserSpeechEvent::Started { start, from } => gst::Structure::builder(USER_SPEECH_EVENT)
+                .field("speaking", true)
+                .field("start", start.nseconds())
+                .field("from", from.nseconds())
+                .build(),
+            UserSpeechEvent::Ended { start, end } => gst::Structure::builder(USER_SPEECH_EVENT)
+                .field("speaking", false)
+                .field("start", start.nseconds())
+                .field("end", end.nseconds())
+                .build(),
+        }
+    }
+
+    pub fn to_event(&self) -> gst::Event {
+        gst::event::CustomDownstream::new(self.structure())
+    }
+
+    /// `None` when the structure is not a user-speech event or message.
+    pub fn from_structure(s: &gst::StructureRef) -> Option<Result<Self, EventError>> {
+        if s.name() != USER_SPEECH_EVENT {
+            return None;
+        }
+        let time = |field: &'static str| {
+            s.get::<u64>(field)
+                .map(gst::ClockTime::from_nseconds)
+                .map_err(|_| EventError::MissingField {
+                    event: USER_SPEECH_EVENT,
+                    field,
+                })
+        };
+        Some((|| {
+            let speaking = s
+                .get::<bool>("speaking")
+                .map_err(|_| EventError::MissingField {
+                    event: USER_SPEECH_EVENT,
+                    field: "speaking",
+                })?;
+            Ok(if speaking {
+                UserSpeechEvent::Started {
+                    start: time("start")?,
+                    from: time("from")?,
+                }
+            } else {
+                UserSpeechEvent::Ended {
+                    start: time("start")?,
+                    end: time("end")?,
+                }
+            })
+        })())
+    }
+
+    /// `None` when the event is not a user-speech event.
+    pub fn parse(event: &gst::EventRef) -> Option<Result<Self, EventError>> {
+        Self::from_structure(event.structure()?)
+    }
+}
+
+/// What a person said, recognised from one utterance (or a part of a long one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TranscriptEvent {
+    pub text: String,
+    /// `false` for a partial result that a later one replaces.
+    pub is_final: bool,
+    /// The language it was recognised in (BCP 47 or ISO 639-1, as configured).
+    pub language: String,
+    /// Where the recognised audio begins and ends (buffer timestamps).
+    pub start: gst::ClockTime,
+    pub end: gst::ClockTime,
+}
+
+impl TranscriptEvent {
+    pub fn structure(&self) -> gst::Structure {
+        gst::Structure::builder(TRANSCRIPT_EVENT)
+            .field("text", self.text.as_str())
+            .field("final", self.is_final)
+            .field("language", self.language.as_str())
+            .field("start", self.start.nseconds())
+            .field("end", self.end.nseconds())
+            .build()
+    }
+
+    pub fn to_event(&self) -> gst::Event {
+        gst::event::CustomDownstream::new(self.structure())
+    }
+
+    /// `None` when the structure is not a transcript.
+    pub fn from_structure(s: &gst::StructureRef) -> Option<Result<Self, EventError>> {
+        if s.name() != TRANSCRIPT_EVENT {
+            return None;
+        }
+        let missing = |field| EventError::MissingField {
+            event: TRANSCRIPT_EVENT,
+            field,
+        };
+        Some((|| {
+            Ok(TranscriptEvent {
+                text: s.get::<String>("text").map_err(|_| missing("text"))?,
+                is_final: s.get::<bool>("final").map_err(|_| missing("final"))?,
+                language: s.get::<String>("language").unwrap_or_default(),
+                start: gst::ClockTime::from_nseconds(
+                    s.get::<u64>("start").map_err(|_| missing("start"))?,
+                ),
+                end: gst::ClockTime::from_nseconds(
+                    s.get::<u64>("end").map_err(|_| missing("end"))?,
+                ),
+            })
+        })())
+    }
+
+    /// `None` when the event is not a transcript.
+    pub fn parse(event: &gst::EventRef) -> Option<Result<Self, EventError>> {
+        Self::from_structure(event.structure()?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listening_events_round_trip() {
+        gst::init().unwrap();
+        let ms = gst::ClockTime::from_mseconds;
+        for e in [
+            UserSpeechEvent::Started {
+                start: ms(1200),
+                from: ms(900),
+            },
+            UserSpeechEvent::Ended {
+                start: ms(1200),
+                end: ms(2500),
+            },
+        ] {
+            assert_eq!(UserSpeechEvent::parse(&e.to_event()).unwrap().unwrap(), e);
+        }
+        let t = TranscriptEvent {
+            text: "book a table".into(),
+            is_final: true,
+            language: "en".into(),
+            start: ms(900),
+            end: ms(2500),
+        };
+        assert_eq!(TranscriptEvent::parse(&t.to_event()).unwrap().unwrap(), t);
+        assert!(TranscriptEvent::parse(&t.to_event()).is_some());
+        assert!(UserSpeechEvent::parse(&t.to_event()).is_none());
+    }
 
     #[test]
     fn events_round_trip() {

@@ -19,6 +19,6 @@ pub mod viseme;
 
 pub use blendshapes::{Blendshape, BlendshapeWeights};
 pub use emotion::{Emotion, ExpressionBlender};
-pub use events::{EmotionEvent, PhonemeEvent};
+pub use events::{EmotionEvent, PhonemeEvent, TranscriptEvent, UserSpeechEvent};
 pub use face_meta::{AvatarFrameRef, AvatarPose, FaceInfo, Rect};
 pub use viseme::Viseme;

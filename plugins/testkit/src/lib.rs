@@ -60,6 +60,13 @@ pub fn yunet() -> PathBuf {
     asset(".cache/models/yunet_n_dynamic.onnx")
 }
 
+/// The Silero VAD model (what `scripts/fetch-runtime.sh` puts in `models/`), with ONNX Runtime
+/// loaded.
+pub fn vad_model() -> PathBuf {
+    onnx_runtime();
+    asset("models/silero_vad.onnx")
+}
+
 /// The public-domain astronaut portrait.
 pub fn portrait() -> PathBuf {
     asset(".cache/media/astronaut.png")

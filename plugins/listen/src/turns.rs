@@ -1,0 +1,174 @@
+//! Turns from frame probabilities: when speech is confirmed and when a turn has ended. Pure
+//! (no audio, no model), so the rules are tested on their own.
+//!
+//! Speech starts at the first frame at or above `threshold`, and is confirmed once
+//! `min_speech` of frames at or above it have followed without a silence of `end_silence`
+//! between them (a cough or a click is not a turn). It ends at the start of the first run of
+//! frames below `threshold - 0.15` (Silero's hysteresis) that lasts `end_silence`.
+
+use gst::ClockTime;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TurnRules {
+    pub threshold: f32,
+    pub min_speech: ClockTime,
+    pub end_silence: ClockTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Turn {
+    /// Speech confirmed; it began at `start`.
+    Started { start: ClockTime },
+    /// The turn that began at `start` ended at `end` (`end_silence` ago).
+    Ended { start: ClockTime, end: ClockTime },
+}
+
+#[derive(Debug, Default)]
+pub struct TurnTracker {
+    /// First speech frame of a candidate or confirmed turn.
+    start: Option<ClockTime>,
+    /// Speech heard since `start`.
+    speech: ClockTime,
+    confirmed: bool,
+    /// Where the current run of silence began.
+    silence_from: Option<ClockTime>,
+}
+
+impl TurnTracker {
+    /// Feeds one frame (`at`, `duration`) of probability `p`; returns what it decided.
+    pub fn frame(
+        &mut self,
+        rules: &TurnRules,
+        at: ClockTime,
+        duration: ClockTime,
+        p: f32,
+    ) -> Option<Turn> {
+        let end = at + duration;
+        if p >= rules.threshold {
+            self.silence_from = None;
+            let start = *self.start.get_or_insert(at);
+            self.speech += duration;
+            if !self.confirmed && self.speech >= rules.min_speech {
+                self.confirmed = true;
+                return Some(Turn::Started { start });
+            }
+            return None;
+        }
+        let start = self.start?;
+        if p >= rules.threshold - 0.15 {
+            // In between: neither new speech nor the start of the silence that ends a turn.
+            return None;
+        }
+        let silence_from = *self.silence_from.get_or_insert(at);
+        if end.saturating_sub(silence_from) < rules.end_silence {
+            return None;
+        }
+        let confirmed = self.confirmed;
+        *self = Self::default();
+        confirmed.then_some(Turn::Ended {
+            start,
+            end: silence_from,
+        })
+    }
+
+    /// Whether a confirmed turn is open.
+    pub fn speaking(&self) -> bool {
+        self.confirmed
+    }
+
+    /// Ends an open turn at `at` (end of stream, or the stream being reset).
+    pub fn finish(&mut self, at: ClockTime) -> Option<Turn> {
+        let turn = (self.confirmed).then(|| Turn::Ended {
+            start: self.start.unwrap_or(at),
+            end: self.silence_from.unwrap_or(at),
+        });
+        *self = Self::default();
+        turn
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FRAME: ClockTime = ClockTime::from_mseconds(32);
+
+    fn run(probs: &[f32]) -> Vec<(usize, Turn)> {
+        let rules = TurnRules {
+            threshold: 0.5,
+            min_speech: ClockTime::from_mseconds(96),
+            end_silence: ClockTime::from_mseconds(320),
+        };
+        let mut t = TurnTracker::default();
+        probs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &p)| t.frame(&rules, FRAME * i as u64, FRAME, p).map(|d| (i, d)))
+            .collect()
+    }
+
+    #[test]
+    fn a_turn_starts_where_speech_does_and_ends_where_it_stops() {
+        let mut p = vec![0.0; 5];
+        p.extend([0.9; 20]);
+        p.extend([0.05; 15]);
+        let turns = run(&p);
+        assert_eq!(
+            turns,
+            vec![
+                (7, Turn::Started { start: FRAME * 5 }),
+                (
+                    34,
+                    Turn::Ended {
+                        start: FRAME * 5,
+                        end: FRAME * 25
+                    }
+                )
+            ]
+        );
+    }
+
+    #[test]
+    fn a_click_is_not_a_turn_and_short_pauses_do_not_end_one() {
+        // Two frames of speech: below the minimum.
+        let mut p = vec![0.9, 0.9];
+        p.extend([0.0; 20]);
+        assert!(run(&p).is_empty());
+        // A 200 ms pause inside speech (below the 320 ms end of turn) keeps the turn open,
+        // and frames between the two thresholds neither extend nor end it.
+        let mut p = vec![0.9; 5];
+        p.extend([0.0; 6]);
+        p.extend([0.9; 5]);
+        p.extend([0.4; 3]);
+        p.extend([0.0; 12]);
+        let turns = run(&p);
+        assert_eq!(turns.len(), 2, "{turns:?}");
+        assert_eq!(
+            turns[1].1,
+            Turn::Ended {
+                start: ClockTime::ZERO,
+                end: FRAME * 19
+            }
+        );
+    }
+
+    #[test]
+    fn the_end_of_the_stream_ends_an_open_turn() {
+        let rules = TurnRules {
+            threshold: 0.5,
+            min_speech: FRAME,
+            end_silence: ClockTime::from_seconds(1),
+        };
+        let mut t = TurnTracker::default();
+        t.frame(&rules, ClockTime::ZERO, FRAME, 0.9);
+        assert!(t.speaking());
+        assert_eq!(
+            t.finish(FRAME),
+            Some(Turn::Ended {
+                start: ClockTime::ZERO,
+                end: FRAME
+            })
+        );
+        assert_eq!(t.finish(FRAME), None);
+    }
+}
