@@ -9,7 +9,8 @@
 //! `FACECAST_DEVICE` (`cpu`, `cuda:N`), `ORT_DYLIB_PATH` (the ONNX Runtime library),
 //! `FACECAST_LLM_BASE_URL`, `FACECAST_LLM_MODEL` (the key: `FACECAST_LLM_API_KEY`),
 //! `FACECAST_REDIS_URL` (conversation memory), `FACECAST_TTS` (`espeak`, `piper`),
-//! `FACECAST_PIPER_VOICE`.
+//! `FACECAST_PIPER_VOICE`, `FACECAST_ASR_BASE_URL` (selects the `openai` recogniser),
+//! `FACECAST_ASR_MODEL`, `FACECAST_ASR_API_KEY`.
 
 use anyhow::Context;
 use facecast_onnx::Device;
@@ -52,6 +53,89 @@ pub struct Config {
     /// Largest avatar upload (`POST /api/v1/avatars`), in bytes.
     pub max_upload_bytes: u64,
     pub llm: LlmConfig,
+    /// What the server does with a published voice (WHIP): detection and turn-taking.
+    pub voice_input: VoiceInputConfig,
+    /// Speech recognition of published voices.
+    pub asr: AsrConfig,
+}
+
+/// Voice activity detection and turn-taking for audio published to a session.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VoiceInputConfig {
+    /// The Silero VAD model (a path, or a file in `models_dir`).
+    pub vad_model: PathBuf,
+    pub threshold: f32,
+    /// Speech needed before a turn counts: it then starts listening and, if the avatar is
+    /// speaking, interrupts it (barge-in).
+    pub min_interrupt_ms: u32,
+    /// Silence after which the person's turn has ended and the question is asked.
+    pub end_of_turn_ms: u32,
+    /// Audio kept from before the detected start of speech.
+    pub pre_roll_ms: u32,
+    /// How long a publisher may take to connect.
+    pub publisher_connect_timeout_secs: u64,
+    /// The publisher's jitter buffer: what network jitter is absorbed, and a delay every
+    /// barge-in pays (webrtcbin's default is 200 ms).
+    pub jitter_buffer_ms: u32,
+}
+
+impl Default for VoiceInputConfig {
+    fn default() -> Self {
+        Self {
+            vad_model: PathBuf::from(gstfacecastlisten::VAD_MODEL_FILE),
+            threshold: 0.5,
+            min_interrupt_ms: 150,
+            end_of_turn_ms: 600,
+            pre_roll_ms: 300,
+            publisher_connect_timeout_secs: 20,
+            jitter_buffer_ms: 60,
+        }
+    }
+}
+
+/// The speech recogniser: an OpenAI-compatible endpoint when `base_url` is set, else the
+/// embedded pocketsphinx (US English).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AsrConfig {
+    /// Up to `/v1`, e.g. `http://127.0.0.1:8000/v1`.
+    pub base_url: Option<String>,
+    pub model: String,
+    /// The environment variable holding the API key.
+    pub api_key_env: String,
+    /// The language spoken to the avatar (unset: the session's language).
+    pub language: Option<String>,
+    pub timeout_secs: u64,
+    pub max_utterance_secs: u32,
+}
+
+impl Default for AsrConfig {
+    fn default() -> Self {
+        Self {
+            base_url: None,
+            model: "whisper-1".into(),
+            api_key_env: "FACECAST_ASR_API_KEY".into(),
+            language: None,
+            timeout_secs: 15,
+            max_utterance_secs: 30,
+        }
+    }
+}
+
+impl AsrConfig {
+    pub fn engine(&self) -> gstfacecastlisten::AsrEngine {
+        match self.base_url {
+            Some(_) => gstfacecastlisten::AsrEngine::Openai,
+            None => gstfacecastlisten::AsrEngine::Pocketsphinx,
+        }
+    }
+
+    pub fn api_key(&self) -> Option<String> {
+        std::env::var(&self.api_key_env)
+            .ok()
+            .filter(|k| !k.is_empty())
+    }
 }
 
 /// The language model sessions chat with (any OpenAI-compatible `/v1/chat/completions`).
@@ -254,6 +338,8 @@ impl Default for Config {
             avatar_cache_capacity: 8,
             max_upload_bytes: 64 * 1024 * 1024,
             llm: LlmConfig::default(),
+            voice_input: VoiceInputConfig::default(),
+            asr: AsrConfig::default(),
         }
     }
 }
@@ -370,6 +456,12 @@ impl Config {
         if let Some(v) = var("FACECAST_REDIS_URL") {
             self.llm.redis_url = Some(v).filter(|v| !v.is_empty());
         }
+        if let Some(v) = var("FACECAST_ASR_BASE_URL") {
+            self.asr.base_url = Some(v).filter(|v| !v.is_empty());
+        }
+        if let Some(v) = var("FACECAST_ASR_MODEL") {
+            self.asr.model = v;
+        }
         if let Some(v) = var("ORT_DYLIB_PATH") {
             self.lipsync.onnxruntime.get_or_insert(PathBuf::from(v));
         }
@@ -396,6 +488,11 @@ impl Config {
             self.lipsync.batch_size
         );
         Ok(())
+    }
+
+    /// The voice activity model's full path.
+    pub fn vad_model(&self) -> PathBuf {
+        facecast_onnx::find_model(&self.voice_input.vad_model, &self.models_dir)
     }
 
     /// The lip-sync model's full path, when one is configured.

@@ -146,6 +146,22 @@ impl From<SessionError> for ApiError {
                 "unsupported_offer",
                 e.to_string(),
             ),
+            SessionError::Offer(SignallingError::NothingToReceive) => ApiError::new(
+                StatusCode::NOT_ACCEPTABLE,
+                "unsupported_offer",
+                e.to_string(),
+            ),
+            SessionError::PublisherExists(_) => {
+                ApiError::new(StatusCode::CONFLICT, "publisher_exists", e.to_string())
+            }
+            SessionError::ListeningUnavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "listening_unavailable",
+                e.to_string(),
+            ),
+            SessionError::PublisherNotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "publisher_not_found", e.to_string())
+            }
             SessionError::Offer(SignallingError::MalformedFragment(_)) => {
                 ApiError::bad_request("malformed_fragment", e.to_string())
             }

@@ -17,6 +17,14 @@ pub struct Metrics {
     pub frames_dropped: IntCounterVec,
     /// From a `say` request to the first lip-synced frame of it leaving the encoder.
     pub say_to_first_frame: Histogram,
+    /// WHIP publishers connected now.
+    pub publishers: IntGauge,
+    /// Barge-ins, and the time from the person's speech onset to the interrupt.
+    pub barge_ins: IntCounter,
+    pub barge_in_seconds: Histogram,
+    /// From the end of a person's speech to its final transcript (VAD end-of-turn silence and
+    /// recognition).
+    pub asr_seconds: Histogram,
     // Mirrors of counters kept by the avatar store and the shared lip-sync models, brought up
     // to date when scraped.
     avatar_cache_hits: IntCounter,
@@ -55,6 +63,21 @@ impl Metrics {
         )
         .unwrap();
         let counter = |name: &str, help: &str| IntCounter::new(name, help).unwrap();
+        let publishers = IntGauge::new("publishers", "WHIP publishers connected now").unwrap();
+        let barge_ins = counter("barge_ins_total", "Times a person interrupted the avatar");
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).unwrap()
+        };
+        let barge_in_seconds = histogram(
+            "barge_in_seconds",
+            "From a person's speech onset to the avatar being interrupted",
+            vec![0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0],
+        );
+        let asr_seconds = histogram(
+            "asr_seconds",
+            "From the end of a person's speech to its final transcript",
+            vec![0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0],
+        );
         let avatar_cache_hits = counter(
             "avatar_cache_hits_total",
             "Avatar opens served from the in-memory cache",
@@ -84,6 +107,10 @@ impl Metrics {
             Box::new(frames_produced.clone()),
             Box::new(frames_dropped.clone()),
             Box::new(say_to_first_frame.clone()),
+            Box::new(publishers.clone()),
+            Box::new(barge_ins.clone()),
+            Box::new(barge_in_seconds.clone()),
+            Box::new(asr_seconds.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -94,6 +121,10 @@ impl Metrics {
             frames_produced,
             frames_dropped,
             say_to_first_frame,
+            publishers,
+            barge_ins,
+            barge_in_seconds,
+            asr_seconds,
             avatar_cache_hits,
             avatar_cache_misses,
             wav2lip_frames,

@@ -1,5 +1,5 @@
-//! WHEP (WebRTC-HTTP Egress Protocol) without sockets: what we read from a viewer's SDP offer
-//! and from its trickled ICE fragments.
+//! WHEP and WHIP (WebRTC-HTTP Egress and Ingestion Protocols) without sockets: what we read
+//! from a viewer's or a publisher's SDP offer and from trickled ICE fragments.
 //!
 //! A session encodes once (VP8 or H.264 video, Opus audio) for all its viewers, so an offer is
 //! usable when it can receive at least one of them; each viewer gets its own payloaders,
@@ -33,6 +33,68 @@ pub enum SignallingError {
     NothingToSend(&'static str),
     #[error("malformed trickle ICE fragment: {0}")]
     MalformedFragment(String),
+    #[error("the offer sends no audio we can decode: it must send Opus audio (video alone is not enough)")]
+    NothingToReceive,
+}
+
+/// What a publisher's offer sends us: its Opus audio (any video m-line is answered but
+/// dropped, as OBS sends H.264 alongside its audio).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishPlan {
+    pub audio: MediaPlan,
+}
+
+/// Parses a WHIP offer and finds the Opus audio m-line we will receive.
+pub fn plan_publish(sdp: &str) -> Result<(gst_sdp::SDPMessage, PublishPlan), SignallingError> {
+    let message = parse(sdp)?;
+    for (index, media) in message.medias().enumerate() {
+        if media.port() == 0 || media.media() != Some("audio") {
+            continue;
+        }
+        // The publisher must be willing to send.
+        if media.attribute_val("recvonly").is_some() || media.attribute_val("inactive").is_some() {
+            continue;
+        }
+        let opus = media
+            .attributes()
+            .filter(|a| a.key() == "rtpmap")
+            .find_map(|a| {
+                let (pt, encoding) = a.value()?.split_once(' ')?;
+                encoding
+                    .to_ascii_lowercase()
+                    .starts_with("opus/48000")
+                    .then(|| pt.parse::<u8>().ok())
+                    .flatten()
+            });
+        if let Some(payload) = opus {
+            return Ok((
+                message.clone(),
+                PublishPlan {
+                    audio: MediaPlan {
+                        mline: index as u32,
+                        mid: media.attribute_val("mid").map(String::from),
+                        payload,
+                        profile_level_id: None,
+                    },
+                },
+            ));
+        }
+    }
+    Err(SignallingError::NothingToReceive)
+}
+
+fn parse(sdp: &str) -> Result<gst_sdp::SDPMessage, SignallingError> {
+    if !sdp.trim_start().starts_with("v=0") {
+        return Err(SignallingError::Malformed(
+            "it does not start with v=0".into(),
+        ));
+    }
+    let message = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes())
+        .map_err(|_| SignallingError::Malformed("GStreamer's SDP parser rejected it".into()))?;
+    if message.medias_len() == 0 {
+        return Err(SignallingError::Malformed("it has no m-lines".into()));
+    }
+    Ok(message)
 }
 
 /// Parses an offer and decides which of its m-lines get our video and audio.
@@ -44,16 +106,7 @@ pub fn plan_offer(
         VideoCodec::Vp8 => "vp8/90000",
         VideoCodec::H264 => "h264/90000",
     };
-    if !sdp.trim_start().starts_with("v=0") {
-        return Err(SignallingError::Malformed(
-            "it does not start with v=0".into(),
-        ));
-    }
-    let message = gst_sdp::SDPMessage::parse_buffer(sdp.as_bytes())
-        .map_err(|_| SignallingError::Malformed("GStreamer's SDP parser rejected it".into()))?;
-    if message.medias_len() == 0 {
-        return Err(SignallingError::Malformed("it has no m-lines".into()));
-    }
+    let message = parse(sdp)?;
     let mut plan = OfferPlan::default();
     for (index, media) in message.medias().enumerate() {
         if media.port() == 0 {
@@ -278,6 +331,34 @@ a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:6
         assert!(matches!(
             plan_offer(&single_nal, VideoCodec::H264),
             Err(SignallingError::NothingToSend(_))
+        ));
+    }
+
+    #[test]
+    fn publish_offers_need_opus_audio_and_may_carry_video() {
+        // OBS-like: H.264 video and Opus audio, both sendonly.
+        let obs = CHROME_OFFER.replace("a=recvonly", "a=sendonly");
+        let (_, plan) = plan_publish(&obs).unwrap();
+        assert_eq!(plan.audio.mline, 1);
+        assert_eq!(plan.audio.payload, 111);
+        // A viewer's offer (receive only) publishes nothing; nor does video alone.
+        assert_eq!(
+            plan_publish(CHROME_OFFER).unwrap_err(),
+            SignallingError::NothingToReceive
+        );
+        let video_only = obs.split("m=audio").next().unwrap().to_owned();
+        assert_eq!(
+            plan_publish(&video_only).unwrap_err(),
+            SignallingError::NothingToReceive
+        );
+        let pcmu = obs.replace("a=rtpmap:111 opus/48000/2", "a=rtpmap:111 PCMU/8000");
+        assert_eq!(
+            plan_publish(&pcmu).unwrap_err(),
+            SignallingError::NothingToReceive
+        );
+        assert!(matches!(
+            plan_publish("hello"),
+            Err(SignallingError::Malformed(_))
         ));
     }
 

@@ -51,6 +51,15 @@ impl Conversation {
         }
     }
 
+    /// Whether a reply is being written.
+    pub fn is_running(&self) -> bool {
+        self.running
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+    }
+
     /// Stops the reply being streamed, if any.
     pub fn cancel(&self) {
         if let Some(task) = self.running.lock().unwrap().take() {

@@ -4,6 +4,7 @@
 //!
 //! - [`sessions`]: `/api/v1/sessions…`: create, list, describe, end, say, interrupt, chat, events.
 //! - [`whep`]: `/whep/…`: viewers' offers, trickled candidates, leaving.
+//! - [`whip`]: `/whip/…`: a publisher's voice in: offer, trickled candidates, stopping.
 //! - [`avatars`]: `/api/v1/avatars…`: registration and the store.
 //! - [`ops`]: health probes and Prometheus metrics.
 
@@ -17,6 +18,7 @@ mod avatars;
 mod ops;
 mod sessions;
 mod whep;
+mod whip;
 
 pub(crate) type State = Arc<Registry>;
 
@@ -45,6 +47,7 @@ pub fn routes(
     let cors = cors(&state.config.allowed_origins);
     let api = sessions::routes(state.clone())
         .or(whep::routes(state.clone()))
+        .or(whip::routes(state.clone()))
         .or(avatars::routes(state.clone()))
         .or(ops::routes(state.clone()))
         // Errors get CORS headers too, or a page on another origin cannot read them.

@@ -541,3 +541,73 @@ async fn cors_health_and_metrics() {
         assert!(text.contains(name), "{name} missing");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_offers_are_checked_and_refused_clearly() {
+    let empty = tempfile::tempdir().unwrap();
+    let routes = routes(state(Config {
+        // No voice activity model here: publishing must say where to get it.
+        models_dir: empty.path().to_owned(),
+        ..Config::default()
+    }));
+    let id = create(&routes).await;
+    let r = call(&routes, "GET", &format!("/api/v1/sessions/{id}"), &[], "").await;
+    assert_eq!(json(&r)["whip_url"], format!("/whip/{id}"));
+    assert!(json(&r)["publisher"].is_null());
+    let sdp = ("content-type", "application/sdp");
+    let post = async |body: &str, id: &str| {
+        call(
+            &routes,
+            "POST",
+            &format!("/whip/{id}"),
+            &[sdp],
+            body.to_owned(),
+        )
+        .await
+    };
+    // A viewer's offer (it only receives) has nothing to publish.
+    let viewer_offer = offer().await;
+    assert_error(&post(&viewer_offer, &id).await, 406, "unsupported_offer");
+    assert_error(&post("v=0\r\ngarbage", &id).await, 400, "malformed_sdp");
+    assert_error(&post("hello", &id).await, 400, "malformed_sdp");
+    let publish_offer = viewer_offer.replace("a=recvonly", "a=sendonly");
+    assert_error(
+        &post(&publish_offer, "nope").await,
+        404,
+        "session_not_found",
+    );
+    let r = post(&publish_offer, &id).await;
+    assert_error(&r, 503, "listening_unavailable");
+    assert!(
+        json(&r)["message"]
+            .as_str()
+            .unwrap()
+            .contains("pip download silero-vad"),
+        "{:?}",
+        r.body()
+    );
+    let r = call(
+        &routes,
+        "POST",
+        &format!("/whip/{id}"),
+        &[("content-type", "text/plain")],
+        publish_offer.clone(),
+    )
+    .await;
+    assert_error(&r, 415, "unsupported_media_type");
+    let r = call(&routes, "DELETE", &format!("/whip/{id}/p9"), &[], "").await;
+    assert_error(&r, 404, "publisher_not_found");
+    let frag = ("content-type", "application/trickle-ice-sdpfrag");
+    let r = call(
+        &routes,
+        "PATCH",
+        &format!("/whip/{id}/p9"),
+        &[frag],
+        "a=mid:0\r\n",
+    )
+    .await;
+    assert_error(&r, 404, "publisher_not_found");
+    // The session is unharmed.
+    let r = call(&routes, "GET", &format!("/api/v1/sessions/{id}"), &[], "").await;
+    assert_eq!(r.status(), StatusCode::OK);
+}

@@ -21,6 +21,12 @@ pub enum SessionError {
     Build(String),
     #[error("no viewer '{viewer}' in session '{session}'")]
     ViewerNotFound { session: String, viewer: String },
+    #[error("session '{0}' already has a publisher: DELETE it first (one voice at a time)")]
+    PublisherExists(String),
+    #[error("no publisher '{publisher}' in session '{session}'")]
+    PublisherNotFound { session: String, publisher: String },
+    #[error("this server cannot listen: {0}")]
+    ListeningUnavailable(String),
     #[error(transparent)]
     Offer(#[from] crate::signalling::SignallingError),
     #[error("{0}")]

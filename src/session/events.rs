@@ -33,6 +33,31 @@ pub enum SessionEvent {
     ReplyDone {
         text: String,
     },
+    /// A WHIP client started publishing its voice to the session.
+    PublisherJoined {
+        publisher: String,
+    },
+    PublisherLeft {
+        publisher: String,
+    },
+    /// The person publishing started speaking (confirmed by the voice activity detector).
+    UserSpeechStarted,
+    /// … and their turn ended (after the end-of-turn silence); how long they spoke.
+    UserSpeechEnded {
+        duration_ms: u64,
+    },
+    /// What they said: partial results as they form, then the final one.
+    Transcript {
+        text: String,
+        #[serde(rename = "final")]
+        is_final: bool,
+        language: String,
+    },
+    /// They spoke while the avatar was talking: it stopped. `after_ms`: from the onset of
+    /// their speech to the interrupt.
+    BargeIn {
+        after_ms: u64,
+    },
 }
 
 impl From<ConversationEvent> for SessionEvent {

@@ -21,9 +21,11 @@ mod latency;
 mod liveness;
 pub mod pipeline;
 pub mod plan;
+pub mod publisher;
 mod registry;
 pub mod viewer;
 pub mod voice;
+mod webrtc;
 
 pub use error::SessionError;
 pub use events::SessionEvent;
@@ -37,9 +39,10 @@ use facecast_common::Emotion;
 use gst::prelude::*;
 use latency::SayTiming;
 use pipeline::SessionPipeline;
+use publisher::Publisher;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
@@ -57,6 +60,9 @@ pub struct SessionInfo {
     pub viewers: usize,
     pub age_secs: u64,
     pub whep_url: String,
+    /// Where a voice is published to the session (WHIP), and the publisher now, if any.
+    pub whip_url: String,
+    pub publisher: Option<String>,
     pub events_url: String,
 }
 
@@ -83,6 +89,13 @@ pub struct Session {
     last_watched: Mutex<Instant>,
     timing: SayTiming,
     next_viewer: AtomicU64,
+    /// The one WHIP publisher, if any: its id and branch.
+    publisher: Mutex<Option<(String, Publisher)>>,
+    /// A publisher is negotiating (see `registry::PublisherClaim`).
+    publisher_claimed: Mutex<bool>,
+    next_publisher: AtomicU64,
+    /// Whether the avatar is sounding an utterance (between speech-started and -ended).
+    speaking: AtomicBool,
     pub conversation: Arc<Conversation>,
 }
 
@@ -99,6 +112,8 @@ impl Session {
             viewers: self.viewer_count(),
             age_secs: self.created.elapsed().as_secs(),
             whep_url: format!("/whep/{}", self.id),
+            whip_url: format!("/whip/{}", self.id),
+            publisher: self.publisher_id(),
             events_url: format!("/api/v1/sessions/{}/events", self.id),
         }
     }
@@ -135,6 +150,48 @@ impl Session {
     /// The latest say → first lip-synced frame latencies, oldest first.
     pub fn say_latencies(&self) -> Vec<Duration> {
         self.timing.latencies()
+    }
+
+    /// Whether the avatar is talking, or an answer it will speak is still being written.
+    pub fn is_answering(&self) -> bool {
+        self.speaking.load(Ordering::SeqCst) || self.conversation.is_running()
+    }
+
+    /// The session's running time now (the time base of its audio).
+    pub fn running_time(&self) -> Option<gst::ClockTime> {
+        self.pipeline.pipeline.current_running_time()
+    }
+
+    pub fn publisher_id(&self) -> Option<String> {
+        self.publisher
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|(id, _)| id.clone())
+    }
+
+    pub fn publisher_mids(&self, publisher: &str) -> Option<Vec<Option<String>>> {
+        match self.publisher.lock().unwrap().as_ref() {
+            Some((id, p)) if id == publisher => Some(p.mids.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn add_publisher_candidates(
+        &self,
+        publisher: &str,
+        c: &[signalling::TrickleCandidate],
+    ) -> Result<(), SessionError> {
+        match self.publisher.lock().unwrap().as_ref() {
+            Some((id, p)) if id == publisher => {
+                p.add_candidates(c);
+                Ok(())
+            }
+            _ => Err(SessionError::PublisherNotFound {
+                session: self.id.clone(),
+                publisher: publisher.to_owned(),
+            }),
+        }
     }
 
     pub fn viewer_count(&self) -> usize {
@@ -184,3 +241,5 @@ impl Speaker for Session {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod whip_tests;

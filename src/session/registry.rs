@@ -8,6 +8,7 @@
 
 use super::bus::BusStream;
 use super::plan::{plan, CreateSession, PlanContext};
+use super::publisher::{Listening, Publisher};
 use super::{
     liveness, pipeline::SessionPipeline, viewer::Viewer, voice, NullOnDrop, Session, SessionError,
     SessionEvent, SessionInfo,
@@ -18,9 +19,13 @@ use crate::conversation::chat::{self, ChatError, Conversation};
 use crate::metrics::Metrics;
 use crate::signalling;
 use facecast_avatars::store::AvatarStore;
-use facecast_common::events::{SPEECH_ENDED_MESSAGE, SPEECH_STARTED_MESSAGE};
+use facecast_common::events::{
+    SPEECH_ENDED_MESSAGE, SPEECH_STARTED_MESSAGE, TRANSCRIPT_EVENT, USER_SPEECH_EVENT,
+};
+use facecast_common::{TranscriptEvent, UserSpeechEvent};
 use futures_util::StreamExt;
 use gst::prelude::*;
+use gstfacecastlisten::ASR_ERROR_MESSAGE;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -173,6 +178,10 @@ impl Registry {
             last_watched: Mutex::new(Instant::now()),
             timing: Default::default(),
             next_viewer: AtomicU64::new(1),
+            publisher: Mutex::new(None),
+            publisher_claimed: Mutex::new(false),
+            next_publisher: AtomicU64::new(1),
+            speaking: Default::default(),
             conversation: Arc::new(Conversation::new(conversation, persona)),
         });
         self.instrument(&session);
@@ -258,11 +267,32 @@ impl Registry {
                         let text = s.get::<String>("text").unwrap_or_default();
                         match s.name().as_str() {
                             SPEECH_STARTED_MESSAGE => {
+                                session.speaking.store(true, Ordering::SeqCst);
                                 session.emit(SessionEvent::SpeechStarted { text })
                             }
-                            SPEECH_ENDED_MESSAGE => session.emit(SessionEvent::SpeechEnded {
-                                text,
-                                interrupted: s.get("interrupted").unwrap_or(false),
+                            SPEECH_ENDED_MESSAGE => {
+                                session.speaking.store(false, Ordering::SeqCst);
+                                session.emit(SessionEvent::SpeechEnded {
+                                    text,
+                                    interrupted: s.get("interrupted").unwrap_or(false),
+                                })
+                            }
+                            USER_SPEECH_EVENT => {
+                                if let Some(Ok(speech)) = UserSpeechEvent::from_structure(s) {
+                                    if let Some(r) = registry.upgrade() {
+                                        r.heard_speech(&session, speech);
+                                    }
+                                }
+                            }
+                            TRANSCRIPT_EVENT => {
+                                if let Some(Ok(t)) = TranscriptEvent::from_structure(s) {
+                                    if let Some(r) = registry.upgrade() {
+                                        r.heard_words(&session, t);
+                                    }
+                                }
+                            }
+                            ASR_ERROR_MESSAGE => session.emit(SessionEvent::Error {
+                                message: s.get::<String>("message").unwrap_or_default(),
                             }),
                             _ => {}
                         }
@@ -288,6 +318,148 @@ impl Registry {
         });
     }
 
+    /// The person publishing to `session` started or stopped speaking. Speech that starts while
+    /// the avatar answers interrupts it (barge-in): audio, lips, the reply being written and
+    /// the sentences queued all stop.
+    fn heard_speech(&self, session: &Arc<Session>, speech: UserSpeechEvent) {
+        match speech {
+            UserSpeechEvent::Started { start, .. } => {
+                session.emit(SessionEvent::UserSpeechStarted);
+                if session.is_answering() {
+                    session.interrupt();
+                    let after = session
+                        .running_time()
+                        .map(|now| now.saturating_sub(start))
+                        .unwrap_or_default();
+                    self.metrics.barge_ins.inc();
+                    self.metrics
+                        .barge_in_seconds
+                        .observe(after.nseconds() as f64 / 1e9);
+                    tracing::info!(
+                        session = %session.id,
+                        "barge-in, {} ms after the speech began",
+                        after.mseconds()
+                    );
+                    session.emit(SessionEvent::BargeIn {
+                        after_ms: after.mseconds(),
+                    });
+                }
+            }
+            UserSpeechEvent::Ended { start, end } => {
+                session.emit(SessionEvent::UserSpeechEnded {
+                    duration_ms: end.saturating_sub(start).mseconds(),
+                });
+            }
+        }
+    }
+
+    /// What the person said: shown as it forms; a final transcript is the next question.
+    fn heard_words(&self, session: &Arc<Session>, words: TranscriptEvent) {
+        session.emit(SessionEvent::Transcript {
+            text: words.text.clone(),
+            is_final: words.is_final,
+            language: words.language.clone(),
+        });
+        if !words.is_final || words.text.trim().is_empty() {
+            return;
+        }
+        if let Some(latency) = session
+            .running_time()
+            .map(|now| now.saturating_sub(words.end))
+        {
+            self.metrics
+                .asr_seconds
+                .observe(latency.nseconds() as f64 / 1e9);
+        }
+        if let Err(e) = self.chat(&session.id, words.text.trim()) {
+            let code = match e {
+                ChatError::NoModel => "chat_unavailable",
+                ChatError::QuestionTooLong(_) => "question_too_long",
+            };
+            tracing::info!(session = %session.id, "transcript not asked ({code}): {e}");
+            session.emit(SessionEvent::Error {
+                message: format!("{code}: {e}"),
+            });
+        }
+    }
+
+    /// Adds the WHIP publisher of session `id` (one at a time); returns its id and the answer.
+    pub async fn add_publisher(
+        self: &Arc<Self>,
+        id: &str,
+        offer: &str,
+    ) -> Result<(String, String), SessionError> {
+        let session = self.get(id)?;
+        let (sdp, plan) = signalling::plan_publish(offer)?;
+        // Claimed before negotiating, so that two offers at once cannot both win.
+        let claim = PublisherClaim::new(&session)?;
+        let publisher_id = format!(
+            "p{}",
+            session.next_publisher.fetch_add(1, Ordering::Relaxed)
+        );
+        let listening = Listening::from_config(&self.config, &session.plan.lang);
+        listening
+            .check()
+            .map_err(SessionError::ListeningUnavailable)?;
+        let (publisher, answer) = Publisher::connect(
+            &publisher_id,
+            &session.pipeline,
+            &self.config,
+            listening,
+            sdp,
+            &plan,
+        )
+        .await
+        .map_err(|e| SessionError::Negotiation(format!("{e:#}")))?;
+
+        let registry = Arc::downgrade(self);
+        let runtime = tokio::runtime::Handle::current();
+        let (sid, pid) = (id.to_owned(), publisher_id.clone());
+        liveness::watch(
+            &publisher.webrtcbin,
+            Duration::from_secs(self.config.voice_input.publisher_connect_timeout_secs),
+            move |why: &'static str| {
+                let (registry, sid, pid) = (registry.clone(), sid.clone(), pid.clone());
+                runtime.spawn(async move {
+                    if let Some(r) = registry.upgrade() {
+                        if r.remove_publisher(&sid, &pid).is_ok() {
+                            tracing::info!(session = %sid, publisher = %pid, "publisher dropped: {why}");
+                        }
+                    }
+                });
+            },
+        );
+        claim.fill(publisher_id.clone(), publisher);
+        self.metrics.publishers.inc();
+        session.emit(SessionEvent::PublisherJoined {
+            publisher: publisher_id.clone(),
+        });
+        Ok((publisher_id, answer))
+    }
+
+    pub fn remove_publisher(&self, id: &str, publisher: &str) -> Result<(), SessionError> {
+        let session = self.get(id)?;
+        let taken = {
+            let mut slot = session.publisher.lock().unwrap();
+            match slot.as_ref() {
+                Some((p, _)) if p == publisher => slot.take(),
+                _ => None,
+            }
+        };
+        let Some((_, mut p)) = taken else {
+            return Err(SessionError::PublisherNotFound {
+                session: id.to_owned(),
+                publisher: publisher.to_owned(),
+            });
+        };
+        p.disconnect(&session.pipeline);
+        self.metrics.publishers.dec();
+        session.emit(SessionEvent::PublisherLeft {
+            publisher: publisher.to_owned(),
+        });
+        Ok(())
+    }
+
     /// Ends a session: tells its clients, drops its viewers and stops its pipeline.
     pub fn end(&self, id: &str, reason: &str) -> bool {
         let Some(session) = self.sessions.lock().unwrap().remove(id) else {
@@ -306,9 +478,14 @@ impl Registry {
             .map(|(_, v)| v)
             .collect();
         self.metrics.viewers.sub(viewers.len() as i64);
+        let publisher = session.publisher.lock().unwrap().take();
         let _ = session.pipeline.pipeline.set_state(gst::State::Null);
         for mut v in viewers {
             v.disconnect(&session.pipeline);
+        }
+        if let Some((_, mut p)) = publisher {
+            p.disconnect(&session.pipeline);
+            self.metrics.publishers.dec();
         }
         self.metrics.remove_session(id);
         self.metrics.sessions_active.set(self.len() as i64);
@@ -428,4 +605,33 @@ async fn avatar_size(name: String) -> Result<(u32, u32), SessionError> {
             .map_err(|source| SessionError::Avatar { name, source })
     })
     .await?
+}
+
+/// A session's publisher place, held while a publisher negotiates: a second offer meanwhile is
+/// refused, and a failed negotiation gives the place back.
+struct PublisherClaim {
+    session: Arc<Session>,
+}
+
+impl PublisherClaim {
+    fn new(session: &Arc<Session>) -> Result<Self, SessionError> {
+        let mut claimed = session.publisher_claimed.lock().unwrap();
+        if *claimed || session.publisher.lock().unwrap().is_some() {
+            return Err(SessionError::PublisherExists(session.id.clone()));
+        }
+        *claimed = true;
+        Ok(Self {
+            session: session.clone(),
+        })
+    }
+
+    fn fill(self, id: String, publisher: Publisher) {
+        *self.session.publisher.lock().unwrap() = Some((id, publisher));
+    }
+}
+
+impl Drop for PublisherClaim {
+    fn drop(&mut self) {
+        *self.session.publisher_claimed.lock().unwrap() = false;
+    }
 }

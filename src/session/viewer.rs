@@ -6,7 +6,6 @@ use crate::config::{Config, VideoCodec};
 use crate::signalling::{MediaPlan, OfferPlan};
 use anyhow::{anyhow, Context};
 use gst::prelude::*;
-use std::time::Duration;
 
 pub struct Viewer {
     pub webrtcbin: gst::Element,
@@ -16,22 +15,6 @@ pub struct Viewer {
     taps: Vec<Tap>,
     /// The offer's m-line mids, for trickled candidates.
     pub mids: Vec<Option<String>>,
-}
-
-/// A gst promise as a future.
-async fn promise_reply(f: impl FnOnce(&gst::Promise)) -> anyhow::Result<Option<gst::Structure>> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let promise = gst::Promise::with_change_func(move |reply| {
-        let _ = tx.send(match reply {
-            Ok(s) => Ok(s.map(|s| s.to_owned())),
-            Err(e) => Err(anyhow!("webrtcbin promise failed: {e:?}")),
-        });
-    });
-    f(&promise);
-    tokio::time::timeout(Duration::from_secs(5), rx)
-        .await
-        .context("webrtcbin did not answer in time")?
-        .context("webrtcbin dropped its promise")?
 }
 
 impl Viewer {
@@ -47,17 +30,7 @@ impl Viewer {
             .medias()
             .map(|m| m.attribute_val("mid").map(String::from))
             .collect();
-        let webrtcbin = gst::ElementFactory::make("webrtcbin")
-            .name(format!("viewer-{id}"))
-            .property_from_str("bundle-policy", "max-bundle")
-            .build()
-            .context("GStreamer element 'webrtcbin' is missing: run scripts/install-deps.sh")?;
-        if let Some(stun) = config.ice.stun_servers.first() {
-            webrtcbin.set_property("stun-server", stun);
-        }
-        for turn in &config.ice.turn_servers {
-            webrtcbin.emit_by_name::<bool>("add-turn-server", &[turn]);
-        }
+        let webrtcbin = super::webrtc::webrtcbin(&format!("viewer-{id}"), config)?;
         let mut viewer = Viewer {
             webrtcbin: webrtcbin.clone(),
             elements: vec![webrtcbin.clone()],
@@ -134,13 +107,7 @@ impl Viewer {
         plan: &OfferPlan,
     ) -> anyhow::Result<String> {
         let pipeline = &session.pipeline;
-        pipeline.add(&self.webrtcbin)?;
-        if config.ice_loopback() {
-            // libnice skips loopback interfaces unless told about them.
-            let agent = self.webrtcbin.property::<gst::glib::Object>("ice-agent");
-            agent.emit_by_name::<bool>("add-local-ip-address", &[&"127.0.0.1"]);
-        }
-        self.webrtcbin.sync_state_with_parent()?;
+        super::webrtc::start_in(&self.webrtcbin, pipeline, config)?;
         if let Some(video) = &plan.video {
             let (encoding, payloader) = match config.video.codec {
                 VideoCodec::Vp8 => ("VP8", "rtpvp8pay"),
@@ -171,57 +138,7 @@ impl Viewer {
             self.add_branch(session, Encoded::Audio, "rtpopuspay", audio, caps)?;
         }
 
-        let webrtcbin = self.webrtcbin.clone();
-        let desc =
-            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Offer, offer);
-        let reply =
-            promise_reply(|p| webrtcbin.emit_by_name::<()>("set-remote-description", &[&desc, p]))
-                .await?;
-        if let Some(err) = reply
-            .as_ref()
-            .and_then(|r| r.get::<gst::glib::Error>("error").ok())
-        {
-            anyhow::bail!("webrtcbin rejected the offer: {err}");
-        }
-        let reply = promise_reply(|p| {
-            webrtcbin.emit_by_name::<()>("create-answer", &[&None::<gst::Structure>, p])
-        })
-        .await?
-        .context("webrtcbin gave no answer")?;
-        if let Ok(err) = reply.get::<gst::glib::Error>("error") {
-            anyhow::bail!("webrtcbin could not answer: {err}");
-        }
-        let answer = reply
-            .get::<gst_webrtc::WebRTCSessionDescription>("answer")
-            .context("webrtcbin's reply holds no answer")?;
-        promise_reply(|p| webrtcbin.emit_by_name::<()>("set-local-description", &[&answer, p]))
-            .await?;
-
-        // Answer with every host candidate in the SDP, so players need not trickle.
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let tx = std::sync::Mutex::new(Some(tx));
-        let handler = webrtcbin.connect_notify(Some("ice-gathering-state"), move |w, _| {
-            if w.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
-                == gst_webrtc::WebRTCICEGatheringState::Complete
-            {
-                if let Some(tx) = tx.lock().unwrap().take() {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        if webrtcbin.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
-            != gst_webrtc::WebRTCICEGatheringState::Complete
-        {
-            let _ = tokio::time::timeout(Duration::from_secs(3), rx).await;
-        }
-        webrtcbin.disconnect(handler);
-        let local = webrtcbin
-            .property::<Option<gst_webrtc::WebRTCSessionDescription>>("local-description")
-            .context("no local description")?;
-        let sdp = local
-            .sdp()
-            .as_text()
-            .context("cannot write the answer SDP")?;
+        let sdp = super::webrtc::answer(&self.webrtcbin, offer).await?;
 
         // A new viewer needs a keyframe now, not at the next scheduled one.
         if let Some(tap) = self.taps.first() {

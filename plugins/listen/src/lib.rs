@@ -10,7 +10,7 @@ mod silero;
 mod turns;
 mod vad;
 
-pub use asr::{Asr, AsrEngine};
+pub use asr::{Asr, AsrEngine, ASR_ERROR_MESSAGE};
 pub use silero::MODEL_FILE as VAD_MODEL_FILE;
 pub use vad::Vad;
 

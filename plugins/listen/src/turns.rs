@@ -3,8 +3,10 @@
 //!
 //! Speech starts at the first frame at or above `threshold`, and is confirmed once
 //! `min_speech` of frames at or above it have followed without a silence of `end_silence`
-//! between them (a cough or a click is not a turn). It ends at the start of the first run of
-//! frames below `threshold - 0.15` (Silero's hysteresis) that lasts `end_silence`.
+//! between them (a cough or a click is not a turn). The turn ends once a run of frames below
+//! `threshold - 0.15` (Silero's hysteresis) has lasted `end_silence`; the speech itself ended
+//! with the last frame at or above `threshold` (the model's probability lingers a frame or
+//! three after the sound stops).
 
 use gst::ClockTime;
 
@@ -32,6 +34,8 @@ pub struct TurnTracker {
     confirmed: bool,
     /// Where the current run of silence began.
     silence_from: Option<ClockTime>,
+    /// The end of the last frame at or above the threshold.
+    last_speech_end: Option<ClockTime>,
 }
 
 impl TurnTracker {
@@ -46,6 +50,7 @@ impl TurnTracker {
         let end = at + duration;
         if p >= rules.threshold {
             self.silence_from = None;
+            self.last_speech_end = Some(end);
             let start = *self.start.get_or_insert(at);
             self.speech += duration;
             if !self.confirmed && self.speech >= rules.min_speech {
@@ -64,10 +69,11 @@ impl TurnTracker {
             return None;
         }
         let confirmed = self.confirmed;
+        let speech_end = self.last_speech_end.unwrap_or(silence_from);
         *self = Self::default();
         confirmed.then_some(Turn::Ended {
             start,
-            end: silence_from,
+            end: speech_end,
         })
     }
 
@@ -80,7 +86,7 @@ impl TurnTracker {
     pub fn finish(&mut self, at: ClockTime) -> Option<Turn> {
         let turn = (self.confirmed).then(|| Turn::Ended {
             start: self.start.unwrap_or(at),
-            end: self.silence_from.unwrap_or(at),
+            end: self.last_speech_end.or(self.silence_from).unwrap_or(at),
         });
         *self = Self::default();
         turn
@@ -147,7 +153,7 @@ mod tests {
             turns[1].1,
             Turn::Ended {
                 start: ClockTime::ZERO,
-                end: FRAME * 19
+                end: FRAME * 16
             }
         );
     }

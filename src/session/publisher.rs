@@ -1,0 +1,262 @@
+//! A WHIP publisher: one `webrtcbin` receiving a person's voice into the session.
+//!
+//! ```text
+//! webrtcbin ─ (audio) rtpopusdepay ! opusdec ! audioconvert ! audioresample ! 16 kHz mono
+//!                     ! vad ! asr ! fakesink        the turns and words go to the bus
+//!           └ (video, e.g. OBS's H.264) fakesink    answered, received, dropped
+//! ```
+//!
+//! The branch lives in the session's pipeline, so `vad` and `asr` post on the session's bus
+//! and their timestamps are the session's running time (what barge-in compares with the
+//! avatar's speech). Removing the publisher removes only its elements.
+
+use super::pipeline::SessionPipeline;
+use crate::config::Config;
+use crate::signalling::PublishPlan;
+use anyhow::{anyhow, Context};
+use gst::prelude::*;
+use std::sync::{Arc, Mutex};
+
+pub struct Publisher {
+    pub webrtcbin: gst::Element,
+    /// Everything added to the pipeline for this publisher (the decoding branches are added
+    /// when the media arrives).
+    elements: Arc<Mutex<Vec<gst::Element>>>,
+    /// The offer's m-line mids, for trickled candidates.
+    pub mids: Vec<Option<String>>,
+}
+
+/// How the received voice is listened to.
+#[derive(Debug, Clone)]
+pub struct Listening {
+    pub vad_model: std::path::PathBuf,
+    pub threshold: f32,
+    pub min_speech_ms: u32,
+    pub end_silence_ms: u32,
+    pub pre_roll_ms: u32,
+    pub asr: gstfacecastlisten::AsrEngine,
+    pub asr_base_url: Option<String>,
+    pub asr_model: String,
+    pub asr_api_key: Option<String>,
+    pub language: String,
+    pub asr_timeout_ms: u32,
+    pub max_utterance_secs: u32,
+}
+
+impl Listening {
+    pub fn from_config(config: &Config, session_language: &str) -> Self {
+        let v = &config.voice_input;
+        let a = &config.asr;
+        Self {
+            vad_model: config.vad_model(),
+            threshold: v.threshold,
+            min_speech_ms: v.min_interrupt_ms,
+            end_silence_ms: v.end_of_turn_ms,
+            pre_roll_ms: v.pre_roll_ms,
+            asr: a.engine(),
+            asr_base_url: a.base_url.clone(),
+            asr_model: a.model.clone(),
+            asr_api_key: a.api_key(),
+            language: a
+                .language
+                .clone()
+                .unwrap_or_else(|| session_language.to_owned()),
+            asr_timeout_ms: (a.timeout_secs * 1000).min(600_000) as u32,
+            max_utterance_secs: a.max_utterance_secs,
+        }
+    }
+
+    /// Checks what can be checked before a publisher connects (so it gets a clear `4xx`/`5xx`
+    /// rather than a session error later).
+    pub fn check(&self) -> Result<(), String> {
+        if !self.vad_model.is_file() {
+            return Err(format!(
+                "the voice activity model {} is missing: scripts/fetch-runtime.sh installs it (make run does), or `pip download silero-vad --no-deps` and take silero_vad/data/silero_vad.onnx from the wheel",
+                self.vad_model.display()
+            ));
+        }
+        if self.asr == gstfacecastlisten::AsrEngine::Pocketsphinx
+            && gst::ElementFactory::find("pocketsphinx").is_none()
+        {
+            return Err("no speech recogniser: install gstreamer1.0-pocketsphinx and pocketsphinx-en-us (scripts/install-deps.sh), or set FACECAST_ASR_BASE_URL to an OpenAI-compatible endpoint".into());
+        }
+        Ok(())
+    }
+
+    fn branch(&self) -> anyhow::Result<Vec<gst::Element>> {
+        let make = |f: &str| {
+            gst::ElementFactory::make(f)
+                .build()
+                .with_context(|| format!("GStreamer element '{f}' is missing"))
+        };
+        let queue = gst::ElementFactory::make("queue")
+            .property("max-size-time", 2_000_000_000u64)
+            .property_from_str("leaky", "downstream")
+            .build()?;
+        let depay = make("rtpopusdepay")?;
+        let dec = gst::ElementFactory::make("opusdec")
+            .property("plc", true)
+            .build()?;
+        let caps = gst::ElementFactory::make("capsfilter")
+            .property(
+                "caps",
+                gst_audio::AudioCapsBuilder::new_interleaved()
+                    .format(gst_audio::AudioFormat::S16le)
+                    .rate(16_000)
+                    .channels(1)
+                    .build(),
+            )
+            .build()?;
+        let vad = gst::ElementFactory::make("vad")
+            .property("model", self.vad_model.to_string_lossy().as_ref())
+            .property("threshold", self.threshold)
+            .property("min-speech-ms", self.min_speech_ms)
+            .property("end-silence-ms", self.end_silence_ms.max(32))
+            .property("pre-roll-ms", self.pre_roll_ms)
+            .build()?;
+        let asr = gst::ElementFactory::make("asr")
+            .property("engine", self.asr)
+            .property("base-url", self.asr_base_url.as_deref())
+            .property("model", self.asr_model.as_str())
+            .property("api-key", self.asr_api_key.as_deref())
+            .property("language", self.language.as_str())
+            .property("timeout-ms", self.asr_timeout_ms.max(100))
+            .property("max-utterance-secs", self.max_utterance_secs.clamp(1, 600))
+            .build()?;
+        let sink = gst::ElementFactory::make("fakesink")
+            .property("sync", false)
+            .property("async", false)
+            .build()?;
+        Ok(vec![
+            queue,
+            depay,
+            dec,
+            make("audioconvert")?,
+            make("audioresample")?,
+            caps,
+            vad,
+            asr,
+            sink,
+        ])
+    }
+}
+
+impl Publisher {
+    /// Adds a publisher to the session's pipeline and answers `offer`. On failure nothing is
+    /// left behind.
+    pub async fn connect(
+        id: &str,
+        session: &SessionPipeline,
+        config: &Config,
+        listening: Listening,
+        offer: gst_sdp::SDPMessage,
+        plan: &PublishPlan,
+    ) -> anyhow::Result<(Publisher, String)> {
+        let mids = offer
+            .medias()
+            .map(|m| m.attribute_val("mid").map(String::from))
+            .collect();
+        let webrtcbin = super::webrtc::webrtcbin(&format!("publisher-{id}"), config)?;
+        webrtcbin.set_property("latency", config.voice_input.jitter_buffer_ms);
+        let publisher = Publisher {
+            webrtcbin: webrtcbin.clone(),
+            elements: Arc::new(Mutex::new(vec![webrtcbin.clone()])),
+            mids,
+        };
+        let result = publisher
+            .negotiate(session, config, listening, offer, plan)
+            .await;
+        match result {
+            Ok(answer) => Ok((publisher, answer)),
+            Err(e) => {
+                let mut publisher = publisher;
+                publisher.disconnect(session);
+                Err(e)
+            }
+        }
+    }
+
+    async fn negotiate(
+        &self,
+        session: &SessionPipeline,
+        config: &Config,
+        listening: Listening,
+        offer: gst_sdp::SDPMessage,
+        plan: &PublishPlan,
+    ) -> anyhow::Result<String> {
+        let pipeline = session.pipeline.clone();
+        // Media arrives on new pads: audio is listened to, anything else is dropped.
+        let elements = self.elements.clone();
+        let weak_pipeline = pipeline.downgrade();
+        self.webrtcbin.connect_pad_added(move |_, pad| {
+            let Some(pipeline) = weak_pipeline.upgrade() else {
+                return;
+            };
+            if pad.direction() != gst::PadDirection::Src {
+                return;
+            }
+            let is_audio = pad
+                .current_caps()
+                .or_else(|| Some(pad.query_caps(None)))
+                .and_then(|c| {
+                    c.structure(0)
+                        .and_then(|s| s.get::<&str>("media").ok().map(|m| m == "audio"))
+                })
+                .unwrap_or(false);
+            let branch = if is_audio {
+                listening.branch()
+            } else {
+                gst::ElementFactory::make("fakesink")
+                    .property("sync", false)
+                    .property("async", false)
+                    .build()
+                    .map(|s| vec![s])
+                    .map_err(Into::into)
+            };
+            let linked = branch.and_then(|branch| {
+                pipeline.add_many(&branch)?;
+                elements.lock().unwrap().extend(branch.iter().cloned());
+                gst::Element::link_many(&branch)?;
+                for e in &branch {
+                    e.sync_state_with_parent()?;
+                }
+                pad.link(&branch[0].static_pad("sink").unwrap())
+                    .map_err(|e| anyhow!("cannot link the publisher's media: {e:?}"))?;
+                Ok(())
+            });
+            if let Err(e) = linked {
+                tracing::error!("publisher media branch: {e:#}");
+            }
+        });
+        super::webrtc::start_in(&self.webrtcbin, &pipeline, config)?;
+        let caps = gst::Caps::builder("application/x-rtp")
+            .field("media", "audio")
+            .field("encoding-name", "OPUS")
+            .field("clock-rate", 48000i32)
+            .field("payload", plan.audio.payload as i32)
+            .build();
+        self.webrtcbin
+            .emit_by_name::<gst_webrtc::WebRTCRTPTransceiver>(
+                "add-transceiver",
+                &[&gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly, &caps],
+            );
+        super::webrtc::answer(&self.webrtcbin, offer).await
+    }
+
+    /// Adds trickled remote candidates.
+    pub fn add_candidates(&self, candidates: &[crate::signalling::TrickleCandidate]) {
+        for c in candidates {
+            self.webrtcbin
+                .emit_by_name::<()>("add-ice-candidate", &[&c.mline, &c.candidate]);
+        }
+    }
+
+    /// Detaches the publisher from the running pipeline and removes its elements.
+    pub fn disconnect(&mut self, session: &SessionPipeline) {
+        let elements: Vec<gst::Element> = self.elements.lock().unwrap().drain(..).collect();
+        for e in elements {
+            let _ = e.set_state(gst::State::Null);
+            let _ = session.pipeline.remove(&e);
+        }
+    }
+}
