@@ -4,6 +4,9 @@
 //! The page (`tests/browser/e2e.html`) is served by this test from its own origin, so the
 //! server's CORS answers are exercised too, and reports a JSON summary back here.
 
+mod common;
+
+use gst::prelude::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -29,8 +32,13 @@ impl Drop for Reaped {
 }
 
 fn start_server(codec: &str) -> (Reaped, String) {
+    start_server_with(codec, &[])
+}
+
+fn start_server_with(codec: &str, env: &[(&str, &str)]) -> (Reaped, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_facecast"))
         .args(["serve", "--listen", "127.0.0.1:0"])
+        .envs(env.iter().copied())
         .env("FACECAST_VIDEO_CODEC", codec)
         .env("FACECAST_LOG", "info")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -172,4 +180,155 @@ async fn scenario(codec: &str) {
         r["vanished_viewer_dropped_after_s"].is_number(),
         "a viewer that closed without DELETE was not dropped within 60 s"
     );
+}
+
+/// A Piper voice saying `text`, 48 kHz mono.
+fn spoken(text: &str) -> Vec<i16> {
+    common::init();
+    let voice = facecast_testkit::piper_voice();
+    let pipeline = gst::parse::launch(&format!(
+        "speechsynth engine=piper voice={} text=\"{text}\" ! audioconvert ! audioresample ! \
+         audio/x-raw,format=S16LE,rate=48000,channels=1 ! appsink name=out sync=false",
+        voice.display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sink = pipeline
+        .by_name("out")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut samples = Vec::new();
+    while let Ok(sample) = sink.pull_sample() {
+        let map = sample.buffer().unwrap().map_readable().unwrap();
+        samples.extend(
+            map.chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]])),
+        );
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    samples
+}
+
+/// The real web client (`web/`, served by the server) in Chromium, its microphone fed from a
+/// WAV of a spoken question: `?talk=1` publishes it over WHIP; the question is detected,
+/// transcribed (scripted endpoint), asked (scripted model) and the answer spoken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_client_hears_a_spoken_question_and_answers_it() {
+    let _one_at_a_time = BROWSER.lock().await;
+    facecast_testkit::vad_model();
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("Chromium is not installed: run scripts/install-deps.sh (Debian package chromium)");
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("question.wav");
+    let mut samples = vec![0i16; 48_000];
+    samples.extend(spoken("What can you do for me"));
+    samples.extend(vec![0i16; 3 * 48_000]);
+    facecast_testkit::write_wav(&wav, 48_000, &samples);
+
+    let openai =
+        facecast_testkit::ScriptedOpenai::start("what can you do for me", "I can talk with you.");
+    let (_server, server_url) = start_server_with(
+        "vp8",
+        &[
+            ("FACECAST_ASR_BASE_URL", &openai.base_url),
+            ("FACECAST_LLM_BASE_URL", &openai.base_url),
+        ],
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let _browser = Reaped(
+        Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--allow-loopback-in-peer-connection",
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                &format!("--use-file-for-fake-audio-capture={}", wav.display()),
+                "--autoplay-policy=no-user-gesture-required",
+                &format!("--user-data-dir={}", profile.path().display()),
+                &format!("{server_url}/?talk=1"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromium starts"),
+    );
+    // The microphone's question reaches the recogniser as a WAV, then the model as a question.
+    let requests = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while std::time::Instant::now() < deadline {
+            let Ok(r) = openai.requests.recv_timeout(Duration::from_secs(1)) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&r).into_owned();
+            let chat = text.contains("/chat/completions");
+            seen.push((text, r));
+            if chat {
+                break;
+            }
+        }
+        seen
+    })
+    .await
+    .unwrap();
+    let transcription = requests
+        .iter()
+        .find(|(t, _)| t.starts_with("POST /v1/audio/transcriptions"))
+        .expect("the recogniser got no audio from the browser's microphone");
+    let at = transcription
+        .1
+        .windows(4)
+        .position(|w| w == b"RIFF")
+        .unwrap();
+    let posted = hound::WavReader::new(std::io::Cursor::new(&transcription.1[at..])).unwrap();
+    assert!(
+        posted.len() as f64 / 16_000.0 > 0.8,
+        "{} samples posted",
+        posted.len()
+    );
+    let chat = requests
+        .iter()
+        .find(|(t, _)| t.contains("/chat/completions"))
+        .expect("the transcript was not asked to the model");
+    assert!(chat.0.contains("what can you do for me"), "{}", chat.0);
+    // The answer is spoken: a say reached the encoder.
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = client
+            .get(format!("{server_url}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let spoken = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("facecast_say_to_first_frame_seconds_count "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let published = metrics.contains("facecast_publishers 1");
+        if spoken >= 1 {
+            assert!(published, "no publisher counted: {metrics}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the answer was never spoken"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -44,6 +44,9 @@ const el = {
   sessionId: $('session-id'),
   viewers: $('viewer-count'),
   toasts: $('toasts'),
+  mic: $('mic-btn'),
+  ptt: $('ptt-toggle'),
+  transcript: $('transcript'),
 };
 
 // ---------------------------------------------------------------------------
@@ -191,6 +194,7 @@ function setControlsEnabled(on) {
   el.text.disabled = !on;
   el.speak.disabled = !on;
   el.interrupt.disabled = !on;
+  el.mic.disabled = !on || !navigator.mediaDevices?.getUserMedia;
 }
 
 function toast(message, kind = 'error', ms = 6000) {
@@ -672,7 +676,25 @@ function handleEvent(ev) {
       break;
     case 'session_ended':
       log('session ended', ev.reason ?? '');
+      stopMic();
       endSession(ev.reason);
+      break;
+    case 'user_speech_started':
+      log('you', 'speaking…', 'local');
+      break;
+    case 'user_speech_ended':
+      log('you', `spoke ${((ev.duration_ms ?? 0) / 1000).toFixed(1)} s`, 'local');
+      break;
+    case 'transcript':
+      el.transcript.textContent = ev.text ?? '';
+      el.transcript.classList.toggle('partial', !ev.final);
+      if (ev.final) log('heard', ev.text ?? '');
+      break;
+    case 'barge_in':
+      log('interrupted by you', `${ev.after_ms ?? '?'} ms`, 'local');
+      break;
+    case 'publisher_joined':
+    case 'publisher_left':
       break;
     default:
       log(String(ev.type ?? 'event'), JSON.stringify(ev));
@@ -880,3 +902,104 @@ window.facecast = {
 };
 
 start();
+
+// ---------------------------------------------------------------------------
+// Microphone: the user's voice to the session over WHIP
+// ---------------------------------------------------------------------------
+
+const mic = { pc: null, stream: null, url: null, starting: false };
+
+function setMicUi() {
+  const on = Boolean(mic.pc);
+  el.mic.setAttribute('aria-pressed', String(on && (!el.ptt.checked || mic.held)));
+  el.mic.textContent = on ? (el.ptt.checked ? 'Hold to talk' : 'Stop talking') : 'Talk';
+}
+
+/// Publishes the microphone (echo cancellation on, so the avatar's own voice from the
+/// speakers is not heard as the user's).
+async function startMic() {
+  const session = state.session;
+  if (!session || mic.pc || mic.starting) return;
+  mic.starting = true;
+  try {
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({
+        audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+      });
+    } catch (err) {
+      throw new ApiError(`The microphone is not available: ${err.message}`);
+    }
+    const pc = new RTCPeerConnection({ iceServers: [] });
+    const [track] = stream.getAudioTracks();
+    track.enabled = !el.ptt.checked;
+    pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+    await pc.setLocalDescription(await pc.createOffer());
+    await waitForIceGathering(pc, ICE_GATHER_TIMEOUT_MS);
+    const whipUrl = new URL(session.whip_url ?? `/whip/${session.id}`, location.href);
+    const res = await fetch(whipUrl, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/sdp' },
+      body: pc.localDescription.sdp,
+      signal: AbortSignal.timeout(WHEP_TIMEOUT_MS),
+    });
+    if (!res.ok) {
+      pc.close();
+      stream.getTracks().forEach((t) => t.stop());
+      throw await errorFrom(res);
+    }
+    const loc = res.headers.get('Location');
+    await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
+    Object.assign(mic, { pc, stream, url: loc ? new URL(loc, whipUrl).href : null });
+    log('microphone', el.ptt.checked ? 'hold the button to talk' : 'listening', 'ok');
+  } catch (err) {
+    toast(err.message || 'Cannot start the microphone.');
+  } finally {
+    mic.starting = false;
+    setMicUi();
+  }
+}
+
+function stopMic() {
+  if (!mic.pc) return;
+  if (mic.url) fetch(mic.url, { method: 'DELETE' }).catch(() => {});
+  mic.pc.close();
+  mic.stream?.getTracks().forEach((t) => t.stop());
+  Object.assign(mic, { pc: null, stream: null, url: null, held: false });
+  setMicUi();
+}
+
+function holdMic(held) {
+  if (!mic.pc || !el.ptt.checked) return;
+  mic.held = held;
+  mic.stream?.getAudioTracks().forEach((t) => { t.enabled = held; });
+  setMicUi();
+}
+
+el.mic.addEventListener('click', () => {
+  if (el.ptt.checked && mic.pc) return; // push-to-talk: the button is held, not clicked
+  if (mic.pc) stopMic(); else startMic();
+});
+el.mic.addEventListener('pointerdown', () => {
+  if (!el.ptt.checked) return;
+  if (!mic.pc) { startMic().then(() => holdMic(true)); return; }
+  holdMic(true);
+});
+for (const ev of ['pointerup', 'pointerleave', 'pointercancel']) {
+  el.mic.addEventListener(ev, () => holdMic(false));
+}
+el.ptt.addEventListener('change', () => {
+  mic.stream?.getAudioTracks().forEach((t) => { t.enabled = !el.ptt.checked; });
+  setMicUi();
+});
+window.addEventListener('pagehide', stopMic);
+
+// `?talk=1`: start listening as soon as the stream is live (kiosks, hands-free set-ups).
+if (new URLSearchParams(location.search).get('talk') === '1') {
+  const waitLive = setInterval(() => {
+    if (state.everLive && state.session && !mic.pc && !mic.starting) {
+      clearInterval(waitLive);
+      startMic();
+    }
+  }, 200);
+}

@@ -242,8 +242,31 @@ async fn next_event(
     .expect("the event in time")
 }
 
-/// The `facecast/user-speech` events leaving the session's `vad`, with their times.
-fn watch_vad(session: &Session) -> Arc<Mutex<Vec<facecast_common::UserSpeechEvent>>> {
+/// What the session's `vad` received and decided: its 10 ms audio levels with their times
+/// (what the server itself heard, whatever the network did to the timing), and the
+/// `facecast/user-speech` events it sent.
+#[derive(Default)]
+struct Heard {
+    levels: Vec<(f64, f64)>,
+    marks: Vec<facecast_common::UserSpeechEvent>,
+}
+
+impl Heard {
+    /// Where the sound the server received starts and stops (windows within 40 dB of the
+    /// loudest), in the session's running time.
+    fn sound_span(&self) -> (f64, f64) {
+        let loudest = self.levels.iter().map(|l| l.1).fold(0.0, f64::max);
+        let loud: Vec<f64> = self
+            .levels
+            .iter()
+            .filter(|l| l.1 > loudest / 100.0)
+            .map(|l| l.0)
+            .collect();
+        (loud[0], loud[loud.len() - 1] + 0.01)
+    }
+}
+
+fn watch_vad(session: &Session) -> Arc<Mutex<Heard>> {
     // The branch is built when the publisher's media arrives.
     let deadline = Instant::now() + Duration::from_secs(5);
     let vad = loop {
@@ -263,19 +286,38 @@ fn watch_vad(session: &Session) -> Arc<Mutex<Vec<facecast_common::UserSpeechEven
         );
         std::thread::sleep(Duration::from_millis(10));
     };
-    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::new(Mutex::new(Heard::default()));
     let keep = seen.clone();
     vad.static_pad("src").unwrap().add_probe(
         gst::PadProbeType::EVENT_DOWNSTREAM,
         move |_, info| {
             if let Some(gst::PadProbeData::Event(e)) = &info.data {
                 if let Some(Ok(s)) = facecast_common::UserSpeechEvent::parse(e) {
-                    keep.lock().unwrap().push(s);
+                    keep.lock().unwrap().marks.push(s);
                 }
             }
             gst::PadProbeReturn::Ok
         },
     );
+    let keep = seen.clone();
+    vad.static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(b)) = &info.data {
+                let pts = b.pts().map(|t| t.nseconds() as f64 / 1e9).unwrap_or(0.0);
+                let map = b.map_readable().unwrap();
+                let samples: Vec<f64> = map
+                    .chunks_exact(2)
+                    .map(|c| i16::from_le_bytes([c[0], c[1]]) as f64)
+                    .collect();
+                let mut heard = keep.lock().unwrap();
+                for (i, w) in samples.chunks(160).enumerate() {
+                    let rms = (w.iter().map(|s| s * s).sum::<f64>() / w.len() as f64).sqrt();
+                    heard.levels.push((pts + i as f64 * 0.01, rms));
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
     seen
 }
 
@@ -331,7 +373,7 @@ async fn publish_a_question(with_video: bool) {
     ));
     drop(second);
     let watched = session.clone();
-    let (client, start, spoken_at) = tokio::task::spawn_blocking(move || {
+    let (client, _start, spoken_at) = tokio::task::spawn_blocking(move || {
         client.answered(&answer);
         let start = client.send(&samples);
         // The listening branch is built when the first packets arrive, a second before the
@@ -341,11 +383,6 @@ async fn publish_a_question(with_video: bool) {
     })
     .await
     .unwrap();
-    // Both pipelines run on the system clock: map the client's running time to the session's.
-    let offset = client.pipeline.base_time().unwrap().nseconds() as f64 / 1e9
-        - session.pipeline.pipeline.base_time().unwrap().nseconds() as f64 / 1e9;
-    let onset = start.nseconds() as f64 / 1e9 + offset + 1.0 + s;
-    let offset_end = start.nseconds() as f64 / 1e9 + offset + 1.0 + e;
 
     next_event(&mut events, Duration::from_secs(10), |e| {
         matches!(e, SessionEvent::UserSpeechStarted)
@@ -378,7 +415,9 @@ async fn publish_a_question(with_video: bool) {
     )
     .await;
 
-    let marks = spoken_at.lock().unwrap().clone();
+    let heard = spoken_at.lock().unwrap();
+    let (onset, offset_end) = heard.sound_span();
+    let marks = heard.marks.clone();
     let secs = |t: gst::ClockTime| t.nseconds() as f64 / 1e9;
     let (start_at, end_at) = match marks[..] {
         [facecast_common::UserSpeechEvent::Started { start, .. }, facecast_common::UserSpeechEvent::Ended { end, .. }] => {

@@ -149,3 +149,80 @@ pub fn wait_for_port(port: u16, limit: Duration) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A scripted OpenAI-compatible server on loopback, answering every request the same way:
+/// `POST …/audio/transcriptions` with `{"text": transcript}`, `POST …/chat/completions` with
+/// `reply` streamed as server-sent events. Each request's raw bytes (head and body) are handed
+/// over on `requests`.
+pub struct ScriptedOpenai {
+    /// Up to and including `/v1`.
+    pub base_url: String,
+    pub requests: std::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+impl ScriptedOpenai {
+    pub fn start(transcript: &str, reply: &str) -> Self {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let (tx, requests) = std::sync::mpsc::channel();
+        let transcription = format!(r#"{{"text":{}}}"#, json_string(transcript));
+        let chunk = format!(
+            "data: {{\"choices\":[{{\"delta\":{{\"content\":{}}},\"finish_reason\":null}}]}}\n\ndata: [DONE]\n\n",
+            json_string(reply)
+        );
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let (mut length, mut all) = (0, Vec::new());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    all.extend_from_slice(line.as_bytes());
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                all.extend(body);
+                let chat = String::from_utf8_lossy(&all[..all.len().min(200)])
+                    .contains("/chat/completions");
+                let _ = tx.send(all);
+                let (kind, body) = if chat {
+                    ("text/event-stream", chunk.clone())
+                } else {
+                    ("application/json", transcription.clone())
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Self { base_url, requests }
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
