@@ -78,6 +78,10 @@ pub struct BenchArgs {
     /// this Silero model, e.g. models/silero_vad.onnx), as a share of one core.
     #[arg(long, value_name = "MODEL")]
     vad: Option<std::path::PathBuf>,
+    /// Time barge-in instead, this many times: a WHIP client speaks over the avatar; from the
+    /// onset of its speech to the interrupt, and from the interrupt to the avatar's silence.
+    #[arg(long, value_name = "ROUNDS")]
+    barge_in: Option<usize>,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -140,6 +144,153 @@ fn vad_bench(model: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// 48 kHz mono samples of `text` said by espeak-ng or the Piper `voice` (what the WHIP client
+/// sends).
+fn spoken_48k(text: &str, voice: Option<&str>) -> anyhow::Result<Vec<i16>> {
+    use anyhow::Context;
+    let tts = match voice {
+        Some(v) => format!("speechsynth engine=piper voice={v}"),
+        None => "speechsynth".into(),
+    };
+    let pipeline = gst::parse::launch(&format!(
+        "{tts} text=\"{text}\" ! audioconvert ! audioresample ! \
+         audio/x-raw,format=S16LE,rate=48000,channels=1 ! appsink name=out sync=false"
+    ))?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
+    let sink = pipeline
+        .by_name("out")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .context("no appsink")?;
+    pipeline.set_state(gst::State::Playing)?;
+    let mut samples = Vec::new();
+    while let Ok(sample) = sink.pull_sample() {
+        let buffer = sample.buffer().context("a sample without a buffer")?;
+        let map = buffer.map_readable()?;
+        samples.extend(
+            map.chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]])),
+        );
+    }
+    pipeline.set_state(gst::State::Null)?;
+    Ok(samples)
+}
+
+/// Barge-in, `rounds` times: the avatar speaks a long sentence, a WHIP client (webrtcbin on
+/// loopback) speaks over it. Reported, on the system clock both pipelines share: from the
+/// moment the client sends its speech onset to the interrupt (network, jitter buffer, decoding,
+/// VAD confirmation), and from the interrupt to the end of the avatar's speech.
+fn barge_in_bench(rounds: usize, voice: Option<&str>) -> anyhow::Result<()> {
+    use crate::config::Config;
+    use crate::session::{CreateSession, Registry, SessionEvent};
+    use std::sync::Arc;
+    crate::plugins::register()?;
+    let question = spoken_48k("Sorry but I have another question", voice)?;
+    // Where the question's sound begins (10 ms windows within 40 dB of the loudest).
+    let levels: Vec<f64> = question
+        .chunks(480)
+        .map(|w| (w.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / w.len() as f64).sqrt())
+        .collect();
+    let loudest = levels.iter().cloned().fold(0.0, f64::max);
+    let sound_at = levels
+        .iter()
+        .position(|&l| l > loudest / 100.0)
+        .unwrap_or(0) as u64
+        * 10;
+    let clock = gst::SystemClock::obtain();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let mut config = Config::default();
+        config.apply_env(|k| std::env::var(k).ok())?;
+        let registry = Registry::new(Arc::new(config), Arc::new(crate::metrics::Metrics::new()));
+        let (mut onset_to_interrupt, mut interrupt_to_silence) = (Vec::new(), Vec::new());
+        for round in 0..rounds.max(1) {
+            let session = registry
+                .create(CreateSession::default())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut events = session.subscribe();
+            let client = crate::whip_client::Client::new(false);
+            let offer = client.offer();
+            let (_, answer) = registry
+                .add_publisher(&session.id, &offer)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let client = tokio::task::spawn_blocking(move || {
+                client.answered(&answer);
+                client
+            })
+            .await?;
+            session.say(
+                "This is a long answer that goes on and on, so that there is plenty of time to interrupt it in the middle.",
+                None,
+            );
+            let mut samples = vec![0i16; 96_000];
+            samples.extend(&question);
+            samples.extend(vec![0i16; 48_000]);
+            let mut barge = None;
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let mut sent = false;
+            let mut onset = None;
+            let client = Arc::new(client);
+            while Instant::now() < deadline {
+                let Ok(Ok(ev)) = tokio::time::timeout(Duration::from_millis(100), events.recv()).await else {
+                    continue;
+                };
+                match ev {
+                    SessionEvent::SpeechStarted { .. } if !sent => {
+                        sent = true;
+                        let c = client.clone();
+                        let s = samples.clone();
+                        let start = tokio::task::spawn_blocking(move || c.send(&s)).await?;
+                        // On the system clock, which both pipelines run on; the client sends
+                        // each buffer at its time plus its pipeline's latency.
+                        let mut latency = gst::query::Latency::new();
+                        let client_latency = if client.pipeline.query(&mut latency) {
+                            latency.result().1
+                        } else {
+                            gst::ClockTime::ZERO
+                        };
+                        onset = Some(
+                            client.pipeline.base_time().unwrap_or_default()
+                                + start
+                                + client_latency
+                                + gst::ClockTime::from_mseconds(2000 + sound_at),
+                        );
+                    }
+                    SessionEvent::BargeIn { .. } => {
+                        barge = onset.map(|o| (clock.time().saturating_sub(o), Instant::now()))
+                    }
+                    SessionEvent::SpeechEnded { interrupted: true, .. } => {
+                        if let Some((after, at)) = barge {
+                            onset_to_interrupt.push(after.nseconds() as f64 / 1e6);
+                            interrupt_to_silence.push(at.elapsed().as_secs_f64() * 1e3);
+                        }
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            anyhow::ensure!(barge.is_some(), "round {round}: no barge-in within 15 s");
+            registry.end(&session.id, "bench");
+            drop(client);
+        }
+        println!(
+            "barge-in over WHIP (loopback), {} rounds: speech onset -> interrupt median {:.0} ms (p95 {:.0}); \
+             interrupt -> the avatar's speech ended median {:.1} ms (p95 {:.1}); \
+             min_interrupt_ms {} and jitter buffer {} ms included",
+            onset_to_interrupt.len(),
+            median(&mut onset_to_interrupt.clone()),
+            percentile(&mut onset_to_interrupt, 0.95),
+            median(&mut interrupt_to_silence.clone()),
+            percentile(&mut interrupt_to_silence, 0.95),
+            registry.config.voice_input.min_interrupt_ms,
+            registry.config.voice_input.jitter_buffer_ms,
+        );
+        Ok(())
+    })
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.serve {
         return serve_bench(&args);
@@ -150,6 +301,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.chat {
         return chat_bench(&args);
     }
+    if let Some(rounds) = args.barge_in {
+        return barge_in_bench(rounds, args.piper.as_deref());
+    }
     if let Some(voice) = &args.piper {
         return piper_bench(voice, &args);
     }
@@ -159,6 +313,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(model) = &args.vad {
         return vad_bench(model);
     }
+
     println!(
         "facecast bench: {}x{} at {} fps",
         args.size, args.size, args.fps

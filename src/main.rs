@@ -17,6 +17,7 @@ mod routes;
 mod serve;
 mod session;
 mod signalling;
+mod whip_client;
 
 use clap::{Parser, Subcommand};
 

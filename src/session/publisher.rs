@@ -185,6 +185,21 @@ impl Publisher {
         plan: &PublishPlan,
     ) -> anyhow::Result<String> {
         let pipeline = session.pipeline.clone();
+        // The listening branch is built and started now, before the answer, so the model is
+        // loaded (or its failure reported) before the first packet: the first words are heard
+        // in time, not behind a start-up backlog.
+        let listening_branch = listening.branch()?;
+        pipeline.add_many(&listening_branch)?;
+        self.elements
+            .lock()
+            .unwrap()
+            .extend(listening_branch.iter().cloned());
+        gst::Element::link_many(&listening_branch)?;
+        for e in &listening_branch {
+            e.sync_state_with_parent()
+                .with_context(|| format!("cannot start {} for the publisher", e.name()))?;
+        }
+        let audio_in = listening_branch[0].static_pad("sink").unwrap();
         // Media arrives on new pads: audio is listened to, anything else is dropped.
         let elements = self.elements.clone();
         let weak_pipeline = pipeline.downgrade();
@@ -203,27 +218,25 @@ impl Publisher {
                         .and_then(|s| s.get::<&str>("media").ok().map(|m| m == "audio"))
                 })
                 .unwrap_or(false);
-            let branch = if is_audio {
-                listening.branch()
+            let linked = if is_audio && !audio_in.is_linked() {
+                pad.link(&audio_in)
+                    .map(|_| ())
+                    .map_err(|e| anyhow!("cannot link the publisher's audio: {e:?}"))
             } else {
-                gst::ElementFactory::make("fakesink")
-                    .property("sync", false)
-                    .property("async", false)
-                    .build()
-                    .map(|s| vec![s])
-                    .map_err(Into::into)
+                // Video (OBS sends H.264), or a second audio stream: received and dropped.
+                (|| {
+                    let sink = gst::ElementFactory::make("fakesink")
+                        .property("sync", false)
+                        .property("async", false)
+                        .build()?;
+                    pipeline.add(&sink)?;
+                    elements.lock().unwrap().push(sink.clone());
+                    sink.sync_state_with_parent()?;
+                    pad.link(&sink.static_pad("sink").unwrap())
+                        .map_err(|e| anyhow!("cannot link the publisher's media: {e:?}"))?;
+                    Ok(())
+                })()
             };
-            let linked = branch.and_then(|branch| {
-                pipeline.add_many(&branch)?;
-                elements.lock().unwrap().extend(branch.iter().cloned());
-                gst::Element::link_many(&branch)?;
-                for e in &branch {
-                    e.sync_state_with_parent()?;
-                }
-                pad.link(&branch[0].static_pad("sink").unwrap())
-                    .map_err(|e| anyhow!("cannot link the publisher's media: {e:?}"))?;
-                Ok(())
-            });
             if let Err(e) = linked {
                 tracing::error!("publisher media branch: {e:#}");
             }

@@ -3,12 +3,16 @@
 //!
 //! Speech starts at the first frame at or above `threshold`, and is confirmed once
 //! `min_speech` of frames at or above it have followed without a silence of `end_silence`
-//! between them (a cough or a click is not a turn). The turn ends once a run of frames below
+//! between them; a candidate followed by as much silence as the speech it needs is dropped
+//! (a cough or a click is not a turn, nor the start of the next one). The turn ends once a run of frames below
 //! `threshold - 0.15` (Silero's hysteresis) has lasted `end_silence`; the speech itself ended
 //! with the last frame at or above `threshold` (the model's probability lingers a frame or
 //! three after the sound stops).
 
 use gst::ClockTime;
+
+/// Silence that drops an unconfirmed start, at least (else `min_speech`).
+const UNCONFIRMED_SILENCE: ClockTime = ClockTime::from_mseconds(100);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TurnRules {
@@ -65,7 +69,14 @@ impl TurnTracker {
             return None;
         }
         let silence_from = *self.silence_from.get_or_insert(at);
-        if end.saturating_sub(silence_from) < rules.end_silence {
+        let silent = end.saturating_sub(silence_from);
+        if !self.confirmed && silent >= rules.min_speech.max(UNCONFIRMED_SILENCE) {
+            // A click or a breath, then quiet: not the start of a turn. (Kept, it would make
+            // a turn confirmed later seem to start at the click.)
+            *self = Self::default();
+            return None;
+        }
+        if silent < rules.end_silence {
             return None;
         }
         let confirmed = self.confirmed;
@@ -156,6 +167,16 @@ mod tests {
                 end: FRAME * 16
             }
         );
+    }
+
+    #[test]
+    fn a_click_before_speech_does_not_move_its_start() {
+        let mut p = vec![0.9];
+        p.extend([0.0; 10]);
+        p.extend([0.9; 10]);
+        p.extend([0.0; 12]);
+        let turns = run(&p);
+        assert_eq!(turns[0], (13, Turn::Started { start: FRAME * 11 }));
     }
 
     #[test]

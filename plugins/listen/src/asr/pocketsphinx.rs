@@ -111,9 +111,15 @@ impl PocketsphinxRecognizer {
                 _ => gst::BusSyncReply::Drop,
             }
         });
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|e| format!("cannot start pocketsphinx: {e}"))?;
+        // Loading the model takes a few hundred milliseconds: not on the streaming thread.
+        // The turn's audio waits in appsrc meanwhile.
+        let starting = pipeline.clone();
+        let failed = self.report.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = starting.set_state(gst::State::Playing) {
+                failed.deliver(Err(format!("cannot start pocketsphinx: {e}")));
+            }
+        });
         Ok(Turn {
             pipeline,
             src,

@@ -90,12 +90,14 @@ impl Vad {
         };
         gst::debug!(CAT, imp = self, "{event:?}");
         let obj = self.obj();
-        obj.src_pad().push_event(event.to_event());
+        // The bus first: an application interrupting on it (barge-in) must not wait for
+        // whatever downstream does with the event (a recogniser starting up, say).
         let _ = obj.post_message(
             gst::message::Element::builder(event.structure())
                 .src(&*obj)
                 .build(),
         );
+        obj.src_pad().push_event(event.to_event());
         obj.notify("speaking");
     }
 
