@@ -284,9 +284,13 @@ async fn publish_a_question(with_video: bool) {
     )
     .await;
 
-    let heard = spoken_at.lock().unwrap();
-    let (onset, offset_end) = heard.sound_span();
-    let marks = heard.marks.clone();
+    // Copied out: the probes take this lock on the streaming thread, which the teardown below
+    // waits for.
+    let (onset, offset_end, marks) = {
+        let heard = spoken_at.lock().unwrap();
+        let (onset, end) = heard.sound_span();
+        (onset, end, heard.marks.clone())
+    };
     let secs = |t: gst::ClockTime| t.nseconds() as f64 / 1e9;
     let (start_at, end_at) = match marks[..] {
         [facecast_common::UserSpeechEvent::Started { start, .. }, facecast_common::UserSpeechEvent::Ended { end, .. }] => {
