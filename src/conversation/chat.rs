@@ -39,6 +39,22 @@ pub struct Conversation {
     /// A cancelled reply being written to Redis: the next question waits for it, so that it
     /// reads the conversation with that turn in it.
     saving: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// What the avatar has sounded of the current answer.
+    sounded: Mutex<Sounded>,
+    /// Set by a barge-in while the answer is still being written: what the user heard of it,
+    /// remembered instead of everything the model wrote.
+    heard: Mutex<Option<String>>,
+}
+
+/// The current answer's speech on the audio timeline: sentences that finished sounding, and
+/// the one sounding now (text, start and length in ns of the session's running time).
+#[derive(Default)]
+struct Sounded {
+    /// The sentences of the answer handed to the speaker (other speech, a plain `say`, is
+    /// not part of the answer).
+    said: Vec<String>,
+    done: Vec<String>,
+    current: Option<(String, u64, u64)>,
 }
 
 impl Conversation {
@@ -48,7 +64,58 @@ impl Conversation {
             persona,
             running: Mutex::default(),
             saving: Mutex::default(),
+            sounded: Mutex::default(),
+            heard: Mutex::default(),
         }
+    }
+
+    /// An utterance started sounding at `start` (ns) for `length` (ns).
+    pub fn sounding(&self, text: &str, start: u64, length: u64) {
+        let mut s = self.sounded.lock().unwrap();
+        if s.said.iter().any(|t| t == text) {
+            s.current = Some((text.to_owned(), start, length));
+        }
+    }
+
+    /// The utterance sounding finished (not cut short).
+    pub fn sounded(&self, text: &str) {
+        let mut s = self.sounded.lock().unwrap();
+        if s.current.as_ref().is_some_and(|(t, _, _)| t == text) {
+            s.current = None;
+        }
+        if s.said.iter().any(|t| t == text) {
+            s.done.push(text.to_owned());
+        }
+    }
+
+    /// What the user has heard of the current answer at `now` (ns of running time): the
+    /// sentences that sounded, and the words of the one sounding, in proportion to its time.
+    pub fn heard_until(&self, now: u64) -> String {
+        let s = self.sounded.lock().unwrap();
+        let mut heard = s.done.clone();
+        if let Some((text, start, length)) = &s.current {
+            let share = if *length == 0 {
+                1.0
+            } else {
+                (now.saturating_sub(*start) as f64 / *length as f64).clamp(0.0, 1.0)
+            };
+            let words: Vec<&str> = text.split_whitespace().collect();
+            let n = (words.len() as f64 * share).floor() as usize;
+            if n > 0 {
+                heard.push(format!("{}…", words[..n].join(" ")));
+            }
+        }
+        heard.join(" ")
+    }
+
+    /// Whether any of the current answer has been handed to the speaker.
+    pub fn answer_spoken(&self) -> bool {
+        !self.sounded.lock().unwrap().said.is_empty()
+    }
+
+    /// A barge-in while the answer is being written: remember `heard` instead.
+    pub fn heard_only(&self, heard: String) {
+        *self.heard.lock().unwrap() = Some(heard);
     }
 
     /// Whether a reply is being written.
@@ -68,14 +135,21 @@ impl Conversation {
     }
 }
 
-/// Says one finished sentence with its mood; returns whether anything was said.
-fn speak(speaker: &dyn Speaker, sentence: &str) -> bool {
+/// Says one finished sentence of `conversation`'s answer with its mood; returns whether
+/// anything was said.
+fn speak(speaker: &dyn Speaker, conversation: &Conversation, sentence: &str) -> bool {
     let (tagged, text) = strip_tag(sentence);
     let text = text.trim();
     if text.is_empty() {
         return false;
     }
     let mood = tagged.unwrap_or_else(|| classify(text));
+    conversation
+        .sounded
+        .lock()
+        .unwrap()
+        .said
+        .push(text.to_owned());
     speaker.say(text, Some((mood.emotion, mood.intensity as f64)));
     true
 }
@@ -129,12 +203,18 @@ struct Turn {
 impl Turn {
     /// Remembers the turn in this server's memory and returns the answer, if there was one.
     fn remember_locally(&mut self) -> Option<Message> {
-        if self.reply.is_empty() {
+        // After a barge-in, what the user heard is what is remembered.
+        let reply = std::mem::take(&mut self.reply);
+        let content = match self.conversation.heard.lock().unwrap().take() {
+            Some(heard) => heard,
+            None => reply,
+        };
+        if content.is_empty() {
             return None;
         }
         let answer = Message {
             role: Role::Assistant,
-            content: std::mem::take(&mut self.reply),
+            content,
         };
         self.assistant
             .memory
@@ -205,6 +285,8 @@ pub fn ask(
     question: String,
 ) {
     conversation.cancel();
+    *conversation.sounded.lock().unwrap() = Sounded::default();
+    *conversation.heard.lock().unwrap() = None;
     let task_conversation = conversation.clone();
     let handle = tokio::spawn(async move {
         let conversation = task_conversation;
@@ -262,14 +344,14 @@ pub fn ask(
                     text: delta.to_owned(),
                 });
                 for sentence in splitter.push(delta) {
-                    said |= speak(&*speaker, &sentence);
+                    said |= speak(&*speaker, &conversation, &sentence);
                 }
             })
             .await;
         match result {
             Ok(()) => {
                 if let Some(rest) = splitter.finish() {
-                    speak(&*speaker, &rest);
+                    speak(&*speaker, &conversation, &rest);
                 }
                 let text = turn.reply.clone();
                 turn.save().await;
@@ -513,6 +595,72 @@ mod tests {
         match ev {
             SessionEvent::SpeechStarted { text } => Some(text),
             _ => None,
+        }
+    }
+
+    /// After a barge-in the conversation remembers what the user heard of the answer, from
+    /// the audio timeline: not the sentences queued behind it, nor the end of the one cut.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_barge_in_only_what_was_heard_is_remembered() {
+        let full = "Hello there. This second sentence is long enough to be cut somewhere in its middle by the user. This third one is never heard.";
+        // The model has finished writing when the user speaks (the usual case), and, second,
+        // it is still writing.
+        for slow in [false, true] {
+            let parts = if slow {
+                let mut p = vec![(0, sse(&["Hello there. This second sentence is long enough to be cut somewhere in its middle by the user."]))];
+                p.push((4000, sse(&[" This third one is never heard."])));
+                p.push((0, b"data: [DONE]\n\n".to_vec()));
+                p
+            } else {
+                answer(full).1
+            };
+            let server = scripted("200 OK", parts).await;
+            let registry = registry(Some(server.base_url.clone()));
+            let session = registry.create(CreateSession::default()).await.unwrap();
+            let mut events = session.subscribe();
+            registry.chat(&session.id, "Hello?").unwrap();
+            next(&mut events, |e| {
+                started(e).is_some_and(|t| t.starts_with("This second sentence"))
+            })
+            .await;
+            let now = session.running_time().unwrap();
+            registry.heard_speech(
+                &session,
+                facecast_common::UserSpeechEvent::Started {
+                    start: now,
+                    from: now,
+                },
+            );
+            next(&mut events, |e| {
+                matches!(
+                    e,
+                    SessionEvent::SpeechEnded {
+                        interrupted: true,
+                        ..
+                    }
+                )
+            })
+            .await;
+            // The cancelled turn (slow) is remembered as it is dropped.
+            let assistant = registry.assistant.clone().unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            let remembered = loop {
+                let turns = assistant.memory.load(&session.conversation.id);
+                if let Some(last) = turns.last() {
+                    break last.content.clone();
+                }
+                assert!(std::time::Instant::now() < deadline, "nothing remembered");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            assert!(
+                remembered.starts_with("Hello there.") && !remembered.contains("third"),
+                "slow={slow}: remembered {remembered:?}"
+            );
+            assert!(
+                remembered.len() < full.len() - 40,
+                "slow={slow}: {remembered:?}"
+            );
+            registry.end(&session.id, "test over");
         }
     }
 

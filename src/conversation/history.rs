@@ -114,6 +114,16 @@ impl MemoryHistory {
         }
     }
 
+    /// Replaces the content of the conversation's last answer (what the user heard of it).
+    pub fn correct_last_answer(&self, conversation: &str, content: &str) {
+        let mut all = self.conversations.lock().unwrap();
+        if let Some((_, turns)) = all.get_mut(conversation) {
+            if let Some(last) = turns.back_mut().filter(|m| m.role == Role::Assistant) {
+                last.content = content.to_owned();
+            }
+        }
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.conversations.lock().unwrap().len()
@@ -233,6 +243,24 @@ impl RedisHistory {
                 .await
         })
         .await
+    }
+}
+
+impl RedisHistory {
+    /// Replaces the content of the conversation's last answer (what the user heard of it).
+    pub async fn correct_last_answer(
+        &self,
+        conversation: &str,
+        content: &str,
+    ) -> Result<(), HistoryError> {
+        let key = key(conversation);
+        let answer = serde_json::to_string(&Message {
+            role: Role::Assistant,
+            content: content.to_owned(),
+        })
+        .unwrap_or_default();
+        self.with_connection(async |mut c| c.lset(&key, -1, &answer).await)
+            .await
     }
 }
 

@@ -268,10 +268,18 @@ impl Registry {
                         match s.name().as_str() {
                             SPEECH_STARTED_MESSAGE => {
                                 session.speaking.store(true, Ordering::SeqCst);
+                                session.conversation.sounding(
+                                    &text,
+                                    s.get::<u64>("running-time").unwrap_or(0),
+                                    s.get::<u64>("duration").unwrap_or(0),
+                                );
                                 session.emit(SessionEvent::SpeechStarted { text })
                             }
                             SPEECH_ENDED_MESSAGE => {
                                 session.speaking.store(false, Ordering::SeqCst);
+                                if !s.get::<bool>("interrupted").unwrap_or(false) {
+                                    session.conversation.sounded(&text);
+                                }
                                 session.emit(SessionEvent::SpeechEnded {
                                     text,
                                     interrupted: s.get("interrupted").unwrap_or(false),
@@ -321,11 +329,12 @@ impl Registry {
     /// The person publishing to `session` started or stopped speaking. Speech that starts while
     /// the avatar answers interrupts it (barge-in): audio, lips, the reply being written and
     /// the sentences queued all stop.
-    fn heard_speech(&self, session: &Arc<Session>, speech: UserSpeechEvent) {
+    pub(crate) fn heard_speech(&self, session: &Arc<Session>, speech: UserSpeechEvent) {
         match speech {
             UserSpeechEvent::Started { start, .. } => {
                 session.emit(SessionEvent::UserSpeechStarted);
                 if session.is_answering() {
+                    self.remember_what_was_heard(session);
                     session.interrupt();
                     let after = session
                         .running_time()
@@ -350,6 +359,45 @@ impl Registry {
                     duration_ms: end.saturating_sub(start).mseconds(),
                 });
             }
+        }
+    }
+
+    /// A barge-in: the conversation remembers only the words of the answer that sounded
+    /// before it, from the audio timeline (not what the model wrote, or what was queued).
+    fn remember_what_was_heard(&self, session: &Arc<Session>) {
+        let conversation = &session.conversation;
+        if !conversation.answer_spoken() {
+            return;
+        }
+        let now = session.running_time().unwrap_or_default().nseconds();
+        let heard = conversation.heard_until(now);
+        if conversation.is_running() {
+            // The turn being written is remembered when it is cancelled, as heard.
+            conversation.heard_only(heard);
+            return;
+        }
+        let Some(assistant) = self.assistant.clone() else {
+            return;
+        };
+        assistant
+            .memory
+            .correct_last_answer(&conversation.id, &heard);
+        if assistant.shared_memory.is_some() {
+            let (id, weak) = (conversation.id.clone(), Arc::downgrade(session));
+            tokio::spawn(async move {
+                let Some(shared) = &assistant.shared_memory else {
+                    return;
+                };
+                if let Err(e) = shared.correct_last_answer(&id, &heard).await {
+                    if let Some(session) = weak.upgrade() {
+                        session.emit(SessionEvent::Error {
+                            message: format!(
+                                "{e}; the interrupted answer is remembered in full there"
+                            ),
+                        });
+                    }
+                }
+            });
         }
     }
 

@@ -20,10 +20,11 @@ pub const USER_SPEECH_EVENT: &str = "facecast/user-speech";
 pub const TRANSCRIPT_EVENT: &str = "facecast/transcript";
 
 /// Element message (on the bus) `speechsynth` posts when an utterance starts sounding:
-/// fields `text` (string) and `running-time` (u64 ns, where its first sample plays).
+/// fields `text` (string), `running-time` (u64 ns, where its first sample plays) and `duration`
+/// (u64 ns, how long it lasts).
 pub const SPEECH_STARTED_MESSAGE: &str = "facecast/speech-started";
-/// Element message posted when an utterance stops sounding: `text`, `running-time`, and
-/// `interrupted` (bool: cut short by `interrupt`).
+/// Element message posted when an utterance stops sounding: `text`, `running-time`, `duration`
+/// (how long it sounded), and `interrupted` (bool: cut short by `interrupt`).
 pub const SPEECH_ENDED_MESSAGE: &str = "facecast/speech-ended";
 
 /// A malformed facecast event.

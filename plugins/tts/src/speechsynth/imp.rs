@@ -572,7 +572,8 @@ impl SpeechSynth {
             .collect();
 
         let started_at = samples_to_time(start, rate);
-        self.post_speech_message(SPEECH_STARTED_MESSAGE, text, started_at, false);
+        let length = samples_to_time(utterance.samples.len() as u64, rate);
+        self.post_speech_message(SPEECH_STARTED_MESSAGE, text, started_at, length, false);
         let chunk_len = if live {
             time_to_samples(LIVE_CHUNK, rate) as usize
         } else {
@@ -617,15 +618,24 @@ impl SpeechSynth {
             };
             self.srcpad.push_event(cut.to_event());
         }
-        self.post_speech_message(SPEECH_ENDED_MESSAGE, text, ended_at, interrupted);
+        let sounded = ended_at.saturating_sub(started_at);
+        self.post_speech_message(SPEECH_ENDED_MESSAGE, text, ended_at, sounded, interrupted);
         Ok(gst::FlowSuccess::Ok)
     }
 
     /// Tells the application (on the bus) where an utterance starts or ends in running time.
-    fn post_speech_message(&self, name: &str, text: &str, at: gst::ClockTime, interrupted: bool) {
+    fn post_speech_message(
+        &self,
+        name: &str,
+        text: &str,
+        at: gst::ClockTime,
+        duration: gst::ClockTime,
+        interrupted: bool,
+    ) {
         let s = gst::Structure::builder(name)
             .field("text", text)
             .field("running-time", at.nseconds())
+            .field("duration", duration.nseconds())
             .field("interrupted", interrupted)
             .build();
         let _ = self
