@@ -75,6 +75,9 @@ pub struct VoiceInputConfig {
     pub pre_roll_ms: u32,
     /// How long a publisher may take to connect.
     pub publisher_connect_timeout_secs: u64,
+    /// A publisher whose audio stops arriving for this long is gone (closed tab, crashed
+    /// client), even before ICE or RTCP notice.
+    pub publisher_silence_timeout_secs: u64,
     /// The publisher's jitter buffer: what network jitter is absorbed, and a delay every
     /// barge-in pays (webrtcbin's default is 200 ms).
     pub jitter_buffer_ms: u32,
@@ -89,6 +92,7 @@ impl Default for VoiceInputConfig {
             end_of_turn_ms: 600,
             pre_roll_ms: 300,
             publisher_connect_timeout_secs: 20,
+            publisher_silence_timeout_secs: 10,
             jitter_buffer_ms: 60,
         }
     }

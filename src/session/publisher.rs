@@ -24,6 +24,10 @@ pub struct Publisher {
     elements: Arc<Mutex<Vec<gst::Element>>>,
     /// The offer's m-line mids, for trickled candidates.
     pub mids: Vec<Option<String>>,
+    /// When the publisher's audio last arrived, or it connected (a WebRTC sender keeps
+    /// sending, Opus DTX at least every 400 ms): the sign it is still there when ICE and RTCP
+    /// are slow to tell.
+    pub last_audio: Arc<Mutex<Option<std::time::Instant>>>,
 }
 
 /// How the received voice is listened to.
@@ -162,6 +166,7 @@ impl Publisher {
             webrtcbin: webrtcbin.clone(),
             elements: Arc::new(Mutex::new(vec![webrtcbin.clone()])),
             mids,
+            last_audio: Arc::default(),
         };
         let result = publisher
             .negotiate(session, config, listening, offer, plan)
@@ -200,6 +205,11 @@ impl Publisher {
                 .with_context(|| format!("cannot start {} for the publisher", e.name()))?;
         }
         let audio_in = listening_branch[0].static_pad("sink").unwrap();
+        let last_audio = self.last_audio.clone();
+        audio_in.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            *last_audio.lock().unwrap() = Some(std::time::Instant::now());
+            gst::PadProbeReturn::Ok
+        });
         // Media arrives on new pads: audio is listened to, anything else is dropped.
         let elements = self.elements.clone();
         let weak_pipeline = pipeline.downgrade();

@@ -477,7 +477,39 @@ impl Registry {
                 });
             },
         );
+        let last_audio = publisher.last_audio.clone();
+        // Silence is counted from now until the first audio arrives.
+        last_audio
+            .lock()
+            .unwrap()
+            .get_or_insert_with(std::time::Instant::now);
         claim.fill(publisher_id.clone(), publisher);
+        // Packets that stop are the quickest sign of a vanished publisher.
+        let silence = Duration::from_secs(
+            self.config
+                .voice_input
+                .publisher_silence_timeout_secs
+                .max(1),
+        );
+        let (registry, sid, pid) = (Arc::downgrade(self), id.to_owned(), publisher_id.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(r) = registry.upgrade() else { break };
+                let Ok(session) = r.get(&sid) else { break };
+                if session.publisher_id().as_deref() != Some(pid.as_str()) {
+                    break;
+                }
+                let heard = *last_audio.lock().unwrap();
+                if heard.is_some_and(|at| at.elapsed() >= silence)
+                    && r.remove_publisher(&sid, &pid).is_ok()
+                {
+                    tracing::info!(session = %sid, publisher = %pid, "publisher dropped: no audio for {silence:?}");
+                    break;
+                }
+            }
+        });
         self.metrics.publishers.inc();
         session.emit(SessionEvent::PublisherJoined {
             publisher: publisher_id.clone(),

@@ -417,3 +417,42 @@ async fn speaking_over_the_avatar_interrupts_it() {
     drop(client);
     registry.end(&session.id, "test over");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_that_vanishes_without_delete_is_dropped() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    facecast_testkit::vad_model();
+    let config = Config {
+        models_dir: facecast_testkit::root().join("models"),
+        ..Config::default()
+    };
+    let registry = registry(config);
+    let session = registry.create(CreateSession::default()).await.unwrap();
+    let mut events = session.subscribe();
+    let client = Client::new(false);
+    let offer = client.offer();
+    let (publisher, answer) = registry.add_publisher(&session.id, &offer).await.unwrap();
+    let client = tokio::task::spawn_blocking(move || {
+        client.answered(&answer);
+        client.send(&vec![0i16; 48_000]);
+        client
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        session.info().publisher.as_deref(),
+        Some(publisher.as_str())
+    );
+    // Gone without a DELETE (a closed tab, a crashed OBS).
+    drop(client);
+    let left = next_event(&mut events, Duration::from_secs(40), |e| {
+        matches!(e, SessionEvent::PublisherLeft { .. })
+    })
+    .await;
+    assert_eq!(left, SessionEvent::PublisherLeft { publisher });
+    assert_eq!(session.info().publisher, None);
+    assert_eq!(registry.metrics.publishers.get(), 0);
+    // The session keeps running, and takes a new publisher.
+    assert!(registry.get(&session.id).is_ok());
+    registry.end(&session.id, "test over");
+}
