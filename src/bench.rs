@@ -146,7 +146,7 @@ fn vad_bench(model: &std::path::Path) -> anyhow::Result<()> {
 
 /// 48 kHz mono samples of `text` said by espeak-ng or the Piper `voice` (what the WHIP client
 /// sends).
-fn spoken_48k(text: &str, voice: Option<&str>) -> anyhow::Result<Vec<i16>> {
+pub(crate) fn spoken_48k(text: &str, voice: Option<&str>) -> anyhow::Result<Vec<i16>> {
     use anyhow::Context;
     let tts = match voice {
         Some(v) => format!("speechsynth engine=piper voice={v}"),

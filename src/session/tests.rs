@@ -4,7 +4,7 @@ use crate::metrics::Metrics;
 use facecast_avatars::store::AvatarStore;
 use std::sync::atomic::Ordering;
 
-fn registry(config: Config) -> Arc<Registry> {
+pub(super) fn registry(config: Config) -> Arc<Registry> {
     gst::init().unwrap();
     crate::plugins::register().ok();
     Registry::new(Arc::new(config), Arc::new(Metrics::new()))

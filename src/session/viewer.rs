@@ -149,10 +149,7 @@ impl Viewer {
 
     /// Adds trickled remote candidates.
     pub fn add_candidates(&self, candidates: &[crate::signalling::TrickleCandidate]) {
-        for c in candidates {
-            self.webrtcbin
-                .emit_by_name::<()>("add-ice-candidate", &[&c.mline, &c.candidate]);
-        }
+        super::webrtc::add_candidates(&self.webrtcbin, candidates);
     }
 
     /// Detaches the viewer from the running pipeline and removes its elements.

@@ -110,3 +110,13 @@ pub async fn answer(
         .context("cannot write the answer SDP")?;
     Ok(sdp)
 }
+
+/// Adds trickled remote candidates to `webrtcbin`.
+pub fn add_candidates(
+    webrtcbin: &gst::Element,
+    candidates: &[crate::signalling::TrickleCandidate],
+) {
+    for c in candidates {
+        webrtcbin.emit_by_name::<()>("add-ice-candidate", &[&c.mline, &c.candidate]);
+    }
+}

@@ -3,46 +3,17 @@
 //! detects the turn, posts it to a scripted transcription server, asks the scripted language
 //! model, and speaks the answer.
 
+use super::tests::registry;
 use super::*;
 use crate::config::Config;
 use crate::conversation::scripted::{scripted, sse};
-use crate::metrics::Metrics;
 use crate::whip_client::Client;
 use std::io::{BufRead, BufReader, Read, Write};
-
-fn registry(config: Config) -> Arc<Registry> {
-    gst::init().unwrap();
-    crate::plugins::register().ok();
-    Registry::new(Arc::new(config), Arc::new(Metrics::new()))
-}
 
 /// `text` in a Piper voice at 48 kHz mono, as the client sends it.
 fn spoken(text: &str) -> Vec<i16> {
     let voice = facecast_testkit::piper_voice();
-    let pipeline = gst::parse::launch(&format!(
-        "speechsynth engine=piper voice={} text=\"{text}\" ! audioconvert ! audioresample ! \
-         audio/x-raw,format=S16LE,rate=48000,channels=1 ! appsink name=out sync=false",
-        voice.display()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let sink = pipeline
-        .by_name("out")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let mut samples = Vec::new();
-    while let Ok(sample) = sink.pull_sample() {
-        let map = sample.buffer().unwrap().map_readable().unwrap();
-        samples.extend(
-            map.chunks_exact(2)
-                .map(|b| i16::from_le_bytes([b[0], b[1]])),
-        );
-    }
-    pipeline.set_state(gst::State::Null).unwrap();
-    samples
+    crate::bench::spoken_48k(text, voice.to_str()).expect("the Piper voice speaks")
 }
 
 /// Where sound starts and stops in 48 kHz `samples` (10 ms windows within 40 dB of the peak).
