@@ -210,7 +210,7 @@ fn barge_in_bench(rounds: usize, voice: Option<&str>) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let mut events = session.subscribe();
-            let client = crate::whip_client::Client::new(false);
+            let client = crate::peers::WhipClient::new(false);
             let offer = client.offer();
             let (_, answer) = registry
                 .add_publisher(&session.id, &offer)

@@ -108,6 +108,7 @@ impl From<PlanError> for ApiError {
                 )
             }
             PlanError::BadConversation => "bad_conversation",
+            PlanError::UnknownListen(_) => "unknown_listen",
         };
         ApiError::bad_request(code, e.to_string())
     }

@@ -11,13 +11,13 @@ mod conversation;
 mod error;
 mod health;
 mod metrics;
+mod peers;
 mod plugins;
 mod render;
 mod routes;
 mod serve;
 mod session;
 mod signalling;
-mod whip_client;
 
 use clap::{Parser, Subcommand};
 

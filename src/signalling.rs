@@ -48,7 +48,7 @@ pub struct PublishPlan {
 pub fn plan_publish(sdp: &str) -> Result<(gst_sdp::SDPMessage, PublishPlan), SignallingError> {
     let message = parse(sdp)?;
     for (index, media) in message.medias().enumerate() {
-        if media.port() == 0 || media.media() != Some("audio") {
+        if rejected(media) || media.media() != Some("audio") {
             continue;
         }
         // The publisher must be willing to send.
@@ -97,6 +97,13 @@ fn parse(sdp: &str) -> Result<gst_sdp::SDPMessage, SignallingError> {
     Ok(message)
 }
 
+/// Whether an offered m-line is switched off. Port 0 means that, except on a `bundle-only`
+/// line (RFC 8843): webrtcbin's `max-bundle` offers all but the first m-line that way, and
+/// they are as live as the first.
+fn rejected(media: &gst_sdp::SDPMediaRef) -> bool {
+    media.port() == 0 && media.attribute_val("bundle-only").is_none()
+}
+
 /// Parses an offer and decides which of its m-lines get our video and audio.
 pub fn plan_offer(
     sdp: &str,
@@ -109,7 +116,7 @@ pub fn plan_offer(
     let message = parse(sdp)?;
     let mut plan = OfferPlan::default();
     for (index, media) in message.medias().enumerate() {
-        if media.port() == 0 {
+        if rejected(media) {
             continue;
         }
         // We only send: the viewer must be willing to receive.
@@ -300,6 +307,23 @@ a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:6
         let video = plan.video.unwrap();
         assert_eq!(video.payload, 102);
         assert_eq!(video.profile_level_id.as_deref(), Some("42e01f"));
+    }
+
+    #[test]
+    fn bundle_only_lines_on_port_zero_are_live() {
+        gst::init().unwrap();
+        // webrtcbin's max-bundle offer: the audio rides on the video's transport.
+        let offer = CHROME_OFFER.replace(
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111 63\r\nc=IN IP4 0.0.0.0\r\n",
+            "m=audio 0 UDP/TLS/RTP/SAVPF 111 63\r\nc=IN IP4 0.0.0.0\r\na=bundle-only\r\n",
+        );
+        assert!(offer.contains("a=bundle-only"));
+        let (_, plan) = plan_offer(&offer, VideoCodec::Vp8).unwrap();
+        assert_eq!(plan.audio.unwrap().payload, 111);
+        // A plain port 0 still switches the line off.
+        let off = offer.replace("a=bundle-only\r\n", "");
+        let (_, plan) = plan_offer(&off, VideoCodec::Vp8).unwrap();
+        assert!(plan.audio.is_none());
     }
 
     #[test]

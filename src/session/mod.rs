@@ -57,6 +57,8 @@ pub struct SessionInfo {
     pub voice: Option<String>,
     pub tts: String,
     pub conversation: String,
+    /// What a published voice is: `converse` or `drive`.
+    pub listen: String,
     pub viewers: usize,
     pub age_secs: u64,
     pub whep_url: String,
@@ -109,6 +111,7 @@ impl Session {
             voice: self.voice.clone(),
             tts: self.plan.tts.name().to_owned(),
             conversation: self.conversation.id.clone(),
+            listen: self.plan.listen.name().to_owned(),
             viewers: self.viewer_count(),
             age_secs: self.created.elapsed().as_secs(),
             whep_url: format!("/whep/{}", self.id),

@@ -3,6 +3,8 @@
 //! ```text
 //! input   speechsynth is-live ─ tee ─ queue ──────────────────────────────── lipsync.audio
 //!                                  └ queue ! audioconvert ! audioresample ! opusenc ─ tee "audio_out"
+//!         (listen=drive: speechsynth ! audiomixer "voice_in" ! 48 kHz mono ─ tee, and the
+//!          publisher's decoded voice joins the mixer: it is the avatar's voice)
 //! face    avatarsrc is-live ! caps ──────────────────────────────────────── lipsync.video
 //!         lipsync ! queue (leaky) ! videoconvert ! vp8enc | (nvh264enc|x264enc) ─ tee "video_out"
 //! outputs branches on the two tees: [`SessionPipeline::tap`], one per viewer today
@@ -14,7 +16,7 @@
 //! frames may be dropped (if encoding falls behind); its overruns are the session's
 //! dropped-frame count.
 
-use super::plan::{AvatarChoice, SessionPlan};
+use super::plan::{AvatarChoice, ListenMode, SessionPlan};
 use crate::config::{Config, VideoCodec};
 use anyhow::Context;
 use gst::prelude::*;
@@ -26,6 +28,8 @@ pub struct SessionPipeline {
     pub pipeline: gst::Pipeline,
     /// The input: text to speech.
     pub speech: SpeechSynth,
+    /// In drive mode, the mixer a published voice joins (speech is mixed in too).
+    pub voice_in: Option<gst::Element>,
     /// The face: audio + avatar → the avatar talking.
     pub lipsync: gst::Element,
     encoder: gst::Element,
@@ -68,15 +72,21 @@ fn make(factory: &str, name: Option<&str>) -> anyhow::Result<gst::Element> {
     })
 }
 
-/// The speech input: `speechsynth` and the tee that sends its audio to the face and to the
-/// audio encoder.
+/// The speech input: `speechsynth` (with, in drive mode, the mixer a live voice joins) and
+/// the tee that sends its audio to the face and to the audio encoder.
 struct SpeechInput {
     speech: SpeechSynth,
+    voice_in: Option<gst::Element>,
     tee: gst::Element,
 }
 
+/// How long the drive mixer waits for a live voice's audio beyond the jitter buffer (decoding
+/// and scheduling); later audio is dropped, not waited for.
+const VOICE_IN_MARGIN_MS: u32 = 30;
+
 fn build_input(
     pipeline: &gst::Pipeline,
+    config: &Config,
     plan: &SessionPlan,
     voice: Option<&str>,
 ) -> anyhow::Result<SpeechInput> {
@@ -91,8 +101,69 @@ fn build_input(
         .map_err(|_| anyhow::anyhow!("'speechsynth' is not facecast's SpeechSynth"))?;
     let tee = make("tee", None)?;
     pipeline.add_many([speech.upcast_ref(), &tee])?;
-    speech.link(&tee)?;
-    Ok(SpeechInput { speech, tee })
+    if plan.listen != ListenMode::Drive {
+        speech.link(&tee)?;
+        return Ok(SpeechInput {
+            speech,
+            voice_in: None,
+            tee,
+        });
+    }
+    // Drive: the live voice and the (still usable) speech are mixed; speechsynth's live
+    // silence keeps the stream going while nobody talks. The mixer waits for the voice as
+    // long as its jitter buffer holds it, and not for a voice that is not there (pads that
+    // never had data are ignored).
+    let wait_ms = config.voice_input.jitter_buffer_ms + VOICE_IN_MARGIN_MS;
+    let mixer = gst::ElementFactory::make("audiomixer")
+        .name("voice_in")
+        .property("latency", gst::ClockTime::from_mseconds(wait_ms.into()))
+        .property("ignore-inactive-pads", true)
+        .build()
+        .context("GStreamer element 'audiomixer' is missing: run scripts/install-deps.sh")?;
+    let caps = gst::ElementFactory::make("capsfilter")
+        .property(
+            "caps",
+            gst_audio::AudioCapsBuilder::new_interleaved()
+                .format(gst_audio::AudioFormat::S16le)
+                .rate(48_000)
+                .channels(1)
+                .build(),
+        )
+        .build()?;
+    // The synthesiser speaks at its voice's rate (22.05 kHz for most), the mixer at the
+    // decoded voice's 48 kHz.
+    let convert = make("audioconvert", None)?;
+    let resample = make("audioresample", None)?;
+    pipeline.add_many([&convert, &resample, &mixer, &caps])?;
+    gst::Element::link_many([
+        speech.upcast_ref(),
+        &convert,
+        &resample,
+        &mixer,
+        &caps,
+        &tee,
+    ])?;
+    // The lips follow the sound, not the text: speechsynth's phoneme announcements would
+    // make the viseme engine ignore the live voice.
+    speech
+        .static_pad("src")
+        .expect("speechsynth has a src pad")
+        .add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, |_, info| {
+            let is_phoneme = info
+                .event()
+                .and_then(|e| e.structure())
+                .is_some_and(|s| s.name() == facecast_common::events::PHONEME_EVENT);
+            if is_phoneme {
+                gst::PadProbeReturn::Drop
+            } else {
+                gst::PadProbeReturn::Ok
+            }
+        });
+    Ok(SpeechInput {
+        speech,
+        voice_in: Some(mixer),
+        tee,
+    })
 }
 
 /// The face: the avatar source and `lipsync`, fed by the input's audio.
@@ -162,7 +233,7 @@ impl SessionPipeline {
         seed: u64,
     ) -> anyhow::Result<Self> {
         let pipeline = gst::Pipeline::new();
-        let input = build_input(&pipeline, plan, voice)?;
+        let input = build_input(&pipeline, config, plan, voice)?;
         let lipsync = build_face(&pipeline, config, plan, &input.tee, seed)?;
 
         // Outputs: audio and video encoded once, each onto its tee.
@@ -231,6 +302,7 @@ impl SessionPipeline {
         Ok(Self {
             pipeline,
             speech: input.speech,
+            voice_in: input.voice_in,
             lipsync,
             encoder,
             encoder_queue,

@@ -27,6 +27,39 @@ pub struct CreateSession {
     /// Continue this conversation (remembered in Redis under this name); default: a new one,
     /// named after the session.
     pub conversation: Option<String>,
+    /// What a published voice is: `converse` (a person talking to the assistant, the
+    /// default) or `drive` (the avatar's own voice, lip-synced live).
+    pub listen: Option<String>,
+}
+
+/// What a session does with the voice published to it (WHIP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListenMode {
+    /// A person talks to the assistant: voice activity, recognition, turns, barge-in.
+    #[default]
+    Converse,
+    /// The voice is the avatar's own: it drives the lips and is what viewers hear.
+    Drive,
+}
+
+impl ListenMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenMode::Converse => "converse",
+            ListenMode::Drive => "drive",
+        }
+    }
+}
+
+impl std::str::FromStr for ListenMode {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "converse" => Ok(ListenMode::Converse),
+            "drive" => Ok(ListenMode::Drive),
+            _ => Err(()),
+        }
+    }
 }
 
 /// The name of the built-in parametric face.
@@ -68,6 +101,7 @@ pub struct SessionPlan {
     pub persona: Option<String>,
     /// The conversation to continue; `None`: a new one named after the session.
     pub conversation: Option<String>,
+    pub listen: ListenMode,
 }
 
 /// What the plan needs to know of the server.
@@ -95,6 +129,8 @@ pub enum PlanError {
     PersonaTooLong(usize),
     #[error("conversation must be 1 to 128 characters of letters, digits, '-', '_', '.' or ':'")]
     BadConversation,
+    #[error("unknown listen '{0}' (expected converse or drive)")]
+    UnknownListen(String),
 }
 
 /// Decides what `req` builds. `registered` is the size of the requested avatar when it is a
@@ -152,6 +188,12 @@ pub fn plan(
             return Err(PlanError::BadConversation);
         }
     }
+    let listen = match req.listen.as_deref() {
+        None => ListenMode::default(),
+        Some(l) => l
+            .parse()
+            .map_err(|_| PlanError::UnknownListen(l.to_owned()))?,
+    };
     Ok(SessionPlan {
         avatar,
         engine,
@@ -160,6 +202,7 @@ pub fn plan(
         voice: req.voice,
         persona,
         conversation: req.conversation,
+        listen,
     })
 }
 
@@ -196,6 +239,7 @@ mod tests {
                 voice: None,
                 persona: None,
                 conversation: None,
+                listen: ListenMode::Converse,
             }
         );
     }
@@ -254,6 +298,18 @@ mod tests {
         assert_eq!(
             plan(with(None, Some("festival")), None, &ctx(false)),
             Err(PlanError::UnknownTts("festival".into()))
+        );
+        let listen = |l: &str| CreateSession {
+            listen: Some(l.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(listen("drive"), None, &ctx(false)).unwrap().listen,
+            ListenMode::Drive
+        );
+        assert_eq!(
+            plan(listen("karaoke"), None, &ctx(false)),
+            Err(PlanError::UnknownListen("karaoke".into()))
         );
         // wav2lip on the built-in face is allowed (it repaints it), given a model.
         let p = plan(with(Some("wav2lip"), None), None, &ctx(true)).unwrap();

@@ -1,8 +1,9 @@
-//! A WHIP publisher: one `webrtcbin` receiving a person's voice into the session.
+//! A WHIP publisher: one `webrtcbin` receiving a voice into the session.
 //!
 //! ```text
-//! webrtcbin ─ (audio) rtpopusdepay ! opusdec ! audioconvert ! audioresample ! 16 kHz mono
-//!                     ! vad ! asr ! fakesink        the turns and words go to the bus
+//! webrtcbin ─ (audio) rtpopusdepay ! opusdec ! audioconvert ! audioresample
+//!             converse: ! 16 kHz mono ! vad ! asr ! fakesink   the turns and words go to the bus
+//!             drive:    → the session's "voice_in" mixer      the voice is the avatar's
 //!           └ (video, e.g. OBS's H.264) fakesink    answered, received, dropped
 //! ```
 //!
@@ -22,12 +23,23 @@ pub struct Publisher {
     /// Everything added to the pipeline for this publisher (the decoding branches are added
     /// when the media arrives).
     elements: Arc<Mutex<Vec<gst::Element>>>,
+    /// In drive mode, the mixer's pad the voice feeds (released when the publisher goes).
+    mixer_pad: Mutex<Option<gst::Pad>>,
     /// The offer's m-line mids, for trickled candidates.
     pub mids: Vec<Option<String>>,
     /// When the publisher's audio last arrived, or it connected (a WebRTC sender keeps
     /// sending, Opus DTX at least every 400 ms): the sign it is still there when ICE and RTCP
     /// are slow to tell.
     pub last_audio: Arc<Mutex<Option<std::time::Instant>>>,
+}
+
+/// What the session does with the received voice.
+#[derive(Debug, Clone)]
+pub enum Ingest {
+    /// Listens to a person: voice activity and recognition.
+    Converse(Listening),
+    /// The voice is the avatar's: it joins the session's voice mixer.
+    Drive,
 }
 
 /// How the received voice is listened to.
@@ -87,20 +99,8 @@ impl Listening {
         Ok(())
     }
 
-    fn branch(&self) -> anyhow::Result<Vec<gst::Element>> {
-        let make = |f: &str| {
-            gst::ElementFactory::make(f)
-                .build()
-                .with_context(|| format!("GStreamer element '{f}' is missing"))
-        };
-        let queue = gst::ElementFactory::make("queue")
-            .property("max-size-time", 2_000_000_000u64)
-            .property_from_str("leaky", "downstream")
-            .build()?;
-        let depay = make("rtpopusdepay")?;
-        let dec = gst::ElementFactory::make("opusdec")
-            .property("plc", true)
-            .build()?;
+    /// What follows the decoder: voice activity and recognition.
+    fn listening_tail(&self) -> anyhow::Result<Vec<gst::Element>> {
         let caps = gst::ElementFactory::make("capsfilter")
             .property(
                 "caps",
@@ -131,18 +131,33 @@ impl Listening {
             .property("sync", false)
             .property("async", false)
             .build()?;
-        Ok(vec![
-            queue,
-            depay,
-            dec,
-            make("audioconvert")?,
-            make("audioresample")?,
-            caps,
-            vad,
-            asr,
-            sink,
-        ])
+        Ok(vec![caps, vad, asr, sink])
     }
+}
+
+fn make(factory: &str) -> anyhow::Result<gst::Element> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .with_context(|| format!("GStreamer element '{factory}' is missing"))
+}
+
+/// The received audio, decoded: RTP Opus → raw audio at any rate.
+fn decoder() -> anyhow::Result<Vec<gst::Element>> {
+    // Leaky: a stalled consumer never backs up into webrtcbin.
+    let queue = gst::ElementFactory::make("queue")
+        .property("max-size-time", 2_000_000_000u64)
+        .property_from_str("leaky", "downstream")
+        .build()?;
+    let dec = gst::ElementFactory::make("opusdec")
+        .property("plc", true)
+        .build()?;
+    Ok(vec![
+        queue,
+        make("rtpopusdepay")?,
+        dec,
+        make("audioconvert")?,
+        make("audioresample")?,
+    ])
 }
 
 impl Publisher {
@@ -152,7 +167,7 @@ impl Publisher {
         id: &str,
         session: &SessionPipeline,
         config: &Config,
-        listening: Listening,
+        ingest: Ingest,
         offer: gst_sdp::SDPMessage,
         plan: &PublishPlan,
     ) -> anyhow::Result<(Publisher, String)> {
@@ -165,11 +180,12 @@ impl Publisher {
         let publisher = Publisher {
             webrtcbin: webrtcbin.clone(),
             elements: Arc::new(Mutex::new(vec![webrtcbin.clone()])),
+            mixer_pad: Mutex::new(None),
             mids,
             last_audio: Arc::default(),
         };
         let result = publisher
-            .negotiate(session, config, listening, offer, plan)
+            .negotiate(session, config, ingest, offer, plan)
             .await;
         match result {
             Ok(answer) => Ok((publisher, answer)),
@@ -185,26 +201,41 @@ impl Publisher {
         &self,
         session: &SessionPipeline,
         config: &Config,
-        listening: Listening,
+        ingest: Ingest,
         offer: gst_sdp::SDPMessage,
         plan: &PublishPlan,
     ) -> anyhow::Result<String> {
         let pipeline = session.pipeline.clone();
-        // The listening branch is built and started now, before the answer, so the model is
-        // loaded (or its failure reported) before the first packet: the first words are heard
-        // in time, not behind a start-up backlog.
-        let listening_branch = listening.branch()?;
-        pipeline.add_many(&listening_branch)?;
-        self.elements
-            .lock()
-            .unwrap()
-            .extend(listening_branch.iter().cloned());
-        gst::Element::link_many(&listening_branch)?;
-        for e in &listening_branch {
+        // The branch is built and started now, before the answer, so the model is loaded (or
+        // its failure reported) before the first packet: the first words are heard in time,
+        // not behind a start-up backlog.
+        let mut branch = decoder()?;
+        if let Ingest::Converse(listening) = &ingest {
+            branch.extend(listening.listening_tail()?);
+        }
+        pipeline.add_many(&branch)?;
+        self.elements.lock().unwrap().extend(branch.iter().cloned());
+        gst::Element::link_many(&branch)?;
+        if let Ingest::Drive = ingest {
+            let mixer = session
+                .voice_in
+                .as_ref()
+                .context("this session was not created with listen=drive")?;
+            let pad = mixer
+                .request_pad_simple("sink_%u")
+                .context("the voice mixer refused a pad")?;
+            *self.mixer_pad.lock().unwrap() = Some(pad.clone());
+            let last = branch.last().expect("the decoder has elements");
+            last.static_pad("src")
+                .unwrap()
+                .link(&pad)
+                .map_err(|e| anyhow!("cannot feed the voice into the session: {e:?}"))?;
+        }
+        for e in &branch {
             e.sync_state_with_parent()
                 .with_context(|| format!("cannot start {} for the publisher", e.name()))?;
         }
-        let audio_in = listening_branch[0].static_pad("sink").unwrap();
+        let audio_in = branch[0].static_pad("sink").unwrap();
         let last_audio = self.last_audio.clone();
         audio_in.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
             *last_audio.lock().unwrap() = Some(std::time::Instant::now());
@@ -277,6 +308,11 @@ impl Publisher {
         for e in elements {
             let _ = e.set_state(gst::State::Null);
             let _ = session.pipeline.remove(&e);
+        }
+        // The mixer stops waiting for this voice; the speech alone goes on.
+        if let (Some(pad), Some(mixer)) = (self.mixer_pad.lock().unwrap().take(), &session.voice_in)
+        {
+            mixer.release_request_pad(&pad);
         }
     }
 }

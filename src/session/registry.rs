@@ -7,8 +7,8 @@
 //! A failed creation gives its slot back; ending a session frees its slot.
 
 use super::bus::BusStream;
-use super::plan::{plan, CreateSession, PlanContext};
-use super::publisher::{Listening, Publisher};
+use super::plan::{plan, CreateSession, ListenMode, PlanContext};
+use super::publisher::{Ingest, Listening, Publisher};
 use super::{
     liveness, pipeline::SessionPipeline, viewer::Viewer, voice, NullOnDrop, Session, SessionError,
     SessionEvent, SessionInfo,
@@ -445,15 +445,21 @@ impl Registry {
             "p{}",
             session.next_publisher.fetch_add(1, Ordering::Relaxed)
         );
-        let listening = Listening::from_config(&self.config, &session.plan.lang);
-        listening
-            .check()
-            .map_err(SessionError::ListeningUnavailable)?;
+        let ingest = match session.plan.listen {
+            ListenMode::Converse => {
+                let listening = Listening::from_config(&self.config, &session.plan.lang);
+                listening
+                    .check()
+                    .map_err(SessionError::ListeningUnavailable)?;
+                Ingest::Converse(listening)
+            }
+            ListenMode::Drive => Ingest::Drive,
+        };
         let (publisher, answer) = Publisher::connect(
             &publisher_id,
             &session.pipeline,
             &self.config,
-            listening,
+            ingest,
             sdp,
             &plan,
         )

@@ -7,7 +7,7 @@ use super::tests::registry;
 use super::*;
 use crate::config::Config;
 use crate::conversation::scripted::{scripted, sse};
-use crate::whip_client::Client;
+use crate::peers::{WhepClient, WhipClient};
 use std::io::{BufRead, BufReader, Read, Write};
 
 /// `text` in a Piper voice at 48 kHz mono, as the client sends it.
@@ -198,7 +198,7 @@ async fn publish_a_question(with_video: bool) {
     samples.extend(&said);
     samples.extend(vec![0i16; 48_000]);
 
-    let client = Client::new(with_video);
+    let client = WhipClient::new(with_video);
     let offer = client.offer();
     if with_video {
         assert!(offer.contains("H264"), "{offer}");
@@ -206,7 +206,7 @@ async fn publish_a_question(with_video: bool) {
     let (publisher, answer) = registry.add_publisher(&session.id, &offer).await.unwrap();
     assert_eq!(publisher, "p1");
     // One voice at a time.
-    let second = Client::new(false);
+    let second = WhipClient::new(false);
     assert!(matches!(
         registry.add_publisher(&session.id, &second.offer()).await,
         Err(SessionError::PublisherExists(_))
@@ -326,7 +326,7 @@ async fn speaking_over_the_avatar_interrupts_it() {
     let mut samples = vec![0i16; 48_000];
     samples.extend(&said);
     samples.extend(vec![0i16; 72_000]);
-    let client = Client::new(false);
+    let client = WhipClient::new(false);
     let offer = client.offer();
     let (_, answer) = registry.add_publisher(&session.id, &offer).await.unwrap();
     let client = tokio::task::spawn_blocking(move || {
@@ -400,7 +400,7 @@ async fn a_publisher_that_vanishes_without_delete_is_dropped() {
     let registry = registry(config);
     let session = registry.create(CreateSession::default()).await.unwrap();
     let mut events = session.subscribe();
-    let client = Client::new(false);
+    let client = WhipClient::new(false);
     let offer = client.offer();
     let (publisher, answer) = registry.add_publisher(&session.id, &offer).await.unwrap();
     let client = tokio::task::spawn_blocking(move || {
@@ -426,4 +426,275 @@ async fn a_publisher_that_vanishes_without_delete_is_dropped() {
     // The session keeps running, and takes a new publisher.
     assert!(registry.get(&session.id).is_ok());
     registry.end(&session.id, "test over");
+}
+
+/// 10 ms RMS levels of 48 kHz `samples`, smoothed over 50 ms (a syllable's loudness).
+fn loudness(samples: &[i16]) -> Vec<f64> {
+    let raw: Vec<f64> = samples
+        .chunks(480)
+        .map(|w| (w.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / w.len() as f64).sqrt())
+        .collect();
+    (0..raw.len())
+        .map(|i| {
+            let w = &raw[i.saturating_sub(2)..(i + 3).min(raw.len())];
+            w.iter().sum::<f64>() / w.len() as f64
+        })
+        .collect()
+}
+
+/// The syllable nuclei of a loudness curve: peaks above a third of the loudest, each the
+/// highest within 100 ms and standing out (the curve falls below 70 % of it on both sides
+/// before rising higher). Indices into `levels`.
+fn vowel_peaks(levels: &[f64]) -> Vec<usize> {
+    let loudest = levels.iter().cloned().fold(0.0, f64::max);
+    let stands_out = |i: usize, side: &mut dyn Iterator<Item = usize>| {
+        for j in side {
+            if levels[j] > levels[i] {
+                return false;
+            }
+            if levels[j] < levels[i] * 0.7 {
+                return true;
+            }
+        }
+        true
+    };
+    (0..levels.len())
+        .filter(|&i| levels[i] > loudest / 3.0)
+        .filter(|&i| {
+            let near = &levels[i.saturating_sub(10)..(i + 11).min(levels.len())];
+            near.iter().all(|&l| l <= levels[i])
+        })
+        .filter(|&i| stands_out(i, &mut (0..i).rev()) && stands_out(i, &mut (i + 1..levels.len())))
+        .collect()
+}
+
+/// Normalised cross-correlation of two curves at their best lag (lags up to `max_lag`).
+fn best_correlation(a: &[f64], b: &[f64], max_lag: usize) -> f64 {
+    let norm = |v: &[f64]| {
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        v.iter().map(|x| x - mean).collect::<Vec<_>>()
+    };
+    let (a, b) = (norm(a), norm(b));
+    (0..=max_lag)
+        .map(|lag| {
+            let n = a.len().min(b.len().saturating_sub(lag));
+            let (x, y) = (&a[..n], &b[lag..lag + n]);
+            let dot: f64 = x.iter().zip(y).map(|(p, q)| p * q).sum();
+            let nx: f64 = x.iter().map(|p| p * p).sum::<f64>().sqrt();
+            let ny: f64 = y.iter().map(|q| q * q).sum::<f64>().sqrt();
+            dot / (nx * ny).max(1e-9)
+        })
+        .fold(f64::MIN, f64::max)
+}
+
+/// Samples that passed a pad, with the running time of the first.
+type Chunk = (f64, Vec<i16>);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driving_voice_moves_the_lips_and_is_what_viewers_hear() {
+    use facecast_common::{Blendshape, FaceInfo};
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let registry = registry(Config::default());
+    let session = registry
+        .create(CreateSession {
+            listen: Some("drive".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(session.info().listen, "drive");
+
+    // What the avatar says (the mixer's output: the voice, and speech silence around it),
+    // and the jaw in every frame, both on the session's running time.
+    let said_levels: Arc<Mutex<Vec<Chunk>>> = Arc::default();
+    let keep = said_levels.clone();
+    let mixer = session.pipeline.voice_in.clone().unwrap();
+    mixer
+        .static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            if let Some(gst::PadProbeData::Buffer(b)) = &info.data {
+                let rt = running_secs(pad, b);
+                let map = b.map_readable().unwrap();
+                let samples = map
+                    .chunks_exact(2)
+                    .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                    .collect();
+                keep.lock().unwrap().push((rt, samples));
+            }
+            gst::PadProbeReturn::Ok
+        });
+    let jaws: Arc<Mutex<Vec<(f64, f32)>>> = Arc::default();
+    let keep = jaws.clone();
+    session
+        .pipeline
+        .lipsync
+        .static_pad("src")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            if let Some(gst::PadProbeData::Buffer(b)) = &info.data {
+                let jaw = FaceInfo::from_buffer(b)
+                    .and_then(|f| f.pose)
+                    .map(|p| p.weights[Blendshape::JawOpen])
+                    .unwrap_or(0.0);
+                keep.lock().unwrap().push((running_secs(pad, b), jaw));
+            }
+            gst::PadProbeReturn::Ok
+        });
+
+    let viewer = WhepClient::new();
+    let (_, answer) = registry
+        .add_viewer(&session.id, &viewer.offer())
+        .await
+        .unwrap();
+    let voice = tokio::task::spawn_blocking(|| spoken("Papa, are you far away? Bob saw a cat."))
+        .await
+        .unwrap();
+    let mut samples = vec![0i16; 24_000];
+    samples.extend(&voice);
+    samples.extend(vec![0i16; 48_000]);
+    let publisher = WhipClient::new(false);
+    let (_, publisher_answer) = registry
+        .add_publisher(&session.id, &publisher.offer())
+        .await
+        .unwrap();
+    let (viewer, publisher) = tokio::task::spawn_blocking(move || {
+        viewer.answered(&answer);
+        publisher.answered(&publisher_answer);
+        publisher.send(&samples);
+        (viewer, publisher)
+    })
+    .await
+    .unwrap();
+
+    // Played out live: wait until the avatar has been quiet again for a while after the voice.
+    let voice_secs = voice.len() as f64 / 48_000.0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let said = loop {
+        let said: Vec<i16> = {
+            let chunks = said_levels.lock().unwrap();
+            chunks.iter().flat_map(|(_, s)| s.iter().cloned()).collect()
+        };
+        let levels = loudness(&said);
+        let loudest = levels.iter().cloned().fold(0.0, f64::max);
+        let last_loud = levels.iter().rposition(|&l| l > loudest / 100.0);
+        if loudest > 1000.0
+            && last_loud.is_some_and(|l| levels.len() > l + 80)
+            && levels.len() as f64 / 100.0 > voice_secs
+        {
+            break said_levels.lock().unwrap().clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the voice never came through the session"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let viewer_heard = viewer.heard();
+    drop(publisher);
+    drop(viewer);
+    registry.end(&session.id, "test over");
+
+    // The input's syllables, on the session's running time.
+    let t0 = said[0].0;
+    let flat: Vec<i16> = said.iter().flat_map(|(_, s)| s.iter().cloned()).collect();
+    let levels = loudness(&flat);
+    let peaks = vowel_peaks(&levels);
+    assert!(peaks.len() >= 5, "syllables found at {peaks:?}");
+    let jaws = jaws.lock().unwrap().clone();
+    let frame_of = |t: f64| jaws.iter().position(|&(s, _)| s <= t && t < s + 0.04);
+    // The jaw opens wide (near its widest for that syllable) at most one frame away. Loud
+    // vowels saturate the jaw, so "its peak" is the top of a plateau, not a single frame.
+    let mut misses = Vec::new();
+    for &p in &peaks {
+        let t = t0 + p as f64 * 0.01;
+        let n = frame_of(t).expect("a frame at every moment of the voice");
+        let syllable = jaws[n.saturating_sub(4)..(n + 5).min(jaws.len())]
+            .iter()
+            .map(|&(_, j)| j)
+            .fold(0.0f32, f32::max);
+        let near = jaws[n.saturating_sub(1)..(n + 2).min(jaws.len())]
+            .iter()
+            .map(|&(_, j)| j)
+            .fold(0.0f32, f32::max);
+        if near < 0.3 || near < 0.9 * syllable {
+            misses.push((t, near, syllable));
+        }
+    }
+    assert!(
+        misses.is_empty(),
+        "no wide-open jaw within a frame of the vowels at (time, jaw, syllable's widest) {misses:?}"
+    );
+    // And as a whole: the jaw curve follows the voice's loudness best with no lag beyond
+    // one frame.
+    let voice_per_frame: Vec<f64> = jaws
+        .iter()
+        .map(|&(s, _)| {
+            let i = ((s + 0.02 - t0) / 0.01).round();
+            if i < 0.0 {
+                0.0
+            } else {
+                levels.get(i as usize).cloned().unwrap_or(0.0)
+            }
+        })
+        .collect();
+    let jaw_curve: Vec<f64> = jaws.iter().map(|&(_, j)| j as f64).collect();
+    let lag = (-3i32..=3)
+        .map(|lag| {
+            let shifted: Vec<(f64, f64)> = (0..jaw_curve.len())
+                .filter_map(|k| {
+                    let m = k as i32 + lag;
+                    (m >= 0 && (m as usize) < jaw_curve.len())
+                        .then(|| (voice_per_frame[k], jaw_curve[m as usize]))
+                })
+                .collect();
+            let (a, b): (Vec<f64>, Vec<f64>) = shifted.into_iter().unzip();
+            (lag, best_correlation(&a, &b, 0))
+        })
+        .max_by(|x, y| x.1.total_cmp(&y.1))
+        .unwrap();
+    assert!(
+        lag.0.abs() <= 1 && lag.1 > 0.6,
+        "the jaw follows the voice best {} frames late (r = {:.2})",
+        lag.0,
+        lag.1
+    );
+    // Before the voice and after it, the avatar idles with its mouth at rest.
+    let loudest = levels.iter().cloned().fold(0.0, f64::max);
+    let first = levels.iter().position(|&l| l > loudest / 100.0).unwrap();
+    let last = levels.iter().rposition(|&l| l > loudest / 100.0).unwrap();
+    let (onset, offset) = (t0 + first as f64 * 0.01, t0 + last as f64 * 0.01);
+    let idle_open: Vec<_> = jaws
+        .iter()
+        .filter(|&&(s, _)| s + 0.04 < onset - 0.1 || s > offset + 0.3)
+        .filter(|&&(_, j)| j > 0.05)
+        .collect();
+    assert!(
+        idle_open.is_empty(),
+        "mouth open with no voice: {idle_open:?}"
+    );
+
+    // The viewer heard that voice: its loudness follows the input's.
+    let heard = loudness(&viewer_heard);
+    let corr = best_correlation(&levels[first.saturating_sub(20)..], &heard, heard.len() / 2);
+    assert!(
+        corr > 0.9,
+        "the viewer's audio follows the voice only to r = {corr:.2}"
+    );
+    eprintln!(
+        "drive: {} vowels, jaw follows the voice at lag {} frames (r = {:.2}), viewer's audio r = {corr:.2}",
+        peaks.len(),
+        lag.0,
+        lag.1
+    );
+}
+
+/// A buffer's running time in seconds on `pad`'s segment.
+fn running_secs(pad: &gst::Pad, b: &gst::BufferRef) -> f64 {
+    let segment = pad
+        .sticky_event::<gst::event::Segment>(0)
+        .and_then(|e| e.segment().downcast_ref::<gst::ClockTime>().cloned());
+    let pts = b.pts().unwrap_or_default();
+    let rt = segment.and_then(|s| s.to_running_time(pts)).unwrap_or(pts);
+    rt.nseconds() as f64 / 1e9
 }

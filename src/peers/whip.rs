@@ -1,28 +1,16 @@
 //! A minimal WHIP publisher on `webrtcbin`: live audio paced by `clocksync`, optionally with
-//! H.264 video as OBS sends it. `facecast bench --barge-in` and the WHIP tests publish with it;
-//! it is not a product feature (OBS, browsers and GStreamer's WHIP sink are the clients).
+//! H.264 video as OBS sends it. `facecast bench --barge-in` and the WHIP tests publish with it.
 
 use gst::prelude::*;
-use std::time::{Duration, Instant};
 
 /// A WHIP client: live audio (paced by `clocksync`), optionally H.264 video as OBS sends.
-pub struct Client {
+pub struct WhipClient {
     pub pipeline: gst::Pipeline,
     webrtcbin: gst::Element,
     src: gst_app::AppSrc,
 }
 
-fn promise(f: impl FnOnce(&gst::Promise)) -> Option<gst::Structure> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let p = gst::Promise::with_change_func(move |r| {
-        let _ = tx.send(r.ok().flatten().map(|s| s.to_owned()));
-    });
-    f(&p);
-    rx.recv_timeout(Duration::from_secs(5))
-        .expect("webrtcbin answers")
-}
-
-impl Client {
+impl WhipClient {
     pub fn new(with_video: bool) -> Self {
         let video = if with_video {
             "videotestsrc is-live=true ! video/x-raw,width=320,height=240,framerate=25/1 \
@@ -42,8 +30,7 @@ impl Client {
         .downcast::<gst::Pipeline>()
         .unwrap();
         let webrtcbin = pipeline.by_name("w").unwrap();
-        let agent = webrtcbin.property::<gst::glib::Object>("ice-agent");
-        agent.emit_by_name::<bool>("add-local-ip-address", &[&"127.0.0.1"]);
+        super::on_loopback(&webrtcbin);
         let src = pipeline
             .by_name("src")
             .unwrap()
@@ -59,7 +46,7 @@ impl Client {
                 );
             }
         }
-        Client {
+        WhipClient {
             pipeline,
             webrtcbin,
             src,
@@ -68,47 +55,12 @@ impl Client {
 
     /// The offer, with every host candidate in it.
     pub fn offer(&self) -> String {
-        let w = &self.webrtcbin;
-        let reply =
-            promise(|p| w.emit_by_name::<()>("create-offer", &[&None::<gst::Structure>, p]))
-                .expect("an offer");
-        let offer = reply
-            .get::<gst_webrtc::WebRTCSessionDescription>("offer")
-            .unwrap();
-        promise(|p| w.emit_by_name::<()>("set-local-description", &[&offer, p]));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while w.property::<gst_webrtc::WebRTCICEGatheringState>("ice-gathering-state")
-            != gst_webrtc::WebRTCICEGatheringState::Complete
-        {
-            assert!(Instant::now() < deadline, "ICE gathering never completed");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        w.property::<gst_webrtc::WebRTCSessionDescription>("local-description")
-            .sdp()
-            .as_text()
-            .unwrap()
+        super::local_offer(&self.webrtcbin)
     }
 
+    /// Takes the server's answer and waits until the connection is up.
     pub fn answered(&self, answer: &str) {
-        let sdp = gst_sdp::SDPMessage::parse_buffer(answer.as_bytes()).unwrap();
-        let desc =
-            gst_webrtc::WebRTCSessionDescription::new(gst_webrtc::WebRTCSDPType::Answer, sdp);
-        promise(|p| {
-            self.webrtcbin
-                .emit_by_name::<()>("set-remote-description", &[&desc, p])
-        });
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self
-            .webrtcbin
-            .property::<gst_webrtc::WebRTCPeerConnectionState>("connection-state")
-            != gst_webrtc::WebRTCPeerConnectionState::Connected
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the WebRTC connection never came up"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        super::answered(&self.webrtcbin, answer);
     }
 
     /// Sends `samples` live from now; returns the client's running time of the first sample.
@@ -131,7 +83,7 @@ impl Client {
     }
 }
 
-impl Drop for Client {
+impl Drop for WhipClient {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
     }
