@@ -19,9 +19,11 @@ pub struct Metrics {
     pub say_to_first_frame: Histogram,
     /// WHIP publishers connected now.
     pub publishers: IntGauge,
-    /// Barge-ins, and the time from the person's speech onset to the interrupt.
+    /// Barge-ins, and the time from the person's speech onset to the avatar's voice being cut.
     pub barge_ins: IntCounter,
     pub barge_in_seconds: Histogram,
+    /// From the onset of a person's speech to the VAD confirming the turn.
+    pub vad_seconds: Histogram,
     /// From the end of a person's speech to its final transcript (VAD end-of-turn silence and
     /// recognition).
     pub asr_seconds: Histogram,
@@ -70,7 +72,12 @@ impl Metrics {
         };
         let barge_in_seconds = histogram(
             "barge_in_seconds",
-            "From a person's speech onset to the avatar being interrupted",
+            "From a person's speech onset to the avatar's voice being cut (held or interrupted)",
+            vec![0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0],
+        );
+        let vad_seconds = histogram(
+            "vad_seconds",
+            "From a person's speech onset to the voice activity detector confirming the turn (min_interrupt_ms included)",
             vec![0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0],
         );
         let asr_seconds = histogram(
@@ -110,6 +117,7 @@ impl Metrics {
             Box::new(publishers.clone()),
             Box::new(barge_ins.clone()),
             Box::new(barge_in_seconds.clone()),
+            Box::new(vad_seconds.clone()),
             Box::new(asr_seconds.clone()),
         ] {
             registry.register(c).expect("unique metric names");
@@ -124,6 +132,7 @@ impl Metrics {
             publishers,
             barge_ins,
             barge_in_seconds,
+            vad_seconds,
             asr_seconds,
             avatar_cache_hits,
             avatar_cache_misses,

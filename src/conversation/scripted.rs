@@ -133,15 +133,15 @@ async fn serve(
     }
 }
 
-#[cfg(test)]
 /// A scripted server for a whole conversation: the n-th request gets the n-th reply (status
 /// and parts); each request's JSON body arrives on `requests`.
 pub struct ScriptedConversation {
     pub base_url: String,
+    /// What was asked (the benchmarks do not look).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub requests: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
 }
 
-#[cfg(test)]
 pub async fn scripted_conversation(replies: Vec<(&str, Parts)>) -> ScriptedConversation {
     let (listener, base_url) = listen().await;
     let (tx, requests) = tokio::sync::mpsc::unbounded_channel();

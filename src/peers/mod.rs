@@ -1,12 +1,17 @@
-//! Minimal WebRTC peers on `webrtcbin`, for `facecast bench` and the tests: a WHIP publisher
-//! that sends a voice, and a WHEP viewer that receives and decodes the session's audio. They
-//! are not product features (browsers, OBS and GStreamer's WHIP/WHEP elements are the
-//! clients); they exist so that benchmarks and tests cross a real WebRTC stack on loopback.
+//! The other ends of the session's connections, for `facecast bench` and the tests: minimal
+//! WebRTC peers on `webrtcbin` (a WHIP publisher that sends a voice, a WHEP viewer that
+//! receives and decodes the session's audio) and a scripted transcription endpoint. They are
+//! not product features (browsers, OBS, GStreamer's WHIP/WHEP elements and real recognisers
+//! are); they exist so that benchmarks and tests cross real WebRTC and HTTP on loopback.
 
+mod transcriber;
 #[cfg(test)]
 mod whep;
 mod whip;
 
+pub use transcriber::transcriber;
+#[cfg(test)]
+pub use transcriber::{scripted_transcriber, Transcribed};
 #[cfg(test)]
 pub use whep::WhepClient;
 pub use whip::WhipClient;

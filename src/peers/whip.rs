@@ -63,6 +63,19 @@ impl WhipClient {
         super::answered(&self.webrtcbin, answer);
     }
 
+    /// The system-clock time at which the sample of running time `at` leaves the client (its
+    /// pipeline's base time and latency added): where a sound is "in the input", on the clock
+    /// the session's pipeline shares.
+    pub fn sent_at(&self, at: gst::ClockTime) -> gst::ClockTime {
+        let mut latency = gst::query::Latency::new();
+        let client_latency = if self.pipeline.query(&mut latency) {
+            latency.result().1
+        } else {
+            gst::ClockTime::ZERO
+        };
+        self.pipeline.base_time().unwrap_or_default() + at + client_latency
+    }
+
     /// Sends `samples` live from now; returns the client's running time of the first sample.
     pub fn send(&self, samples: &[i16]) -> gst::ClockTime {
         let start =

@@ -54,7 +54,8 @@ pub enum SessionEvent {
         language: String,
     },
     /// They spoke while the avatar was talking: it stopped. `after_ms`: from the onset of
-    /// their speech to the interrupt.
+    /// their speech (as the server received it) to where the avatar's voice was cut: its
+    /// first frame of speech held the voice, confirmed speech interrupted the answer.
     BargeIn {
         after_ms: u64,
     },

@@ -98,6 +98,9 @@ pub struct Session {
     next_publisher: AtomicU64,
     /// Whether the avatar is sounding an utterance (between speech-started and -ended).
     speaking: AtomicBool,
+    /// Since when (running time) the avatar's voice is held because a person may have begun
+    /// to speak over it; barge-in confirms the hold or lets it go.
+    held: Mutex<Option<gst::ClockTime>>,
     pub conversation: Arc<Conversation>,
 }
 
@@ -158,6 +161,36 @@ impl Session {
     /// Whether the avatar is talking, or an answer it will speak is still being written.
     pub fn is_answering(&self) -> bool {
         self.speaking.load(Ordering::SeqCst) || self.conversation.is_running()
+    }
+
+    /// Mutes the avatar's answer the moment a person may have begun to speak over it (the
+    /// first frame of their speech), so that it falls silent within a frame or two instead
+    /// of after the `min_interrupt_ms` that confirms a barge-in. Nothing is held while the
+    /// avatar is not answering.
+    pub(crate) fn hold_voice(&self) {
+        let mut held = self.held.lock().unwrap();
+        if held.is_none() && self.is_answering() {
+            *held = Some(self.running_time().unwrap_or_default());
+            self.pipeline.hold_voice(true);
+        }
+    }
+
+    /// Lets a hold go: the possible speech was not speech, or the answer it covered has
+    /// stopped.
+    pub(crate) fn release_voice(&self) {
+        if self.held.lock().unwrap().take().is_some() {
+            self.pipeline.hold_voice(false);
+        }
+    }
+
+    /// When the voice was held, if it is.
+    pub(crate) fn held_since(&self) -> Option<gst::ClockTime> {
+        *self.held.lock().unwrap()
+    }
+
+    /// The session's GStreamer graph (benchmarks and diagnostics watch it).
+    pub fn pipeline(&self) -> &SessionPipeline {
+        &self.pipeline
     }
 
     /// The session's running time now (the time base of its audio).

@@ -1,11 +1,11 @@
 //! One session's GStreamer pipeline, as **inputs → face → outputs**:
 //!
 //! ```text
-//! input   speechsynth is-live ─ tee ─ queue ──────────────────────────────── lipsync.audio
+//! input   speechsynth is-live ! volume "hold" ─ tee ─ queue ──────────────── lipsync.audio
 //!                                  └ queue ! audioconvert ! audioresample ! opusenc ─ tee "audio_out"
 //!         (listen=drive: speechsynth ! audiomixer "voice_in" ! 48 kHz mono ─ tee, and the
 //!          publisher's decoded voice joins the mixer: it is the avatar's voice)
-//! face    avatarsrc is-live ! caps ──────────────────────────────────────── lipsync.video
+//! face    avatarsrc is-live ! caps ! queue ──────────────────────────────── lipsync.video
 //!         lipsync ! queue (leaky) ! videoconvert ! vp8enc | (nvh264enc|x264enc) ─ tee "video_out"
 //! outputs branches on the two tees: [`SessionPipeline::tap`], one per viewer today
 //! ```
@@ -30,10 +30,14 @@ pub struct SessionPipeline {
     pub speech: SpeechSynth,
     /// In drive mode, the mixer a published voice joins (speech is mixed in too).
     pub voice_in: Option<gst::Element>,
+    /// In converse mode, mutes the avatar's voice the moment a person may have begun to
+    /// speak over it, before barge-in is confirmed (see [`SessionPipeline::hold_voice`]).
+    hold: Option<gst::Element>,
     /// The face: audio + avatar → the avatar talking.
     pub lipsync: gst::Element,
     encoder: gst::Element,
     encoder_queue: gst::Element,
+    audio_encoder: gst::Element,
     /// The output seam: encoded video and audio, fanned out.
     video_out: gst::Element,
     audio_out: gst::Element,
@@ -77,6 +81,7 @@ fn make(factory: &str, name: Option<&str>) -> anyhow::Result<gst::Element> {
 struct SpeechInput {
     speech: SpeechSynth,
     voice_in: Option<gst::Element>,
+    hold: Option<gst::Element>,
     tee: gst::Element,
 }
 
@@ -102,10 +107,13 @@ fn build_input(
     let tee = make("tee", None)?;
     pipeline.add_many([speech.upcast_ref(), &tee])?;
     if plan.listen != ListenMode::Drive {
-        speech.link(&tee)?;
+        let hold = make("volume", Some("hold"))?;
+        pipeline.add(&hold)?;
+        gst::Element::link_many([speech.upcast_ref(), &hold, &tee])?;
         return Ok(SpeechInput {
             speech,
             voice_in: None,
+            hold: Some(hold),
             tee,
         });
     }
@@ -162,6 +170,7 @@ fn build_input(
     Ok(SpeechInput {
         speech,
         voice_in: Some(mixer),
+        hold: None,
         tee,
     })
 }
@@ -217,11 +226,19 @@ fn build_face(
         lipsync.set_property("output-name", io.output);
     }
     let lip_queue = make("queue", None)?;
-    pipeline.add_many([&avatar, &avatar_caps, &lip_queue, &lipsync])?;
+    // lipsync holds frames until their audio (and its look-ahead) is in: the live avatar
+    // must be allowed to be that late, or the latency cannot be configured and lipsync times
+    // out and draws frames as silence before their sound arrives.
+    let avatar_queue = gst::ElementFactory::make("queue")
+        .property("max-size-time", 300_000_000u64)
+        .property("max-size-buffers", 0u32)
+        .property("max-size-bytes", 0u32)
+        .build()?;
+    pipeline.add_many([&avatar, &avatar_caps, &avatar_queue, &lip_queue, &lipsync])?;
     audio.link(&lip_queue)?;
     lip_queue.link_pads(None, &lipsync, Some("audio"))?;
-    gst::Element::link_many([&avatar, &avatar_caps])?;
-    avatar_caps.link_pads(None, &lipsync, Some("video"))?;
+    gst::Element::link_many([&avatar, &avatar_caps, &avatar_queue])?;
+    avatar_queue.link_pads(None, &lipsync, Some("video"))?;
     Ok(lipsync)
 }
 
@@ -243,7 +260,8 @@ impl SessionPipeline {
         let opus_caps = gst::ElementFactory::make("capsfilter")
             .property(
                 "caps",
-                gst_audio::AudioCapsBuilder::new()
+                gst_audio::AudioCapsBuilder::new_interleaved()
+                    .format(gst_audio::AudioFormat::S16le)
                     .rate(48000)
                     .channels(1)
                     .build(),
@@ -303,9 +321,11 @@ impl SessionPipeline {
             pipeline,
             speech: input.speech,
             voice_in: input.voice_in,
+            hold: input.hold,
             lipsync,
             encoder,
             encoder_queue,
+            audio_encoder: opus,
             video_out,
             audio_out,
         })
@@ -339,11 +359,49 @@ impl SessionPipeline {
         tap.tee.release_request_pad(&tap.pad);
     }
 
+    /// Mutes (`true`) or unmutes the avatar's voice where it leaves the synthesiser, for the
+    /// face and the viewers alike. Speech goes on underneath: a hold that comes to nothing
+    /// loses only what it covered. Audio already past this point (the synthesiser's lead)
+    /// still plays.
+    pub fn hold_voice(&self, held: bool) {
+        if let Some(hold) = &self.hold {
+            hold.set_property("mute", held);
+        }
+    }
+
     /// Calls `dropped` for every frame the encoder could not take in time.
     pub fn on_frame_dropped(&self, dropped: impl Fn() + Send + Sync + 'static) {
         self.encoder_queue.connect("overrun", false, move |_| {
             dropped();
             None
+        });
+    }
+
+    /// Calls `heard(running_time, samples)` for every buffer of the session's sound as it
+    /// goes to the audio encoder (48 kHz mono S16): what viewers will hear, on the session's
+    /// running time.
+    pub fn on_audio_out(&self, heard: impl Fn(gst::ClockTime, &[i16]) + Send + Sync + 'static) {
+        let pad = self
+            .audio_encoder
+            .static_pad("sink")
+            .expect("encoders have a sink pad");
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            let Some(buffer) = info.buffer() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let segment = pad
+                .sticky_event::<gst::event::Segment>(0)
+                .and_then(|e| e.segment().downcast_ref::<gst::ClockTime>().cloned());
+            let pts = buffer.pts().unwrap_or_default();
+            let at = segment.and_then(|s| s.to_running_time(pts)).unwrap_or(pts);
+            if let Ok(map) = buffer.map_readable() {
+                let samples: Vec<i16> = map
+                    .chunks_exact(2)
+                    .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                    .collect();
+                heard(at, &samples);
+            }
+            gst::PadProbeReturn::Ok
         });
     }
 

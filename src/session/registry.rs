@@ -182,6 +182,7 @@ impl Registry {
             publisher_claimed: Mutex::new(false),
             next_publisher: AtomicU64::new(1),
             speaking: Default::default(),
+            held: Mutex::new(None),
             conversation: Arc::new(Conversation::new(conversation, persona)),
         });
         self.instrument(&session);
@@ -243,16 +244,27 @@ impl Registry {
             .pipeline
             .bus()
             .expect("pipelines have a bus");
+        // On the posting thread, for what cannot wait for the runtime: the first frame's
+        // timing, and holding the avatar's voice the moment a person may be speaking over it.
         let mut messages = BusStream::new(bus, move |msg| {
-            let Some(s) = msg
-                .structure()
-                .filter(|s| s.name() == SPEECH_STARTED_MESSAGE)
-            else {
+            let Some(s) = msg.structure() else {
                 return;
             };
-            if let Some(session) = weak.upgrade() {
-                let at = gst::ClockTime::from_nseconds(s.get::<u64>("running-time").unwrap_or(0));
-                session.timing.speech_started(at);
+            let Some(session) = weak.upgrade() else {
+                return;
+            };
+            match s.name().as_str() {
+                SPEECH_STARTED_MESSAGE => {
+                    let at =
+                        gst::ClockTime::from_nseconds(s.get::<u64>("running-time").unwrap_or(0));
+                    session.timing.speech_started(at);
+                }
+                USER_SPEECH_EVENT => match UserSpeechEvent::from_structure(s) {
+                    Some(Ok(UserSpeechEvent::Possible { .. })) => session.hold_voice(),
+                    Some(Ok(UserSpeechEvent::Dismissed { .. })) => session.release_voice(),
+                    _ => {}
+                },
+                _ => {}
             }
         });
         let registry = Arc::downgrade(self);
@@ -277,13 +289,14 @@ impl Registry {
                             }
                             SPEECH_ENDED_MESSAGE => {
                                 session.speaking.store(false, Ordering::SeqCst);
-                                if !s.get::<bool>("interrupted").unwrap_or(false) {
+                                let interrupted = s.get::<bool>("interrupted").unwrap_or(false);
+                                if interrupted {
+                                    // A barge-in's hold ends with the answer it silenced.
+                                    session.release_voice();
+                                } else {
                                     session.conversation.sounded(&text);
                                 }
-                                session.emit(SessionEvent::SpeechEnded {
-                                    text,
-                                    interrupted: s.get("interrupted").unwrap_or(false),
-                                })
+                                session.emit(SessionEvent::SpeechEnded { text, interrupted })
                             }
                             USER_SPEECH_EVENT => {
                                 if let Some(Ok(speech)) = UserSpeechEvent::from_structure(s) {
@@ -333,13 +346,22 @@ impl Registry {
         match speech {
             UserSpeechEvent::Started { start, .. } => {
                 session.emit(SessionEvent::UserSpeechStarted);
-                if session.is_answering() {
-                    self.remember_what_was_heard(session);
+                if let Some(now) = session.running_time() {
+                    self.metrics
+                        .vad_seconds
+                        .observe(now.saturating_sub(start).nseconds() as f64 / 1e9);
+                }
+                let held = session.held_since();
+                if session.is_answering() || held.is_some() {
+                    // Silent since the hold (if any): that is where the answer was cut.
+                    let cut = held.or_else(|| session.running_time()).unwrap_or_default();
+                    self.remember_what_was_heard(session, cut);
                     session.interrupt();
-                    let after = session
-                        .running_time()
-                        .map(|now| now.saturating_sub(start))
-                        .unwrap_or_default();
+                    if !session.speaking.load(Ordering::SeqCst) {
+                        // Only an answer being written: no speech to wait for.
+                        session.release_voice();
+                    }
+                    let after = cut.saturating_sub(start);
                     self.metrics.barge_ins.inc();
                     self.metrics
                         .barge_in_seconds
@@ -359,18 +381,19 @@ impl Registry {
                     duration_ms: end.saturating_sub(start).mseconds(),
                 });
             }
+            // Handled as they are posted (see `watch_bus`).
+            UserSpeechEvent::Possible { .. } | UserSpeechEvent::Dismissed { .. } => {}
         }
     }
 
     /// A barge-in: the conversation remembers only the words of the answer that sounded
     /// before it, from the audio timeline (not what the model wrote, or what was queued).
-    fn remember_what_was_heard(&self, session: &Arc<Session>) {
+    fn remember_what_was_heard(&self, session: &Arc<Session>, cut: gst::ClockTime) {
         let conversation = &session.conversation;
         if !conversation.answer_spoken() {
             return;
         }
-        let now = session.running_time().unwrap_or_default().nseconds();
-        let heard = conversation.heard_until(now);
+        let heard = conversation.heard_until(cut.nseconds());
         if conversation.is_running() {
             // The turn being written is remembered when it is cancelled, as heard.
             conversation.heard_only(heard);
@@ -539,6 +562,8 @@ impl Registry {
             });
         };
         p.disconnect(&session.pipeline);
+        // A possible start that the publisher's leaving cut short holds nothing any more.
+        session.release_voice();
         self.metrics.publishers.dec();
         session.emit(SessionEvent::PublisherLeft {
             publisher: publisher.to_owned(),

@@ -5,64 +5,15 @@
 
 use super::tests::registry;
 use super::*;
+use crate::bench::sound_span;
 use crate::config::Config;
 use crate::conversation::scripted::{scripted, sse};
-use crate::peers::{WhepClient, WhipClient};
-use std::io::{BufRead, BufReader, Read, Write};
+use crate::peers::{scripted_transcriber, transcriber, Transcribed, WhepClient, WhipClient};
 
 /// `text` in a Piper voice at 48 kHz mono, as the client sends it.
 fn spoken(text: &str) -> Vec<i16> {
     let voice = facecast_testkit::piper_voice();
     crate::bench::spoken_48k(text, voice.to_str()).expect("the Piper voice speaks")
-}
-
-/// Where sound starts and stops in 48 kHz `samples` (10 ms windows within 40 dB of the peak).
-fn sound_span(samples: &[i16]) -> (f64, f64) {
-    let levels: Vec<f64> = samples
-        .chunks(480)
-        .map(|w| (w.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / w.len() as f64).sqrt())
-        .collect();
-    let loudest = levels.iter().cloned().fold(0.0, f64::max);
-    let first = levels.iter().position(|&l| l > loudest / 100.0).unwrap();
-    let last = levels.iter().rposition(|&l| l > loudest / 100.0).unwrap();
-    (first as f64 * 0.01, (last + 1) as f64 * 0.01)
-}
-
-/// A scripted OpenAI-compatible transcription endpoint: answers `text` to every request and
-/// hands over each request's bytes.
-fn transcriber(text: &'static str) -> (String, std::sync::mpsc::Receiver<Vec<u8>>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let (mut length, mut all) = (0, Vec::new());
-            loop {
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap();
-                }
-                all.extend_from_slice(line.as_bytes());
-                if line == "\r\n" || line.is_empty() {
-                    break;
-                }
-            }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body).unwrap();
-            all.extend(body);
-            let _ = tx.send(all);
-            let body = format!(r#"{{"text":"{text}"}}"#);
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    (url, rx)
 }
 
 async fn next_event(
@@ -132,7 +83,10 @@ fn watch_vad(session: &Session) -> Arc<Mutex<Heard>> {
         gst::PadProbeType::EVENT_DOWNSTREAM,
         move |_, info| {
             if let Some(gst::PadProbeData::Event(e)) = &info.data {
-                if let Some(Ok(s)) = facecast_common::UserSpeechEvent::parse(e) {
+                use facecast_common::UserSpeechEvent::{Ended, Started};
+                if let Some(Ok(s @ (Started { .. } | Ended { .. }))) =
+                    facecast_common::UserSpeechEvent::parse(e)
+                {
                     keep.lock().unwrap().marks.push(s);
                 }
             }
@@ -308,22 +262,36 @@ async fn an_obs_like_offer_with_h264_video_is_heard_and_its_video_ignored() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn speaking_over_the_avatar_interrupts_it() {
+async fn speaking_over_the_avatar_silences_it_and_only_what_was_heard_is_remembered() {
+    use crate::conversation::llm::Role;
+    use crate::conversation::scripted::scripted_conversation;
     let _turn = ONE_AT_A_TIME.lock().await;
     facecast_testkit::vad_model();
     let (asr_url, _posted) = transcriber("wait a moment");
+    let full = "Hello there. This second sentence goes on for long enough to be cut somewhere \
+                in its middle by the person listening to it. This third one is never heard.";
+    let reply = |text: &str| {
+        let mut b = sse(&[text]);
+        b.extend_from_slice(b"data: [DONE]\n\n");
+        vec![(0, b)]
+    };
+    let llm = scripted_conversation(vec![("200 OK", reply(full)), ("200 OK", reply("Yes?"))]).await;
     let mut config = Config {
         models_dir: facecast_testkit::root().join("models"),
         ..Config::default()
     };
     config.asr.base_url = Some(asr_url);
+    config.llm.base_url = Some(llm.base_url.clone());
     let registry = registry(config);
     let session = registry.create(CreateSession::default()).await.unwrap();
     let mut events = session.subscribe();
+    let output = crate::bench::OutputAudio::capture(&session);
     let said = tokio::task::spawn_blocking(|| spoken("Wait a moment please"))
         .await
         .unwrap();
-    let mut samples = vec![0i16; 48_000];
+    let (sound_at, _) = sound_span(&said);
+    let lead_in = 0.5;
+    let mut samples = vec![0i16; (lead_in * 48_000.0) as usize];
     samples.extend(&said);
     samples.extend(vec![0i16; 72_000]);
     let client = WhipClient::new(false);
@@ -335,32 +303,25 @@ async fn speaking_over_the_avatar_interrupts_it() {
     })
     .await
     .unwrap();
-    session.say(
-        "This is a long answer that goes on and on, so that there is plenty of time to \
-         interrupt it in the middle of what it is saying, and then some more.",
-        None,
-    );
-    next_event(&mut events, Duration::from_secs(5), |e| {
-        matches!(e, SessionEvent::SpeechStarted { .. })
-    })
+
+    registry.chat(&session.id, "Tell me something").unwrap();
+    next_event(
+        &mut events,
+        Duration::from_secs(10),
+        |e| matches!(e, SessionEvent::SpeechStarted { text } if text.starts_with("This second")),
+    )
     .await;
-    let client = tokio::task::spawn_blocking(move || {
-        client.send(&samples);
-        client
+    let (client, onset) = tokio::task::spawn_blocking(move || {
+        let start = client.send(&samples);
+        let onset = client.sent_at(start).nseconds() as f64 / 1e9 + lead_in + sound_at;
+        (client, onset)
     })
     .await
     .unwrap();
-    let barge = next_event(&mut events, Duration::from_secs(10), |e| {
+    next_event(&mut events, Duration::from_secs(10), |e| {
         matches!(e, SessionEvent::BargeIn { .. })
     })
     .await;
-    let SessionEvent::BargeIn { after_ms } = barge else {
-        unreachable!()
-    };
-    assert!(
-        after_ms <= 300,
-        "barge-in {after_ms} ms after the speech began"
-    );
     next_event(&mut events, Duration::from_secs(2), |e| {
         matches!(
             e,
@@ -371,20 +332,133 @@ async fn speaking_over_the_avatar_interrupts_it() {
         )
     })
     .await;
-    // With no language model, the heard question is shown and its refusal explained.
-    let transcript = next_event(&mut events, Duration::from_secs(10), |e| {
-        matches!(e, SessionEvent::Transcript { is_final: true, .. })
+    // The question is still recognised and answered.
+    next_event(&mut events, Duration::from_secs(10), |e| {
+        matches!(e, SessionEvent::Transcript { is_final: true, text, .. } if text == "wait a moment")
     })
     .await;
-    assert!(matches!(transcript, SessionEvent::Transcript { text, .. } if text == "wait a moment"));
+    next_event(
+        &mut events,
+        Duration::from_secs(10),
+        |e| matches!(e, SessionEvent::SpeechStarted { text } if text == "Yes?"),
+    )
+    .await;
+    drop(client);
+    registry.end(&session.id, "test over");
+
+    // In the output audio: the avatar was talking when the question began, and from 250 ms
+    // after its onset it was silent (until it answered the question, a second later).
+    assert!(
+        output.sounded_before(onset, 0.3),
+        "the avatar was not talking when the question began"
+    );
+    let silent_after_ms = (output.silent_from(onset, 1.0) - onset) * 1000.0;
+    eprintln!(
+        "barge-in: the avatar's output audio fell silent {silent_after_ms:.0} ms after the question's onset"
+    );
+    assert!(
+        silent_after_ms <= 250.0,
+        "the avatar still sounded {silent_after_ms:.0} ms after the question began"
+    );
+
+    // Memory holds the answer only as far as it sounded.
+    let assistant = registry.assistant.clone().unwrap();
+    let turns = assistant.memory.load(&session.conversation.id);
+    let answers: Vec<&str> = turns
+        .iter()
+        .filter(|t| t.role == Role::Assistant)
+        .map(|t| t.content.as_str())
+        .collect();
+    assert_eq!(answers.len(), 2, "{turns:?}");
+    assert!(
+        answers[0].starts_with("Hello there. This second")
+            && !answers[0].contains("third")
+            && answers[0].len() < full.len() - 40,
+        "remembered as heard: {:?}",
+        answers[0]
+    );
+    assert_eq!(answers[1], "Yes?");
+    assert_eq!(registry.metrics.barge_ins.get(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_recogniser_gives_errors_and_the_next_turn_is_still_heard() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    facecast_testkit::vad_model();
+    // An error status, a crash, a stall past the timeout; then it works again.
+    let (asr_url, posted) = scripted_transcriber(vec![
+        Transcribed::Status(503),
+        Transcribed::Closed,
+        Transcribed::Stalled(Duration::from_secs(3)),
+        Transcribed::Text("thank you"),
+    ]);
+    let mut config = Config {
+        models_dir: facecast_testkit::root().join("models"),
+        ..Config::default()
+    };
+    config.asr.base_url = Some(asr_url);
+    config.asr.timeout_secs = 1;
+    config.voice_input.end_of_turn_ms = 400;
+    let registry = registry(config);
+    let session = registry.create(CreateSession::default()).await.unwrap();
+    let mut events = session.subscribe();
+    let said = tokio::task::spawn_blocking(|| spoken("Thank you very much"))
+        .await
+        .unwrap();
+    // Four turns, far enough apart for each recognition to fail (or time out) alone.
+    let mut samples = vec![0i16; 24_000];
+    for _ in 0..4 {
+        samples.extend(&said);
+        samples.extend(vec![0i16; 48_000 * 2]);
+    }
+    let client = WhipClient::new(false);
+    let (_, answer) = registry
+        .add_publisher(&session.id, &client.offer())
+        .await
+        .unwrap();
+    let client = tokio::task::spawn_blocking(move || {
+        client.answered(&answer);
+        client.send(&samples);
+        client
+    })
+    .await
+    .unwrap();
+    let mut errors = Vec::new();
+    let transcript = loop {
+        let ev = next_event(&mut events, Duration::from_secs(20), |e| {
+            matches!(
+                e,
+                SessionEvent::Error { .. } | SessionEvent::Transcript { is_final: true, .. }
+            )
+        })
+        .await;
+        match ev {
+            SessionEvent::Error { message } => errors.push(message),
+            transcript => break transcript,
+        }
+    };
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(errors[0].contains("503"), "{errors:?}");
+    assert!(
+        errors.iter().all(|e| e.contains("transcription endpoint")),
+        "{errors:?}"
+    );
+    assert!(
+        matches!(&transcript, SessionEvent::Transcript { text, .. } if text == "thank you"),
+        "{transcript:?}"
+    );
+    // With no language model, the question's refusal is explained.
     let error = next_event(&mut events, Duration::from_secs(2), |e| {
         matches!(e, SessionEvent::Error { .. })
     })
     .await;
     assert!(
-        matches!(error, SessionEvent::Error { message } if message.starts_with("chat_unavailable"))
+        matches!(&error, SessionEvent::Error { message } if message.starts_with("chat_unavailable")),
+        "{error:?}"
     );
-    assert_eq!(registry.metrics.barge_ins.get(), 1);
+    assert_eq!(posted.try_iter().count(), 4);
+    // The session lives on.
+    assert!(registry.get(&session.id).is_ok());
     drop(client);
     registry.end(&session.id, "test over");
 }

@@ -125,6 +125,12 @@ impl EmotionEvent {
 /// A person started or stopped speaking, in the time base of the audio's buffer timestamps.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum UserSpeechEvent {
+    /// A frame of speech with no turn open: perhaps the start of one (`confirmed` false).
+    /// Announced so that a listener can react before the confirmation (barge-in holds the
+    /// avatar's voice here); most wait for `Started`.
+    Possible { start: gst::ClockTime },
+    /// The possible start at `start` was not speech after all (a click, a breath).
+    Dismissed { start: gst::ClockTime },
     /// Speech was confirmed (after `vad`'s minimum speech); it began at `start`. `from` is
     /// where the audio worth keeping begins (`start` minus the pre-roll).
     Started {
@@ -141,13 +147,25 @@ pub enum UserSpeechEvent {
 impl UserSpeechEvent {
     pub fn structure(&self) -> gst::Structure {
         match *self {
+            UserSpeechEvent::Possible { start } => gst::Structure::builder(USER_SPEECH_EVENT)
+                .field("speaking", true)
+                .field("confirmed", false)
+                .field("start", start.nseconds())
+                .build(),
+            UserSpeechEvent::Dismissed { start } => gst::Structure::builder(USER_SPEECH_EVENT)
+                .field("speaking", false)
+                .field("confirmed", false)
+                .field("start", start.nseconds())
+                .build(),
             UserSpeechEvent::Started { start, from } => gst::Structure::builder(USER_SPEECH_EVENT)
                 .field("speaking", true)
+                .field("confirmed", true)
                 .field("start", start.nseconds())
                 .field("from", from.nseconds())
                 .build(),
             UserSpeechEvent::Ended { start, end } => gst::Structure::builder(USER_SPEECH_EVENT)
                 .field("speaking", false)
+                .field("confirmed", true)
                 .field("start", start.nseconds())
                 .field("end", end.nseconds())
                 .build(),
@@ -178,7 +196,16 @@ impl UserSpeechEvent {
                     event: USER_SPEECH_EVENT,
                     field: "speaking",
                 })?;
-            Ok(if speaking {
+            // Without `confirmed` (older senders), a turn is meant.
+            let confirmed = s.get::<bool>("confirmed").unwrap_or(true);
+            Ok(if !confirmed {
+                let start = time("start")?;
+                if speaking {
+                    UserSpeechEvent::Possible { start }
+                } else {
+                    UserSpeechEvent::Dismissed { start }
+                }
+            } else if speaking {
                 UserSpeechEvent::Started {
                     start: time("start")?,
                     from: time("from")?,
@@ -265,6 +292,8 @@ mod tests {
         gst::init().unwrap();
         let ms = gst::ClockTime::from_mseconds;
         for e in [
+            UserSpeechEvent::Possible { start: ms(1200) },
+            UserSpeechEvent::Dismissed { start: ms(1200) },
             UserSpeechEvent::Started {
                 start: ms(1200),
                 from: ms(900),

@@ -1,7 +1,9 @@
 //! Turns from frame probabilities: when speech is confirmed and when a turn has ended. Pure
 //! (no audio, no model), so the rules are tested on their own.
 //!
-//! Speech starts at the first frame at or above `threshold`, and is confirmed once
+//! Speech may have begun at the first frame at or above `threshold` (a [`Turn::Possible`]: a
+//! listener that must react fast, such as barge-in, can hold the avatar's voice there), and is
+//! confirmed once
 //! `min_speech` of frames at or above it have followed without a silence of `end_silence`
 //! between them; a candidate followed by as much silence as the speech it needs is dropped
 //! (a cough or a click is not a turn, nor the start of the next one). The turn ends once a run of frames below
@@ -23,6 +25,10 @@ pub struct TurnRules {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Turn {
+    /// A frame of speech with no turn open: it may be the start of one.
+    Possible { start: ClockTime },
+    /// The possible start was a click or a breath: no turn began at `start`.
+    Dismissed { start: ClockTime },
     /// Speech confirmed; it began at `start`.
     Started { start: ClockTime },
     /// The turn that began at `start` ended at `end` (`end_silence` ago).
@@ -55,13 +61,14 @@ impl TurnTracker {
         if p >= rules.threshold {
             self.silence_from = None;
             self.last_speech_end = Some(end);
+            let new = self.start.is_none();
             let start = *self.start.get_or_insert(at);
             self.speech += duration;
             if !self.confirmed && self.speech >= rules.min_speech {
                 self.confirmed = true;
                 return Some(Turn::Started { start });
             }
-            return None;
+            return new.then_some(Turn::Possible { start });
         }
         let start = self.start?;
         if p >= rules.threshold - 0.15 {
@@ -74,7 +81,7 @@ impl TurnTracker {
             // A click or a breath, then quiet: not the start of a turn. (Kept, it would make
             // a turn confirmed later seem to start at the click.)
             *self = Self::default();
-            return None;
+            return Some(Turn::Dismissed { start });
         }
         if silent < rules.end_silence {
             return None;
@@ -93,12 +100,17 @@ impl TurnTracker {
         self.confirmed
     }
 
-    /// Ends an open turn at `at` (end of stream, or the stream being reset).
+    /// Ends an open turn at `at` (end of stream, or the stream being reset); a possible start
+    /// not yet confirmed is dismissed (a listener holding something for it lets go).
     pub fn finish(&mut self, at: ClockTime) -> Option<Turn> {
-        let turn = (self.confirmed).then(|| Turn::Ended {
-            start: self.start.unwrap_or(at),
-            end: self.last_speech_end.or(self.silence_from).unwrap_or(at),
-        });
+        let turn = match (self.start, self.confirmed) {
+            (Some(start), true) => Some(Turn::Ended {
+                start,
+                end: self.last_speech_end.or(self.silence_from).unwrap_or(at),
+            }),
+            (Some(start), false) => Some(Turn::Dismissed { start }),
+            (None, _) => None,
+        };
         *self = Self::default();
         turn
     }
@@ -133,6 +145,7 @@ mod tests {
         assert_eq!(
             turns,
             vec![
+                (5, Turn::Possible { start: FRAME * 5 }),
                 (7, Turn::Started { start: FRAME * 5 }),
                 (
                     34,
@@ -147,10 +160,26 @@ mod tests {
 
     #[test]
     fn a_click_is_not_a_turn_and_short_pauses_do_not_end_one() {
-        // Two frames of speech: below the minimum.
+        // Two frames of speech: below the minimum, possible and then dismissed.
         let mut p = vec![0.9, 0.9];
         p.extend([0.0; 20]);
-        assert!(run(&p).is_empty());
+        assert_eq!(
+            run(&p),
+            vec![
+                (
+                    0,
+                    Turn::Possible {
+                        start: ClockTime::ZERO
+                    }
+                ),
+                (
+                    5,
+                    Turn::Dismissed {
+                        start: ClockTime::ZERO
+                    }
+                )
+            ]
+        );
         // A 200 ms pause inside speech (below the 320 ms end of turn) keeps the turn open,
         // and frames between the two thresholds neither extend nor end it.
         let mut p = vec![0.9; 5];
@@ -159,9 +188,9 @@ mod tests {
         p.extend([0.4; 3]);
         p.extend([0.0; 12]);
         let turns = run(&p);
-        assert_eq!(turns.len(), 2, "{turns:?}");
+        assert_eq!(turns.len(), 3, "{turns:?}");
         assert_eq!(
-            turns[1].1,
+            turns[2].1,
             Turn::Ended {
                 start: ClockTime::ZERO,
                 end: FRAME * 16
@@ -176,7 +205,32 @@ mod tests {
         p.extend([0.9; 10]);
         p.extend([0.0; 12]);
         let turns = run(&p);
-        assert_eq!(turns[0], (13, Turn::Started { start: FRAME * 11 }));
+        assert_eq!(
+            turns,
+            vec![
+                (
+                    0,
+                    Turn::Possible {
+                        start: ClockTime::ZERO
+                    }
+                ),
+                (
+                    4,
+                    Turn::Dismissed {
+                        start: ClockTime::ZERO
+                    }
+                ),
+                (11, Turn::Possible { start: FRAME * 11 }),
+                (13, Turn::Started { start: FRAME * 11 }),
+                (
+                    30,
+                    Turn::Ended {
+                        start: FRAME * 11,
+                        end: FRAME * 21
+                    }
+                ),
+            ]
+        );
     }
 
     #[test]
@@ -197,5 +251,22 @@ mod tests {
             })
         );
         assert_eq!(t.finish(FRAME), None);
+        // A possible start is let go of at the end.
+        let rules = TurnRules {
+            min_speech: FRAME * 3,
+            ..rules
+        };
+        assert_eq!(
+            t.frame(&rules, ClockTime::ZERO, FRAME, 0.9),
+            Some(Turn::Possible {
+                start: ClockTime::ZERO
+            })
+        );
+        assert_eq!(
+            t.finish(FRAME),
+            Some(Turn::Dismissed {
+                start: ClockTime::ZERO
+            })
+        );
     }
 }

@@ -65,16 +65,31 @@ fn silence(secs: f64) -> Vec<i16> {
 
 #[derive(Default, Debug)]
 struct Heard {
+    /// Confirmed turns' starts and ends.
     speech: Vec<UserSpeechEvent>,
+    /// Possible starts, and those dismissed.
+    possible: Vec<UserSpeechEvent>,
     transcripts: Vec<TranscriptEvent>,
     /// Downstream events, in order, as the sink saw them.
     downstream: Vec<String>,
     warnings: Vec<String>,
+    /// Buffers that reached the sink after the end of a turn went by.
+    buffers_after_a_turn_ended: usize,
 }
 
 /// Feeds `samples` through `vad ! {after}` in 20 ms buffers; collects the bus messages and
 /// the events that reached the sink.
 fn listen(samples: &[i16], vad: &str, after: &str) -> Heard {
+    listen_to_buffers(samples, vad, after, |_| true)
+}
+
+/// The same, sending only the 20 ms buffers that `sent` keeps (by index), with their times.
+fn listen_to_buffers(
+    samples: &[i16],
+    vad: &str,
+    after: &str,
+    sent: impl Fn(usize) -> bool,
+) -> Heard {
     init();
     let pipeline = gst::parse::launch(&format!(
         "appsrc name=src format=time caps=audio/x-raw,format=S16LE,rate=16000,channels=1,layout=interleaved \
@@ -85,21 +100,37 @@ fn listen(samples: &[i16], vad: &str, after: &str) -> Heard {
     .unwrap();
     let downstream = Arc::new(Mutex::new(Vec::new()));
     let seen = downstream.clone();
+    let after_end = Arc::new(Mutex::new(None::<usize>));
+    let counted = after_end.clone();
     pipeline
         .by_name("sink")
         .unwrap()
         .static_pad("sink")
         .unwrap()
-        .add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-            if let Some(gst::PadProbeData::Event(e)) = &info.data {
-                if let Some(s) = e.structure() {
-                    if s.name().starts_with("facecast/") {
-                        seen.lock().unwrap().push(s.to_string());
+        .add_probe(
+            gst::PadProbeType::EVENT_DOWNSTREAM | gst::PadProbeType::BUFFER,
+            move |_, info| {
+                match &info.data {
+                    Some(gst::PadProbeData::Event(e)) => {
+                        if let Some(Ok(UserSpeechEvent::Ended { .. })) = UserSpeechEvent::parse(e) {
+                            counted.lock().unwrap().get_or_insert(0);
+                        }
+                        if let Some(s) = e.structure() {
+                            if s.name().starts_with("facecast/") {
+                                seen.lock().unwrap().push(s.to_string());
+                            }
+                        }
                     }
+                    Some(gst::PadProbeData::Buffer(_)) => {
+                        if let Some(n) = counted.lock().unwrap().as_mut() {
+                            *n += 1;
+                        }
+                    }
+                    _ => {}
                 }
-            }
-            gst::PadProbeReturn::Ok
-        });
+                gst::PadProbeReturn::Ok
+            },
+        );
     let src = pipeline
         .by_name("src")
         .unwrap()
@@ -108,6 +139,9 @@ fn listen(samples: &[i16], vad: &str, after: &str) -> Heard {
     pipeline.set_state(gst::State::Playing).unwrap();
     let chunk = RATE / 50;
     for (i, c) in samples.chunks(chunk).enumerate() {
+        if !sent(i) {
+            continue;
+        }
         let mut bytes = Vec::with_capacity(c.len() * 2);
         c.iter()
             .for_each(|s| bytes.extend_from_slice(&s.to_le_bytes()));
@@ -127,7 +161,12 @@ fn listen(samples: &[i16], vad: &str, after: &str) -> Heard {
             gst::MessageView::Element(e) => {
                 let s = e.structure().unwrap();
                 if let Some(Ok(ev)) = UserSpeechEvent::from_structure(s) {
-                    heard.speech.push(ev);
+                    match ev {
+                        UserSpeechEvent::Possible { .. } | UserSpeechEvent::Dismissed { .. } => {
+                            heard.possible.push(ev)
+                        }
+                        _ => heard.speech.push(ev),
+                    }
                 } else if let Some(Ok(t)) = TranscriptEvent::from_structure(s) {
                     heard.transcripts.push(t);
                 }
@@ -143,6 +182,7 @@ fn listen(samples: &[i16], vad: &str, after: &str) -> Heard {
     }
     pipeline.set_state(gst::State::Null).unwrap();
     heard.downstream = downstream.lock().unwrap().clone();
+    heard.buffers_after_a_turn_ended = after_end.lock().unwrap().unwrap_or(0);
     heard
 }
 
@@ -188,9 +228,56 @@ fn vad_marks_speech_within_100ms_of_where_it_is() {
         (secs(start) - secs(from) - 0.3).abs() < 0.001,
         "pre-roll: {from}"
     );
+    // The first frame of that speech was announced as a possible start, before it was
+    // confirmed (what barge-in acts on).
+    assert_eq!(
+        heard.possible.first(),
+        Some(&UserSpeechEvent::Possible { start }),
+        "{:?}",
+        heard.possible
+    );
     // The same, in order, downstream.
-    assert_eq!(heard.downstream.len(), 2, "{:?}", heard.downstream);
-    assert!(heard.downstream[0].contains("speaking=(boolean)true"));
+    assert_eq!(heard.downstream.len(), 3, "{:?}", heard.downstream);
+    assert!(heard.downstream[0].contains("confirmed=(boolean)false"));
+    assert!(heard.downstream[1].contains("speaking=(boolean)true, confirmed=(boolean)true"));
+}
+
+#[test]
+fn a_turn_ends_when_the_sender_goes_quiet_with_dtx() {
+    // In silence an Opus sender with DTX sends one 20 ms packet every 400 ms: the time
+    // between them is silence, and the turn ends on time, not at the end of the stream.
+    let voice = facecast_testkit::piper_voice();
+    let said = speech(
+        &format!("speechsynth engine=piper voice={}", voice.display()),
+        "Book a table for two",
+    );
+    let (_, e) = sound_span(&said);
+    let mut samples = silence(0.5);
+    samples.extend(&said);
+    samples.extend(silence(4.0));
+    let speech_buffers = ((0.5 + e) / 0.02).ceil() as usize;
+    let model = facecast_testkit::vad_model();
+    let heard = listen_to_buffers(
+        &samples,
+        &format!("model={} end-silence-ms=600", model.display()),
+        "",
+        |i| i <= speech_buffers || i % 20 == 0,
+    );
+    assert_eq!(heard.speech.len(), 2, "{:?}", heard.speech);
+    let UserSpeechEvent::Ended { end, .. } = heard.speech[1] else {
+        panic!("{:?}", heard.speech)
+    };
+    assert!(
+        (secs(end) - (0.5 + e)).abs() <= 0.1,
+        "end {end} vs sound stopping at {:.3} s",
+        0.5 + e
+    );
+    // Decided while the sparse packets still came, not by the end of the stream.
+    assert!(
+        heard.buffers_after_a_turn_ended >= 5,
+        "the turn ended only {} packets before the stream did",
+        heard.buffers_after_a_turn_ended
+    );
 }
 
 #[test]

@@ -225,6 +225,8 @@ impl Asr {
                     state.end_part(end);
                 }
             }
+            // Only confirmed turns are recognised.
+            UserSpeechEvent::Possible { .. } | UserSpeechEvent::Dismissed { .. } => {}
         }
     }
 }

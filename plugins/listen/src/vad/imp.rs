@@ -82,6 +82,8 @@ impl Vad {
         let pre_roll =
             gst::ClockTime::from_mseconds(self.settings.lock().unwrap().pre_roll_ms as u64);
         let event = match turn {
+            Turn::Possible { start } => UserSpeechEvent::Possible { start },
+            Turn::Dismissed { start } => UserSpeechEvent::Dismissed { start },
             Turn::Started { start } => UserSpeechEvent::Started {
                 start,
                 from: start.saturating_sub(pre_roll).max(first),
@@ -89,6 +91,7 @@ impl Vad {
             Turn::Ended { start, end } => UserSpeechEvent::Ended { start, end },
         };
         gst::debug!(CAT, imp = self, "{event:?}");
+        let confirmed = matches!(turn, Turn::Started { .. } | Turn::Ended { .. });
         let obj = self.obj();
         // The bus first: an application interrupting on it (barge-in) must not wait for
         // whatever downstream does with the event (a recogniser starting up, say).
@@ -98,7 +101,28 @@ impl Vad {
                 .build(),
         );
         obj.src_pad().push_event(event.to_event());
-        obj.notify("speaking");
+        if confirmed {
+            obj.notify("speaking");
+        }
+    }
+
+    /// A gap in the stream (a GAP event: lost packets, a silent sender): silence from `at`.
+    fn silence(&self, at: gst::ClockTime, duration: gst::ClockTime) {
+        if duration.is_zero() {
+            return;
+        }
+        let rules = self.settings.lock().unwrap().rules();
+        let decided = self.state.lock().unwrap().as_mut().and_then(|s| {
+            s.pending.clear();
+            s.pending_at = Some(at + duration);
+            let first = *s.first.get_or_insert(at);
+            s.tracker
+                .frame(&rules, at, duration, 0.0)
+                .map(|t| (t, first))
+        });
+        if let Some((turn, first)) = decided {
+            self.announce(turn, first);
+        }
     }
 
     /// Ends an open turn where the stream stops (EOS, flush).
@@ -274,6 +298,10 @@ impl BaseTransformImpl for Vad {
     fn sink_event(&self, event: gst::Event) -> bool {
         match event.view() {
             gst::EventView::Eos(_) | gst::EventView::FlushStop(_) => self.finish(),
+            gst::EventView::Gap(gap) => {
+                let (at, duration) = gap.get();
+                self.silence(at, duration.unwrap_or(gst::ClockTime::ZERO));
+            }
             _ => (),
         }
         self.parent_sink_event(event)
@@ -299,6 +327,13 @@ impl BaseTransformImpl for Vad {
                 });
                 let jumped = expected.is_none_or(|e| e.absdiff(pts) > frame_duration());
                 if jumped || buffer.flags().contains(gst::BufferFlags::DISCONT) {
+                    // Nothing arrived for a while (Opus DTX sends a packet every 400 ms in
+                    // silence, a lost burst leaves a hole): that time was not speech.
+                    if let Some(e) = expected.filter(|&e| pts > e) {
+                        if let Some(turn) = state.tracker.frame(&rules, e, pts - e, 0.0) {
+                            decided.push((turn, state.first.unwrap_or(e)));
+                        }
+                    }
                     state.pending.clear();
                     state.pending_at = Some(pts);
                 }

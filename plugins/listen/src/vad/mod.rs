@@ -7,7 +7,10 @@
 //!
 //! The audio passes unchanged. Where a turn of speech is confirmed, and where it has ended, a
 //! serialized `facecast/user-speech` event goes downstream ahead of the audio and the same
-//! structure is posted on the bus (see `facecast_common::UserSpeechEvent`).
+//! structure is posted on the bus (see `facecast_common::UserSpeechEvent`). The first frame
+//! of speech is announced too, as a possible start (`confirmed=false`), and so is a possible
+//! start that came to nothing: an application that must react within a frame (barge-in) acts
+//! on these; a recogniser waits for the confirmed turn.
 
 use gst::glib;
 use gst::prelude::*;

@@ -20,6 +20,10 @@ use gstfacecastlipsync::timeline::{AudioTimeline, PhonemeTimeline, TimedViseme};
 use gstfacecasttts::espeak::{self, VoiceParams};
 use std::time::{Duration, Instant};
 
+mod listen;
+#[cfg(test)]
+pub(crate) use listen::{sound_span, spoken_48k, OutputAudio};
+
 const PARAGRAPH: &str = "Good morning, and thank you for joining me today. \
     I would like to walk you through the options for your savings plan. \
     First, we will look at how much you can set aside each month without strain. \
@@ -82,213 +86,36 @@ pub struct BenchArgs {
     /// onset of its speech to the interrupt, and from the interrupt to the avatar's silence.
     #[arg(long, value_name = "ROUNDS")]
     barge_in: Option<usize>,
+    /// Time turn-taking instead, this many times: from the end of a question published over
+    /// WHIP to the first lip-synced frame of the answer (scripted instant ASR and LLM).
+    #[arg(long, value_name = "ROUNDS")]
+    turn: Option<usize>,
+    /// Time drive mode instead, over this many syllables: from a syllable's onset in the
+    /// published voice to the first frame with the jaw open out of the encoder.
+    #[arg(long, value_name = "SYLLABLES")]
+    drive: Option<usize>,
+    /// With --serve: every session also listens, a WHIP publisher sending it room noise.
+    #[arg(long)]
+    listening: bool,
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(super) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-fn percentile(v: &mut [f64], p: f64) -> f64 {
+pub(super) fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
 /// User + system CPU time of this process, from /proc (10 ms resolution).
-fn process_cpu_time() -> Option<Duration> {
+pub(super) fn process_cpu_time() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let after = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some(Duration::from_millis(ticks * 10))
-}
-
-/// One listening stream's cost: 10 minutes of audio through `vad` as fast as it goes, the
-/// process's CPU time over the audio's duration (the source and sink are included, so this is an
-/// upper bound). Median of 3 runs.
-fn vad_bench(model: &std::path::Path) -> anyhow::Result<()> {
-    use anyhow::Context;
-    crate::plugins::register()?;
-    let audio_secs = 600.0;
-    let mut shares = Vec::new();
-    for _ in 0..3 {
-        let pipeline = gst::parse::launch(&format!(
-            "audiotestsrc wave=pink-noise volume=0.3 samplesperbuffer=320 num-buffers={} \
-             ! audio/x-raw,format=S16LE,rate=16000,channels=1 ! vad model={} ! fakesink sync=false",
-            (audio_secs * 50.0) as u64,
-            model.display()
-        ))?;
-        let cpu0 = process_cpu_time();
-        pipeline.set_state(gst::State::Playing)?;
-        let bus = pipeline.bus().context("a pipeline has a bus")?;
-        let msg = bus
-            .timed_pop_filtered(
-                gst::ClockTime::from_seconds(600),
-                &[gst::MessageType::Eos, gst::MessageType::Error],
-            )
-            .context("vad did not finish within 10 minutes")?;
-        pipeline.set_state(gst::State::Null)?;
-        if let gst::MessageView::Error(e) = msg.view() {
-            anyhow::bail!("vad: {}", e.error());
-        }
-        let cpu = process_cpu_time()
-            .zip(cpu0)
-            .map(|(a, b)| (a - b).as_secs_f64())
-            .context("no /proc/self/stat")?;
-        shares.push(cpu / audio_secs);
-    }
-    println!(
-        "vad (Silero, 32 ms frames): one stream costs {:.2} % of one core (median of 3 runs of {audio_secs:.0} s of audio)",
-        100.0 * median(&mut shares)
-    );
-    Ok(())
-}
-
-/// 48 kHz mono samples of `text` said by espeak-ng or the Piper `voice` (what the WHIP client
-/// sends).
-pub(crate) fn spoken_48k(text: &str, voice: Option<&str>) -> anyhow::Result<Vec<i16>> {
-    use anyhow::Context;
-    let tts = match voice {
-        Some(v) => format!("speechsynth engine=piper voice={v}"),
-        None => "speechsynth".into(),
-    };
-    let pipeline = gst::parse::launch(&format!(
-        "{tts} text=\"{text}\" ! audioconvert ! audioresample ! \
-         audio/x-raw,format=S16LE,rate=48000,channels=1 ! appsink name=out sync=false"
-    ))?
-    .downcast::<gst::Pipeline>()
-    .map_err(|_| anyhow::anyhow!("not a pipeline"))?;
-    let sink = pipeline
-        .by_name("out")
-        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
-        .context("no appsink")?;
-    pipeline.set_state(gst::State::Playing)?;
-    let mut samples = Vec::new();
-    while let Ok(sample) = sink.pull_sample() {
-        let buffer = sample.buffer().context("a sample without a buffer")?;
-        let map = buffer.map_readable()?;
-        samples.extend(
-            map.chunks_exact(2)
-                .map(|b| i16::from_le_bytes([b[0], b[1]])),
-        );
-    }
-    pipeline.set_state(gst::State::Null)?;
-    Ok(samples)
-}
-
-/// Barge-in, `rounds` times: the avatar speaks a long sentence, a WHIP client (webrtcbin on
-/// loopback) speaks over it. Reported, on the system clock both pipelines share: from the
-/// moment the client sends its speech onset to the interrupt (network, jitter buffer, decoding,
-/// VAD confirmation), and from the interrupt to the end of the avatar's speech.
-fn barge_in_bench(rounds: usize, voice: Option<&str>) -> anyhow::Result<()> {
-    use crate::config::Config;
-    use crate::session::{CreateSession, Registry, SessionEvent};
-    use std::sync::Arc;
-    crate::plugins::register()?;
-    let question = spoken_48k("Sorry but I have another question", voice)?;
-    // Where the question's sound begins (10 ms windows within 40 dB of the loudest).
-    let levels: Vec<f64> = question
-        .chunks(480)
-        .map(|w| (w.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / w.len() as f64).sqrt())
-        .collect();
-    let loudest = levels.iter().cloned().fold(0.0, f64::max);
-    let sound_at = levels
-        .iter()
-        .position(|&l| l > loudest / 100.0)
-        .unwrap_or(0) as u64
-        * 10;
-    let clock = gst::SystemClock::obtain();
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        let mut config = Config::default();
-        config.apply_env(|k| std::env::var(k).ok())?;
-        let registry = Registry::new(Arc::new(config), Arc::new(crate::metrics::Metrics::new()));
-        let (mut onset_to_interrupt, mut interrupt_to_silence) = (Vec::new(), Vec::new());
-        for round in 0..rounds.max(1) {
-            let session = registry
-                .create(CreateSession::default())
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let mut events = session.subscribe();
-            let client = crate::peers::WhipClient::new(false);
-            let offer = client.offer();
-            let (_, answer) = registry
-                .add_publisher(&session.id, &offer)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let client = tokio::task::spawn_blocking(move || {
-                client.answered(&answer);
-                client
-            })
-            .await?;
-            session.say(
-                "This is a long answer that goes on and on, so that there is plenty of time to interrupt it in the middle.",
-                None,
-            );
-            let mut samples = vec![0i16; 96_000];
-            samples.extend(&question);
-            samples.extend(vec![0i16; 48_000]);
-            let mut barge = None;
-            let deadline = Instant::now() + Duration::from_secs(15);
-            let mut sent = false;
-            let mut onset = None;
-            let client = Arc::new(client);
-            while Instant::now() < deadline {
-                let Ok(Ok(ev)) = tokio::time::timeout(Duration::from_millis(100), events.recv()).await else {
-                    continue;
-                };
-                match ev {
-                    SessionEvent::SpeechStarted { .. } if !sent => {
-                        sent = true;
-                        let c = client.clone();
-                        let s = samples.clone();
-                        let start = tokio::task::spawn_blocking(move || c.send(&s)).await?;
-                        // On the system clock, which both pipelines run on; the client sends
-                        // each buffer at its time plus its pipeline's latency.
-                        let mut latency = gst::query::Latency::new();
-                        let client_latency = if client.pipeline.query(&mut latency) {
-                            latency.result().1
-                        } else {
-                            gst::ClockTime::ZERO
-                        };
-                        onset = Some(
-                            client.pipeline.base_time().unwrap_or_default()
-                                + start
-                                + client_latency
-                                + gst::ClockTime::from_mseconds(2000 + sound_at),
-                        );
-                    }
-                    SessionEvent::BargeIn { .. } => {
-                        barge = onset.map(|o| (clock.time().saturating_sub(o), Instant::now()))
-                    }
-                    SessionEvent::SpeechEnded { interrupted: true, .. } => {
-                        if let Some((after, at)) = barge {
-                            onset_to_interrupt.push(after.nseconds() as f64 / 1e6);
-                            interrupt_to_silence.push(at.elapsed().as_secs_f64() * 1e3);
-                        }
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-            anyhow::ensure!(barge.is_some(), "round {round}: no barge-in within 15 s");
-            registry.end(&session.id, "bench");
-            drop(client);
-        }
-        println!(
-            "barge-in over WHIP (loopback), {} rounds: speech onset -> interrupt median {:.0} ms (p95 {:.0}); \
-             interrupt -> the avatar's speech ended median {:.1} ms (p95 {:.1}); \
-             min_interrupt_ms {} and jitter buffer {} ms included",
-            onset_to_interrupt.len(),
-            median(&mut onset_to_interrupt.clone()),
-            percentile(&mut onset_to_interrupt, 0.95),
-            median(&mut interrupt_to_silence.clone()),
-            percentile(&mut interrupt_to_silence, 0.95),
-            registry.config.voice_input.min_interrupt_ms,
-            registry.config.voice_input.jitter_buffer_ms,
-        );
-        Ok(())
-    })
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -302,7 +129,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         return chat_bench(&args);
     }
     if let Some(rounds) = args.barge_in {
-        return barge_in_bench(rounds, args.piper.as_deref());
+        return listen::barge_in_bench(rounds, args.piper.as_deref());
+    }
+    if let Some(rounds) = args.turn {
+        return listen::turn_bench(rounds, args.piper.as_deref());
+    }
+    if let Some(syllables) = args.drive {
+        return listen::drive_bench(syllables, args.piper.as_deref());
     }
     if let Some(voice) = &args.piper {
         return piper_bench(voice, &args);
@@ -311,7 +144,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         return cache_bench(frames, args.size);
     }
     if let Some(model) = &args.vad {
-        return vad_bench(model);
+        return listen::vad_bench(model);
     }
 
     println!(
@@ -527,6 +360,15 @@ fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
                         .map_err(|e| anyhow::anyhow!("{e}"))?,
                 );
             }
+            let mut publishers = Vec::new();
+            if args.listening {
+                for s in &sessions {
+                    publishers.push(
+                        listen::room_noise_publisher(&registry, s, args.step_secs as f64 + 3.0)
+                            .await?,
+                    );
+                }
+            }
             tokio::time::sleep(Duration::from_secs(1)).await;
             let count = |id: &str| {
                 (
@@ -557,7 +399,12 @@ fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
             }
             let ok = dropped == 0 && worst_fps * wall >= expected * 0.98;
             println!(
-                "{n} sessions speaking: fps [{}], {dropped} frames dropped, CPU {:.0}% of one core{}",
+                "{n} sessions speaking{}: fps [{}], {dropped} frames dropped, CPU {:.0}% of one core{}",
+                if args.listening {
+                    " and listening (WHIP clients in this process)"
+                } else {
+                    ""
+                },
                 rates.join(", "),
                 cpu.map_or(f64::NAN, |c| c / wall * 100.0),
                 if ok { "" } else { "  <- not sustained" }
@@ -565,6 +412,7 @@ fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
             for s in &sessions {
                 registry.end(&s.id, "bench");
             }
+            drop(publishers);
             if !ok {
                 break;
             }
