@@ -74,8 +74,13 @@ pub enum Rendered {
 
 pub trait LipSyncEngine: Send {
     fn name(&self) -> &'static str;
-    /// Audio needed after a frame's end before the frame can be drawn.
+    /// Audio needed after a frame's end before the frame can be drawn (now: it may change
+    /// with what the stream carries).
     fn lookahead(&self) -> gst::ClockTime;
+    /// The most `lookahead` can be: what a live pipeline must budget for.
+    fn max_lookahead(&self) -> gst::ClockTime {
+        self.lookahead()
+    }
     /// Audio needed before a frame's start.
     fn history(&self) -> gst::ClockTime;
     /// Forgets the motion state (after a flush or a discontinuity).

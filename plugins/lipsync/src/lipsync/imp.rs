@@ -644,7 +644,7 @@ impl AggregatorImpl for LipSync {
         let state = State::new(engine);
         // Frames wait for this much audio after their end; live pipelines must budget for it.
         self.obj()
-            .set_latency(state.engine.lookahead(), gst::ClockTime::NONE);
+            .set_latency(state.engine.max_lookahead(), gst::ClockTime::NONE);
         *self.state.lock().unwrap() = state;
         gst::info!(CAT, imp = self, "started with engine {:?}", settings.engine);
         Ok(())
