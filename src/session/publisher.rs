@@ -31,6 +31,10 @@ pub struct Publisher {
     /// sending, Opus DTX at least every 400 ms): the sign it is still there when ICE and RTCP
     /// are slow to tell.
     pub last_audio: Arc<Mutex<Option<std::time::Instant>>>,
+    /// Where the received audio enters the branch, and (listening) where it leaves it: what
+    /// [`Publisher::drain`] pushes the end of the stream through.
+    audio_in: Mutex<Option<gst::Pad>>,
+    listened_out: Mutex<Option<gst::Pad>>,
 }
 
 /// What the session does with the received voice.
@@ -183,6 +187,8 @@ impl Publisher {
             mixer_pad: Mutex::new(None),
             mids,
             last_audio: Arc::default(),
+            audio_in: Mutex::new(None),
+            listened_out: Mutex::new(None),
         };
         let result = publisher
             .negotiate(session, config, ingest, offer, plan)
@@ -236,6 +242,10 @@ impl Publisher {
                 .with_context(|| format!("cannot start {} for the publisher", e.name()))?;
         }
         let audio_in = branch[0].static_pad("sink").unwrap();
+        *self.audio_in.lock().unwrap() = Some(audio_in.clone());
+        if let Ingest::Converse(_) = &ingest {
+            *self.listened_out.lock().unwrap() = branch.last().and_then(|e| e.static_pad("sink"));
+        }
         let last_audio = self.last_audio.clone();
         audio_in.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
             *last_audio.lock().unwrap() = Some(std::time::Instant::now());
@@ -300,6 +310,34 @@ impl Publisher {
     /// Adds trickled remote candidates.
     pub fn add_candidates(&self, candidates: &[crate::signalling::TrickleCandidate]) {
         super::webrtc::add_candidates(&self.webrtcbin, candidates);
+    }
+
+    /// Ends the publisher's stream gracefully: no more voice comes in, and a turn the person
+    /// was in the middle of is ended and recognised (its transcript posted) before this
+    /// returns, or `within` has passed. Then [`Publisher::disconnect`] removes the branch.
+    pub fn drain(&self, within: std::time::Duration) {
+        let _ = self.webrtcbin.set_state(gst::State::Null);
+        let (Some(audio_in), Some(out)) = (
+            self.audio_in.lock().unwrap().clone(),
+            self.listened_out.lock().unwrap().clone(),
+        ) else {
+            return;
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The end of stream stops here: past the branch it would count towards the whole
+        // pipeline's end.
+        out.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            if let Some(gst::PadProbeData::Event(e)) = &info.data {
+                if e.type_() == gst::EventType::Eos {
+                    let _ = tx.send(());
+                    return gst::PadProbeReturn::Drop;
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+        if audio_in.send_event(gst::event::Eos::new()) {
+            let _ = rx.recv_timeout(within);
+        }
     }
 
     /// Detaches the publisher from the running pipeline and removes its elements.

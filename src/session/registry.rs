@@ -561,12 +561,19 @@ impl Registry {
                 publisher: publisher.to_owned(),
             });
         };
-        p.disconnect(&session.pipeline);
         // A possible start that the publisher's leaving cut short holds nothing any more.
         session.release_voice();
         self.metrics.publishers.dec();
         session.emit(SessionEvent::PublisherLeft {
             publisher: publisher.to_owned(),
+        });
+        // What the person had begun to say is still heard and answered: the branch is
+        // drained (off the caller's thread: recognition may take up to its timeout) and then
+        // removed. A new publisher may join meanwhile.
+        let within = Duration::from_secs(self.config.asr.timeout_secs.min(600) + 2);
+        std::thread::spawn(move || {
+            p.drain(within);
+            p.disconnect(&session.pipeline);
         });
         Ok(())
     }

@@ -464,6 +464,86 @@ async fn a_failing_recogniser_gives_errors_and_the_next_turn_is_still_heard() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_cut_short_by_the_publisher_leaving_is_still_heard() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    facecast_testkit::vad_model();
+    let (asr_url, posted) = transcriber("is it open today");
+    let mut config = Config {
+        models_dir: facecast_testkit::root().join("models"),
+        ..Config::default()
+    };
+    config.asr.base_url = Some(asr_url);
+    // Long enough that only the publisher's leaving can end the turn.
+    config.voice_input.end_of_turn_ms = 5000;
+    let registry = registry(config);
+    let session = registry.create(CreateSession::default()).await.unwrap();
+    let mut events = session.subscribe();
+    let said = tokio::task::spawn_blocking(|| spoken("Is it open today"))
+        .await
+        .unwrap();
+    let (_, sound_end) = sound_span(&said);
+    let mut samples = vec![0i16; 24_000];
+    samples.extend(&said);
+    let client = WhipClient::new(false);
+    let (publisher, answer) = registry
+        .add_publisher(&session.id, &client.offer())
+        .await
+        .unwrap();
+    let watched = session.clone();
+    let (client, heard) = tokio::task::spawn_blocking(move || {
+        client.answered(&answer);
+        client.send(&samples);
+        (client, watch_vad(&watched))
+    })
+    .await
+    .unwrap();
+    next_event(&mut events, Duration::from_secs(10), |e| {
+        matches!(e, SessionEvent::UserSpeechStarted)
+    })
+    .await;
+    // Everything the client said has reached the server: then it leaves (OBS stopped).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let received = {
+            let h = heard.lock().unwrap();
+            h.levels
+                .last()
+                .map(|l| l.0)
+                .zip(h.levels.first().map(|l| l.0))
+        };
+        if received.is_some_and(|(last, first)| last - first >= 0.5 + sound_end - 0.05) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the speech never arrived whole");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    registry.remove_publisher(&session.id, &publisher).unwrap();
+    drop(client);
+    let transcript = next_event(&mut events, Duration::from_secs(10), |e| {
+        matches!(e, SessionEvent::Transcript { is_final: true, .. })
+    })
+    .await;
+    assert!(
+        matches!(&transcript, SessionEvent::Transcript { text, .. } if text == "is it open today"),
+        "{transcript:?}"
+    );
+    // The utterance posted is the whole question.
+    let request = posted.recv_timeout(Duration::from_secs(1)).unwrap();
+    let at = request.windows(4).position(|w| w == b"RIFF").unwrap();
+    let wav = hound::WavReader::new(std::io::Cursor::new(&request[at..])).unwrap();
+    let posted_secs = wav.len() as f64 / 16_000.0;
+    assert!(posted_secs >= sound_end - 0.1, "{posted_secs:.2} s posted");
+    // And the session takes a new publisher.
+    let again = WhipClient::new(false);
+    assert!(registry
+        .add_publisher(&session.id, &again.offer())
+        .await
+        .is_ok());
+    drop(again);
+    registry.end(&session.id, "test over");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_that_vanishes_without_delete_is_dropped() {
     let _turn = ONE_AT_A_TIME.lock().await;
     facecast_testkit::vad_model();
