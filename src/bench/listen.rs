@@ -13,6 +13,7 @@
 use super::{median, percentile, process_cpu_time};
 use crate::config::Config;
 use crate::peers::WhipClient;
+use crate::session::pipeline::running_time_on;
 use crate::session::{CreateSession, Registry, Session, SessionEvent};
 use anyhow::Context;
 use gst::prelude::*;
@@ -232,6 +233,22 @@ pub(super) async fn room_noise_publisher(
     .await?)
 }
 
+/// Sends `lead_in` seconds of silence, `voice`, then `tail` seconds of silence from `client`;
+/// returns the system-clock time (seconds) the voice starts leaving it.
+async fn speak(
+    client: &Arc<WhipClient>,
+    lead_in: f64,
+    voice: &[i16],
+    tail: f64,
+) -> anyhow::Result<f64> {
+    let mut samples = vec![0i16; (lead_in * 48_000.0) as usize];
+    samples.extend(voice);
+    samples.extend(vec![0i16; (tail * 48_000.0) as usize]);
+    let c = client.clone();
+    let start = tokio::task::spawn_blocking(move || c.send(&samples)).await?;
+    Ok(secs(client.sent_at(start)) + lead_in)
+}
+
 /// The next event `want` accepts, within `within`.
 async fn next(
     events: &mut tokio::sync::broadcast::Receiver<SessionEvent>,
@@ -288,14 +305,8 @@ pub(super) fn barge_in_bench(rounds: usize, voice: Option<&str>) -> anyhow::Resu
             .context("the avatar never spoke")?;
             // Into the sentence, at a different phase each round.
             tokio::time::sleep(Duration::from_millis(700 + 37 * round as u64)).await;
-            let lead_in = 0.3;
-            let mut samples = vec![0i16; (lead_in * 48_000.0) as usize];
-            samples.extend(&question);
-            samples.extend(vec![0i16; 48_000]);
             let client = Arc::new(client);
-            let c = client.clone();
-            let start = tokio::task::spawn_blocking(move || c.send(&samples)).await?;
-            let onset = secs(client.sent_at(start)) + lead_in + sound_at;
+            let onset = speak(&client, 0.3, &question, 1.0).await? + sound_at;
             next(&mut events, Duration::from_secs(10), |e| {
                 matches!(e, SessionEvent::BargeIn { .. })
             })
@@ -355,14 +366,8 @@ pub(super) fn turn_bench(rounds: usize, voice: Option<&str>) -> anyhow::Result<(
         for round in 0..rounds.max(1) {
             let (session, client) = with_publisher(&registry, CreateSession::default()).await?;
             let mut events = session.subscribe();
-            let lead_in = 0.5;
-            let mut samples = vec![0i16; (lead_in * 48_000.0) as usize];
-            samples.extend(&question);
-            samples.extend(vec![0i16; 48_000 * 2]);
             let client = Arc::new(client);
-            let c = client.clone();
-            let start = tokio::task::spawn_blocking(move || c.send(&samples)).await?;
-            let speech_end = secs(client.sent_at(start)) + lead_in + sound_end;
+            let speech_end = speak(&client, 0.5, &question, 2.0).await? + sound_end;
             next(&mut events, Duration::from_secs(15), |e| {
                 matches!(e, SessionEvent::SpeechStarted { .. })
             })
@@ -437,11 +442,10 @@ pub(super) fn drive_bench(rounds: usize, voice: Option<&str>) -> anyhow::Result<
                     .and_then(|f| f.pose)
                     .map(|p| p.weights[Blendshape::JawOpen])
                     .unwrap_or(0.0);
-                let segment = pad
-                    .sticky_event::<gst::event::Segment>(0)
-                    .and_then(|e| e.segment().downcast_ref::<gst::ClockTime>().cloned());
-                let end = b.pts().unwrap_or_default() + b.duration().unwrap_or_default();
-                let end = segment.and_then(|s| s.to_running_time(end)).unwrap_or(end);
+                let end = running_time_on(
+                    pad,
+                    b.pts().unwrap_or_default() + b.duration().unwrap_or_default(),
+                );
                 if jaw > 0.33 {
                     keep.lock().unwrap().push((end, secs(c.time())));
                 }

@@ -389,11 +389,7 @@ impl SessionPipeline {
             let Some(buffer) = info.buffer() else {
                 return gst::PadProbeReturn::Ok;
             };
-            let segment = pad
-                .sticky_event::<gst::event::Segment>(0)
-                .and_then(|e| e.segment().downcast_ref::<gst::ClockTime>().cloned());
-            let pts = buffer.pts().unwrap_or_default();
-            let at = segment.and_then(|s| s.to_running_time(pts)).unwrap_or(pts);
+            let at = running_time_on(pad, buffer.pts().unwrap_or_default());
             if let Ok(map) = buffer.map_readable() {
                 let samples: Vec<i16> = map
                     .chunks_exact(2)
@@ -417,22 +413,23 @@ impl SessionPipeline {
             };
             // Encoders may shift timestamps (x264 adds 1000 h and says so in its segment):
             // compare running times.
-            let segment = pad
-                .sticky_event::<gst::event::Segment>(0)
-                .and_then(|e| e.segment().downcast_ref::<gst::ClockTime>().cloned());
-            let end = buffer
-                .pts()
-                .map(|p| p + buffer.duration().unwrap_or_default())
-                .and_then(|end| match &segment {
-                    Some(seg) => seg.to_running_time(end),
-                    None => Some(end),
-                });
-            if let Some(end) = end {
-                encoded(end);
+            if let Some(pts) = buffer.pts() {
+                encoded(running_time_on(
+                    pad,
+                    pts + buffer.duration().unwrap_or_default(),
+                ));
             }
             gst::PadProbeReturn::Ok
         });
     }
+}
+
+/// The running time of `t` on `pad`'s current segment (`t` itself without one).
+pub fn running_time_on(pad: &gst::Pad, t: gst::ClockTime) -> gst::ClockTime {
+    pad.sticky_event::<gst::event::Segment>(0)
+        .and_then(|e| e.segment().downcast_ref::<gst::ClockTime>().cloned())
+        .and_then(|s| s.to_running_time(t))
+        .unwrap_or(t)
 }
 
 /// The video encoder (first element) and what must follow it, for the configured codec.

@@ -845,10 +845,6 @@ async fn a_driving_voice_moves_the_lips_and_is_what_viewers_hear() {
 
 /// A buffer's running time in seconds on `pad`'s segment.
 fn running_secs(pad: &gst::Pad, b: &gst::BufferRef) -> f64 {
-    let segment = pad
-        .sticky_event::<gst::event::Segment>(0)
-        .and_then(|e| e.segment().downcast_ref::<gst::ClockTime>().cloned());
-    let pts = b.pts().unwrap_or_default();
-    let rt = segment.and_then(|s| s.to_running_time(pts)).unwrap_or(pts);
+    let rt = super::pipeline::running_time_on(pad, b.pts().unwrap_or_default());
     rt.nseconds() as f64 / 1e9
 }
