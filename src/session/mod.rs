@@ -8,6 +8,7 @@
 //! - [`bus`]: the pipeline's bus as a `Stream` for the session's task.
 //! - [`liveness`]: noticing viewers that vanished without saying so.
 //! - [`latency`]: `say` → first frame.
+//! - [`turns`]: what a person says to the session: holding the voice, barge-in, questions.
 //!
 //! A session's pipeline reports through its bus to the session's task on the tokio runtime,
 //! which turns speech messages into events for clients and ends the session on a pipeline
@@ -23,6 +24,7 @@ pub mod pipeline;
 pub mod plan;
 pub mod publisher;
 mod registry;
+mod turns;
 pub mod viewer;
 pub mod voice;
 mod webrtc;
