@@ -57,6 +57,89 @@ fn start_server_with(codec: &str, env: &[(&str, &str)]) -> (Reaped, String) {
     (Reaped(child), url)
 }
 
+/// Headless Chromium (Debian's package) opening `url`, with the flags WebRTC on loopback
+/// needs (../shared/FACTS.md) and `extra` ones; stopped when dropped.
+fn chromium(url: &str, extra: &[&str]) -> (Reaped, tempfile::TempDir) {
+    let binary = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("Chromium is not installed: run scripts/install-deps.sh (Debian package chromium)");
+    let profile = tempfile::tempdir().unwrap();
+    let user_data = format!("--user-data-dir={}", profile.path().display());
+    let browser = Command::new(binary)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--allow-loopback-in-peer-connection",
+            "--use-fake-ui-for-media-stream",
+            "--autoplay-policy=no-user-gesture-required",
+            &user_data,
+        ])
+        .args(extra)
+        .arg(url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromium starts");
+    (Reaped(browser), profile)
+}
+
+/// Serves `tests/browser/{page}` from an origin of the test's own, and passes on what the
+/// page POSTs to `/report`. Returns the page's address.
+async fn serve_test_page(
+    page: &'static str,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/browser")
+        .join(page);
+    let page = warp::path(page)
+        .and(warp::path::end())
+        .and(warp::fs::file(file));
+    let report = warp::path!("report")
+        .and(warp::post())
+        .and(warp::body::bytes())
+        .map(move |b: bytes::Bytes| {
+            let _ = tx.send(String::from_utf8_lossy(&b).into_owned());
+            "ok"
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(warp::serve(page.or(report)).incoming(listener).run());
+    (addr, rx)
+}
+
+/// Opens `tests/browser/{page}?{query}` (served by [`serve_test_page`]) in Chromium and
+/// returns its JSON report, with the browser still running.
+async fn test_page_report(
+    page: &'static str,
+    query: &str,
+    within: Duration,
+) -> ((Reaped, tempfile::TempDir), serde_json::Value) {
+    let (page_addr, mut rx) = serve_test_page(page).await;
+    let browser = chromium(&format!("http://{page_addr}/{page}?{query}"), &[]);
+    let text = tokio::time::timeout(within, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{page} reported nothing within {within:?}"))
+        .unwrap();
+    eprintln!("{page} report: {text}");
+    (browser, serde_json::from_str(&text).unwrap())
+}
+
+/// The body of `GET {url}`.
+async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// One browser run at a time: two at once would share two cores and miss the 10 s bound.
 static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -72,59 +155,14 @@ async fn two_browser_sessions_play_speak_and_end_h264() {
 
 async fn scenario(codec: &str) {
     let _one_at_a_time = BROWSER.lock().await;
-    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("Chromium is not installed: run scripts/install-deps.sh (Debian package chromium)");
     let (_server, server_url) = start_server(codec);
-
     // The page's own origin: serves the page and receives its report.
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let page = warp::path!("e2e.html").and(warp::fs::file(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/browser/e2e.html"
-    )));
-    let report = warp::path!("report")
-        .and(warp::post())
-        .and(warp::body::bytes())
-        .map(move |b: bytes::Bytes| {
-            let _ = tx.send(String::from_utf8_lossy(&b).into_owned());
-            "ok"
-        });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let page_addr = listener.local_addr().unwrap();
-    tokio::spawn(warp::serve(page.or(report)).incoming(listener).run());
-
-    let profile = tempfile::tempdir().unwrap();
-    let _browser = Reaped(
-        Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--allow-loopback-in-peer-connection",
-                "--use-fake-ui-for-media-stream",
-                "--autoplay-policy=no-user-gesture-required",
-                &format!("--user-data-dir={}", profile.path().display()),
-                &format!("http://{page_addr}/e2e.html?server={server_url}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromium starts"),
-    );
-
-    let text = tokio::time::timeout(Duration::from_secs(120), rx.recv())
-        .await
-        .expect("the page reported within 120 s")
-        .unwrap();
-    eprintln!("browser report ({codec}): {text}");
-    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let (_browser, r) = test_page_report(
+        "e2e.html",
+        &format!("server={server_url}"),
+        Duration::from_secs(120),
+    )
+    .await;
     assert!(r.get("error").is_none(), "page error: {}", r["error"]);
     assert!(
         r["frames_a"].as_u64().unwrap() >= 100,
@@ -219,10 +257,6 @@ fn spoken(text: &str) -> Vec<i16> {
 async fn the_web_client_hears_a_spoken_question_and_answers_it() {
     let _one_at_a_time = BROWSER.lock().await;
     facecast_testkit::vad_model();
-    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("Chromium is not installed: run scripts/install-deps.sh (Debian package chromium)");
     let dir = tempfile::tempdir().unwrap();
     let wav = dir.path().join("question.wav");
     let mut samples = vec![0i16; 48_000];
@@ -239,30 +273,10 @@ async fn the_web_client_hears_a_spoken_question_and_answers_it() {
             ("FACECAST_LLM_BASE_URL", &openai.base_url),
         ],
     );
-    let profile = tempfile::tempdir().unwrap();
-    let _browser = Reaped(
-        Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--allow-loopback-in-peer-connection",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                &format!("--use-file-for-fake-audio-capture={}", wav.display()),
-                "--autoplay-policy=no-user-gesture-required",
-                &format!("--user-data-dir={}", profile.path().display()),
-                &format!("{server_url}/?talk=1"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromium starts"),
+    let fake_capture = format!("--use-file-for-fake-audio-capture={}", wav.display());
+    let _browser = chromium(
+        &format!("{server_url}/?talk=1"),
+        &["--use-fake-device-for-media-stream", &fake_capture],
     );
     // The microphone's question reaches the recogniser as a WAV, then the model as a question.
     let requests = tokio::task::spawn_blocking(move || {
@@ -307,14 +321,7 @@ async fn the_web_client_hears_a_spoken_question_and_answers_it() {
     let client = reqwest::Client::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let metrics = client
-            .get(format!("{server_url}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = get_text(&client, &format!("{server_url}/metrics")).await;
         let spoken = metrics
             .lines()
             .find_map(|l| l.strip_prefix("facecast_say_to_first_frame_seconds_count "))
@@ -331,4 +338,54 @@ async fn the_web_client_hears_a_spoken_question_and_answers_it() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The embeddable player (`/embed/{id}?background=…`) in an `<iframe>` of another origin, as a
+/// customer's page (or OBS's Browser Source) shows it: it plays the session with sound and
+/// shows no controls, on the chroma-key background asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embed_page_plays_the_stream_with_no_controls() {
+    let _one_at_a_time = BROWSER.lock().await;
+    let (_server, server_url) = start_server("vp8");
+    let client = reqwest::Client::new();
+    let created: serde_json::Value = client
+        .post(format!("{server_url}/api/v1/sessions"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    // Both addresses serve the player; the root without `embed=1` is still the client.
+    for (path, wanted) in [
+        (format!("/embed/{id}"), "/embed.js"),
+        (format!("/?embed=1&session={id}"), "/embed.js"),
+        ("/".to_owned(), "/app.js"),
+    ] {
+        let page = get_text(&client, &format!("{server_url}{path}")).await;
+        assert!(
+            page.contains(wanted),
+            "{path} is not the page with {wanted}"
+        );
+    }
+
+    let (_browser, r) = test_page_report(
+        "embed.html",
+        &format!("server={server_url}&session={id}"),
+        Duration::from_secs(90),
+    )
+    .await;
+    assert_eq!(r["state"], "playing", "{r}");
+    assert!(r["framesDecoded"].as_u64().unwrap() >= 50, "{r}");
+    assert_eq!(
+        (r["width"].as_u64(), r["height"].as_u64()),
+        (Some(512), Some(512))
+    );
+    assert_eq!(r["controls"], 0, "controls shown: {r}");
+    assert_eq!(r["muted"], false, "{r}");
+    assert_eq!(r["background"], "rgb(0, 255, 0)");
+    let metrics = get_text(&client, &format!("{server_url}/metrics")).await;
+    assert!(metrics.contains("facecast_viewers 1"), "{metrics}");
 }

@@ -1,7 +1,9 @@
 // facecast browser client.
 //
 // Flow: create a session → open its events WebSocket → pull the avatar's
-// audio+video over WHEP. One ES module, no dependencies, works offline.
+// audio+video over WHEP. ES modules, no dependencies, works offline.
+
+import { sendOffer } from './signalling.js';
 
 const API = '/api/v1/sessions';
 const ICE_GATHER_TIMEOUT_MS = 2000;
@@ -393,20 +395,6 @@ function deleteSession(id) {
 // ---------------------------------------------------------------------------
 
 /** Resolves when ICE gathering completes, or after `ms` with whatever we have. */
-function waitForIceGathering(pc, ms) {
-  if (pc.iceGatheringState === 'complete') return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      pc.removeEventListener('icegatheringstatechange', onChange);
-      resolve();
-    };
-    const onChange = () => { if (pc.iceGatheringState === 'complete') done(); };
-    const timer = setTimeout(done, ms);
-    pc.addEventListener('icegatheringstatechange', onChange);
-  });
-}
-
 async function connectMedia() {
   const session = state.session;
   if (!session || state.ended) return;
@@ -432,29 +420,18 @@ async function connectMedia() {
   pc.addTransceiver('audio', { direction: 'recvonly' });
 
   try {
-    await pc.setLocalDescription(await pc.createOffer());
-    // No trickle: send one offer that already carries every candidate.
-    await waitForIceGathering(pc, ICE_GATHER_TIMEOUT_MS);
-    if (pc !== state.pc) return;
-
-    const whepUrl = new URL(session.whep_url, location.href);
     let res;
+    let viewerUrl;
     try {
-      res = await fetch(whepUrl, {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/sdp', Accept: 'application/sdp' },
-        body: pc.localDescription.sdp,
-        // A hung offer would otherwise leave us "connecting" forever.
-        signal: AbortSignal.timeout(WHEP_TIMEOUT_MS),
-      });
+      ({ res, resource: viewerUrl } = await sendOffer(pc, session.whep_url, {
+        gatherMs: ICE_GATHER_TIMEOUT_MS,
+        timeoutMs: WHEP_TIMEOUT_MS,
+      }));
     } catch {
       throw new ApiError('Cannot reach the media server.');
     }
     if (!res.ok) throw await errorFrom(res);
     const answer = await res.text();
-    const loc = res.headers.get('Location');
-    // Location may be relative; resolve against the WHEP endpoint, per RFC 9110.
-    const viewerUrl = loc ? new URL(loc, whepUrl).href : null;
     if (pc !== state.pc) {
       if (viewerUrl) fetch(viewerUrl, { method: 'DELETE' }).catch(() => {});
       return;
@@ -934,23 +911,17 @@ async function startMic() {
     const [track] = stream.getAudioTracks();
     track.enabled = !el.ptt.checked;
     pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
-    await pc.setLocalDescription(await pc.createOffer());
-    await waitForIceGathering(pc, ICE_GATHER_TIMEOUT_MS);
-    const whipUrl = new URL(session.whip_url ?? `/whip/${session.id}`, location.href);
-    const res = await fetch(whipUrl, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/sdp' },
-      body: pc.localDescription.sdp,
-      signal: AbortSignal.timeout(WHEP_TIMEOUT_MS),
+    const { res, resource } = await sendOffer(pc, session.whip_url ?? `/whip/${session.id}`, {
+      gatherMs: ICE_GATHER_TIMEOUT_MS,
+      timeoutMs: WHEP_TIMEOUT_MS,
     });
     if (!res.ok) {
       pc.close();
       stream.getTracks().forEach((t) => t.stop());
       throw await errorFrom(res);
     }
-    const loc = res.headers.get('Location');
     await pc.setRemoteDescription({ type: 'answer', sdp: await res.text() });
-    Object.assign(mic, { pc, stream, url: loc ? new URL(loc, whipUrl).href : null });
+    Object.assign(mic, { pc, stream, url: resource });
     log('microphone', el.ptt.checked ? 'hold the button to talk' : 'listening', 'ok');
   } catch (err) {
     toast(err.message || 'Cannot start the microphone.');

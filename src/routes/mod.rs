@@ -7,6 +7,7 @@
 //! - [`whip`]: `/whip/…`: a publisher's voice in: offer, trickled candidates, stopping.
 //! - [`avatars`]: `/api/v1/avatars…`: registration and the store.
 //! - [`ops`]: health probes and Prometheus metrics.
+//! - [`embed`]: `/embed/{session}` (and `/?embed=1&session=…`): the embeddable player page.
 
 use crate::error::{recover, ApiError};
 use crate::session::Registry;
@@ -15,6 +16,7 @@ use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 mod avatars;
+mod embed;
 mod ops;
 mod sessions;
 mod whep;
@@ -53,8 +55,9 @@ pub fn routes(
         // Errors get CORS headers too, or a page on another origin cannot read them.
         .recover(recover)
         .with(cors);
+    let embed = embed::routes(state.clone());
     let web = warp::get().and(warp::fs::dir(state.config.web_dir.clone()));
-    web.or(api).recover(recover)
+    embed.or(web).or(api).recover(recover)
 }
 
 fn cors(origins: &[String]) -> warp::cors::Builder {
