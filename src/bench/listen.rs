@@ -194,18 +194,23 @@ async fn with_publisher(
         .create(create)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let client = publish_to(registry, &session).await?;
+    Ok((session, client))
+}
+
+/// A WHIP client publishing to `session`, connected.
+async fn publish_to(registry: &Arc<Registry>, session: &Session) -> anyhow::Result<WhipClient> {
     let client = WhipClient::new(false);
     let offer = client.offer();
     let (_, answer) = registry
         .add_publisher(&session.id, &offer)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let client = tokio::task::spawn_blocking(move || {
+    Ok(tokio::task::spawn_blocking(move || {
         client.answered(&answer);
         client
     })
-    .await?;
-    Ok((session, client))
+    .await?)
 }
 
 /// A WHIP publisher for `session` sending `secs` of quiet room noise: the session listens
@@ -215,18 +220,12 @@ pub(super) async fn room_noise_publisher(
     session: &Session,
     secs: f64,
 ) -> anyhow::Result<WhipClient> {
-    let client = WhipClient::new(false);
-    let offer = client.offer();
-    let (_, answer) = registry
-        .add_publisher(&session.id, &offer)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let client = publish_to(registry, session).await?;
     let mut rng = fastrand::Rng::with_seed(7);
     let noise: Vec<i16> = (0..(secs * 48_000.0) as usize)
         .map(|_| rng.i16(-300..300))
         .collect();
     Ok(tokio::task::spawn_blocking(move || {
-        client.answered(&answer);
         client.send(&noise);
         client
     })
@@ -269,9 +268,9 @@ async fn next(
     .flatten()
 }
 
-fn summary(name: &str, v: &mut [f64]) -> String {
+fn summary(v: &mut [f64]) -> String {
     format!(
-        "{name} median {:.0} ms, p95 {:.0} ms, max {:.0} ms ({} rounds)",
+        "median {:.0} ms, p95 {:.0} ms, max {:.0} ms ({} rounds)",
         median(v),
         percentile(v, 0.95),
         percentile(v, 1.0),
@@ -331,8 +330,8 @@ pub(super) fn barge_in_bench(rounds: usize, voice: Option<&str>) -> anyhow::Resu
              speech onset in -> barge-in confirmed (interrupt): {}",
             registry.config.voice_input.min_interrupt_ms,
             registry.config.voice_input.jitter_buffer_ms,
-            summary("", &mut to_silence).trim_start(),
-            summary("", &mut to_interrupt).trim_start(),
+            summary(&mut to_silence),
+            summary(&mut to_interrupt),
         );
         Ok(())
     })
@@ -396,7 +395,7 @@ pub(super) fn turn_bench(rounds: usize, voice: Option<&str>) -> anyhow::Result<(
              (scripted instant ASR and LLM over loopback, end_of_turn_ms {} included; goal <= {} ms):\n  {}",
             registry.config.voice_input.end_of_turn_ms,
             registry.config.voice_input.end_of_turn_ms + 200,
-            summary("", &mut latencies).trim_start()
+            summary(&mut latencies)
         );
         Ok(())
     })
@@ -500,8 +499,8 @@ pub(super) fn drive_bench(rounds: usize, voice: Option<&str>) -> anyhow::Result<
              first jaw-open (> 0.33) frame out of the encoder: {}\n  \
              first jaw-open frame out of lipsync: {}",
             registry.config.voice_input.jitter_buffer_ms,
-            summary("", &mut to_encoded).trim_start(),
-            summary("", &mut to_lipsync).trim_start(),
+            summary(&mut to_encoded),
+            summary(&mut to_lipsync),
         );
         Ok(())
     })
