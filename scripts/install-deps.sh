@@ -13,8 +13,9 @@ packages=(
   chromium chromium-driver
   curl ca-certificates
   # Test-only: the conversation memory tests start their own redis-server; a speech
-  # recogniser checks that Piper voices are intelligible.
-  redis-server gstreamer1.0-pocketsphinx pocketsphinx-en-us
+  # recogniser checks that Piper voices are intelligible; the restream tests push to their own
+  # nginx RTMP server.
+  redis-server gstreamer1.0-pocketsphinx pocketsphinx-en-us nginx libnginx-mod-rtmp
 )
 
 missing=()

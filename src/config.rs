@@ -5,7 +5,8 @@
 //! `FACECAST_LISTEN`, `FACECAST_MAX_SESSIONS`, `FACECAST_IDLE_TIMEOUT_SECS`,
 //! `FACECAST_ALLOWED_ORIGINS` (comma-separated), `FACECAST_STUN_SERVERS`,
 //! `FACECAST_TURN_SERVERS` (comma-separated URLs), `FACECAST_VIDEO_CODEC` (`vp8`, `h264`),
-//! `FACECAST_WEB_DIR`, `FACECAST_MODELS_DIR`, `FACECAST_DATA_DIR`, `FACECAST_WAV2LIP_MODEL`,
+//! `FACECAST_WEB_DIR`, `FACECAST_MODELS_DIR`, `FACECAST_DATA_DIR` (avatars, recordings),
+//! `FACECAST_MAX_OUTPUTS_PER_SESSION`, `FACECAST_WAV2LIP_MODEL`,
 //! `FACECAST_DEVICE` (`cpu`, `cuda:N`), `ORT_DYLIB_PATH` (the ONNX Runtime library),
 //! `FACECAST_LLM_BASE_URL`, `FACECAST_LLM_MODEL` (the key: `FACECAST_LLM_API_KEY`),
 //! `FACECAST_REDIS_URL` (conversation memory), `FACECAST_TTS` (`espeak`, `piper`),
@@ -57,6 +58,62 @@ pub struct Config {
     pub voice_input: VoiceInputConfig,
     /// Speech recognition of published voices.
     pub asr: AsrConfig,
+    /// Restreaming (RTMP, SRT) and recordings.
+    pub outputs: OutputsConfig,
+}
+
+/// Outputs: streams pushed to RTMP/SRT servers and recordings, all H.264 + AAC.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputsConfig {
+    /// More outputs than this on one session get 409.
+    pub max_outputs_per_session: usize,
+    /// H.264 bitrate for outputs, kbit/s (when viewers use H.264 too, outputs share their
+    /// encoder, and its `video.bitrate_kbps`).
+    pub bitrate_kbps: u32,
+    /// Seconds between keyframes (YouTube and Twitch ask for 2).
+    pub keyframe_interval_secs: u32,
+    /// H.264 profile: `main` or `baseline` (x264 `tune=zerolatency`, no B-frames either way).
+    pub profile: H264Profile,
+    /// AAC bitrate, kbit/s.
+    pub audio_bitrate_kbps: u32,
+    /// First wait before reconnecting an output whose server refused or dropped it; each
+    /// further attempt waits twice as long, up to `reconnect_max_ms`.
+    pub reconnect_initial_ms: u64,
+    pub reconnect_max_ms: u64,
+}
+
+/// The H.264 profile of restreamed video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum H264Profile {
+    #[default]
+    Main,
+    Baseline,
+}
+
+impl H264Profile {
+    /// The profile as H.264 caps name it (x264 follows the caps).
+    pub fn caps_name(self) -> &'static str {
+        match self {
+            H264Profile::Main => "main",
+            H264Profile::Baseline => "constrained-baseline",
+        }
+    }
+}
+
+impl Default for OutputsConfig {
+    fn default() -> Self {
+        Self {
+            max_outputs_per_session: 4,
+            bitrate_kbps: 2500,
+            keyframe_interval_secs: 2,
+            profile: H264Profile::Main,
+            audio_bitrate_kbps: 128,
+            reconnect_initial_ms: 1000,
+            reconnect_max_ms: 30_000,
+        }
+    }
 }
 
 /// Voice activity detection and turn-taking for audio published to a session.
@@ -344,6 +401,7 @@ impl Default for Config {
             llm: LlmConfig::default(),
             voice_input: VoiceInputConfig::default(),
             asr: AsrConfig::default(),
+            outputs: OutputsConfig::default(),
         }
     }
 }
@@ -433,6 +491,11 @@ impl Config {
         if let Some(v) = var("FACECAST_MODELS_DIR") {
             self.models_dir = PathBuf::from(v);
         }
+        if let Some(v) = var("FACECAST_MAX_OUTPUTS_PER_SESSION") {
+            self.outputs.max_outputs_per_session = v
+                .parse()
+                .with_context(|| format!("FACECAST_MAX_OUTPUTS_PER_SESSION={v} is not a number"))?;
+        }
         if let Some(v) = var("FACECAST_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
         }
@@ -486,12 +549,27 @@ impl Config {
             v.fps
         );
         anyhow::ensure!(self.max_sessions > 0, "max_sessions must be at least 1");
+        let o = &self.outputs;
+        anyhow::ensure!(
+            (1..=60).contains(&o.keyframe_interval_secs),
+            "outputs.keyframe_interval_secs {} is outside 1..60",
+            o.keyframe_interval_secs
+        );
+        anyhow::ensure!(
+            o.reconnect_initial_ms > 0 && o.reconnect_initial_ms <= o.reconnect_max_ms,
+            "outputs.reconnect_initial_ms must be above 0 and at most reconnect_max_ms"
+        );
         anyhow::ensure!(
             (1..=256).contains(&self.lipsync.batch_size),
             "lipsync.batch_size {} is outside 1..256",
             self.lipsync.batch_size
         );
         Ok(())
+    }
+
+    /// Where recordings are written (`recordings/` in the data folder).
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.data_dir.join("recordings")
     }
 
     /// The voice activity model's full path.

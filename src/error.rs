@@ -109,6 +109,11 @@ impl From<PlanError> for ApiError {
             }
             PlanError::BadConversation => "bad_conversation",
             PlanError::UnknownListen(_) => "unknown_listen",
+            PlanError::Output(_) => "invalid_output_url",
+            PlanError::OutputRequest => "invalid_output",
+            PlanError::TooManyOutputs(_) => {
+                return ApiError::new(StatusCode::CONFLICT, "too_many_outputs", e.to_string())
+            }
         };
         ApiError::bad_request(code, e.to_string())
     }
@@ -172,7 +177,17 @@ impl From<SessionError> for ApiError {
             SessionError::Negotiation(_) => {
                 ApiError::bad_request("negotiation_failed", e.to_string())
             }
+            SessionError::OutputNotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "output_not_found", e.to_string())
+            }
+            SessionError::Output(_) => ApiError::internal(e.to_string()),
         }
+    }
+}
+
+impl From<crate::recordings::RecordingError> for ApiError {
+    fn from(e: crate::recordings::RecordingError) -> Self {
+        ApiError::bad_request("bad_recording_name", e.to_string())
     }
 }
 

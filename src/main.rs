@@ -13,6 +13,7 @@ mod health;
 mod metrics;
 mod peers;
 mod plugins;
+mod recordings;
 mod render;
 mod routes;
 mod serve;

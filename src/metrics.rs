@@ -3,7 +3,8 @@
 use facecast_avatars::store::AvatarStore;
 use gstfacecastlipsync::wav2lip_batcher;
 use prometheus::{
-    Counter, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Counter, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
 };
 use std::sync::atomic::Ordering;
 
@@ -27,6 +28,11 @@ pub struct Metrics {
     /// From the end of a person's speech to its final transcript (VAD end-of-turn silence and
     /// recognition).
     pub asr_seconds: Histogram,
+    /// Per output (labels session, output, kind; never its URL): connected now (1) or not,
+    /// bytes sent, reconnections.
+    pub output_connected: IntGaugeVec,
+    pub output_bytes: IntCounterVec,
+    pub output_reconnects: IntCounterVec,
     // Mirrors of counters kept by the avatar store and the shared lip-sync models, brought up
     // to date when scraped.
     avatar_cache_hits: IntCounter,
@@ -85,6 +91,31 @@ impl Metrics {
             "From the end of a person's speech to its final transcript",
             vec![0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0],
         );
+        let output_labels = ["session", "output", "kind"];
+        let output_connected = IntGaugeVec::new(
+            Opts::new(
+                "output_connected",
+                "Whether an output's media reaches its server or file (1) or not (0)",
+            ),
+            &output_labels,
+        )
+        .unwrap();
+        let output_bytes = IntCounterVec::new(
+            Opts::new(
+                "output_bytes_sent_total",
+                "Bytes an output sent to its server or wrote to its file",
+            ),
+            &output_labels,
+        )
+        .unwrap();
+        let output_reconnects = IntCounterVec::new(
+            Opts::new(
+                "output_reconnects_total",
+                "Times an output's server refused or dropped it and it tried again",
+            ),
+            &output_labels,
+        )
+        .unwrap();
         let avatar_cache_hits = counter(
             "avatar_cache_hits_total",
             "Avatar opens served from the in-memory cache",
@@ -119,6 +150,9 @@ impl Metrics {
             Box::new(barge_in_seconds.clone()),
             Box::new(vad_seconds.clone()),
             Box::new(asr_seconds.clone()),
+            Box::new(output_connected.clone()),
+            Box::new(output_bytes.clone()),
+            Box::new(output_reconnects.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -134,6 +168,9 @@ impl Metrics {
             barge_in_seconds,
             vad_seconds,
             asr_seconds,
+            output_connected,
+            output_bytes,
+            output_reconnects,
             avatar_cache_hits,
             avatar_cache_misses,
             wav2lip_frames,
@@ -165,6 +202,13 @@ impl Metrics {
     pub fn remove_session(&self, id: &str) {
         let _ = self.frames_produced.remove_label_values(&[id]);
         let _ = self.frames_dropped.remove_label_values(&[id]);
+    }
+
+    /// Forgets a stopped output's series.
+    pub fn remove_output(&self, labels: &[&str; 3]) {
+        let _ = self.output_connected.remove_label_values(labels);
+        let _ = self.output_bytes.remove_label_values(labels);
+        let _ = self.output_reconnects.remove_label_values(labels);
     }
 
     pub fn render(&self) -> String {

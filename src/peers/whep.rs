@@ -1,7 +1,10 @@
-//! A minimal WHEP viewer on `webrtcbin`: receives VP8 video and Opus audio, decodes the audio
-//! and keeps it, laid out on the viewer's own timeline. The drive-mode test listens with it.
+//! A minimal WHEP viewer on `webrtcbin`: receives VP8 (or H.264) video and Opus audio, counts
+//! the video packets, decodes the audio and keeps it, laid out on the viewer's own timeline.
+//! The drive-mode and output tests watch with it.
 
+use crate::config::VideoCodec;
 use gst::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Received audio, 48 kHz mono, placed by its timestamps (gaps left as silence).
@@ -15,10 +18,17 @@ pub struct WhepClient {
     pipeline: gst::Pipeline,
     webrtcbin: gst::Element,
     heard: Arc<Mutex<Heard>>,
+    video_packets: Arc<AtomicU64>,
 }
 
 impl WhepClient {
+    /// A viewer asking for VP8.
     pub fn new() -> Self {
+        Self::receiving(VideoCodec::Vp8)
+    }
+
+    /// A viewer asking for `codec`.
+    pub fn receiving(codec: VideoCodec) -> Self {
         let pipeline = gst::Pipeline::new();
         let webrtcbin = gst::ElementFactory::make("webrtcbin")
             .property_from_str("bundle-policy", "max-bundle")
@@ -26,8 +36,14 @@ impl WhepClient {
             .expect("webrtcbin");
         pipeline.add(&webrtcbin).unwrap();
         super::on_loopback(&webrtcbin);
+        let video = match codec {
+            VideoCodec::Vp8 => {
+                "application/x-rtp,media=video,encoding-name=VP8,clock-rate=90000,payload=96"
+            }
+            VideoCodec::H264 => "application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,payload=102,packetization-mode=(string)1,profile-level-id=(string)42e01f",
+        };
         for caps in [
-            "application/x-rtp,media=video,encoding-name=VP8,clock-rate=90000,payload=96",
+            video,
             "application/x-rtp,media=audio,encoding-name=OPUS,clock-rate=48000,payload=111,encoding-params=(string)2",
         ] {
             let caps: gst::Caps = caps.parse().unwrap();
@@ -38,6 +54,8 @@ impl WhepClient {
         }
         let heard = Arc::new(Mutex::new(Heard::default()));
         let keep = heard.clone();
+        let video_packets = Arc::new(AtomicU64::new(0));
+        let counted = video_packets.clone();
         let weak = pipeline.downgrade();
         webrtcbin.connect_pad_added(move |_, pad| {
             let Some(pipeline) = weak.upgrade() else {
@@ -87,6 +105,13 @@ impl WhepClient {
                         .build(),
                 );
             }
+            if !is_audio {
+                let counted = counted.clone();
+                pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    gst::PadProbeReturn::Ok
+                });
+            }
             bin.sync_state_with_parent().unwrap();
             pad.link(&bin.static_pad("sink").unwrap()).unwrap();
         });
@@ -95,6 +120,7 @@ impl WhepClient {
             pipeline,
             webrtcbin,
             heard,
+            video_packets,
         }
     }
 
@@ -106,6 +132,11 @@ impl WhepClient {
     /// Takes the server's answer and waits until the connection is up.
     pub fn answered(&self, answer: &str) {
         super::answered(&self.webrtcbin, answer);
+    }
+
+    /// Video RTP packets received so far.
+    pub fn video_packets(&self) -> u64 {
+        self.video_packets.load(Ordering::Relaxed)
     }
 
     /// The audio received so far, 48 kHz mono, from the first sample.

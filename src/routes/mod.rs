@@ -8,6 +8,8 @@
 //! - [`avatars`]: `/api/v1/avatars…`: registration and the store.
 //! - [`ops`]: health probes and Prometheus metrics.
 //! - [`embed`]: `/embed/{session}` (and `/?embed=1&session=…`): the embeddable player page.
+//! - [`outputs`]: `/api/v1/sessions/{id}/outputs…` (restreams, recordings) and
+//!   `/api/v1/recordings…` (the recorded files).
 
 use crate::error::{recover, ApiError};
 use crate::session::Registry;
@@ -18,6 +20,7 @@ use warp::{Filter, Rejection, Reply};
 mod avatars;
 mod embed;
 mod ops;
+mod outputs;
 mod sessions;
 mod whep;
 mod whip;
@@ -52,6 +55,7 @@ pub fn routes(
         .or(whip::routes(state.clone()))
         .or(avatars::routes(state.clone()))
         .or(ops::routes(state.clone()))
+        .or(outputs::routes(state.clone()))
         // Errors get CORS headers too, or a page on another origin cannot read them.
         .recover(recover)
         .with(cors);

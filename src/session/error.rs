@@ -31,4 +31,8 @@ pub enum SessionError {
     Offer(#[from] crate::signalling::SignallingError),
     #[error("{0}")]
     Negotiation(String),
+    #[error("no output '{output}' in session '{session}'")]
+    OutputNotFound { session: String, output: String },
+    #[error("cannot start the output: {0}")]
+    Output(String),
 }

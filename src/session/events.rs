@@ -59,6 +59,28 @@ pub enum SessionEvent {
     BargeIn {
         after_ms: u64,
     },
+    /// An output's media reaches its server (or file).
+    OutputConnected {
+        output: String,
+    },
+    /// An output's server refused or dropped it, or its file could not be written; the
+    /// message never holds the output's URL or key.
+    OutputError {
+        output: String,
+        message: String,
+    },
+    /// … and it tries again in `in_ms` (attempt 1, 2, …).
+    OutputReconnecting {
+        output: String,
+        attempt: u64,
+        in_ms: u64,
+    },
+    /// The output stopped: on request, with its session, or (`error`) for good.
+    OutputStopped {
+        output: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
 }
 
 impl From<ConversationEvent> for SessionEvent {

@@ -3,12 +3,15 @@
 //! - [`plan`]: a create request → what to build (pure, unit-tested).
 //! - [`voice`]: the planned voice, checked (espeak-ng) or loaded (Piper).
 //! - [`pipeline`]: the GStreamer graph, with its seams: the speech input, the face, and the
-//!   encoded outputs where branches (today WHEP [`viewer`]s) are added and removed at run time.
+//!   encoded outputs where branches (WHEP [`viewer`]s, [`output`]s) are added and removed at
+//!   run time.
 //! - [`registry`]: every live session, the exact `max_sessions` cap, ending and reaping.
 //! - [`bus`]: the pipeline's bus as a `Stream` for the session's task.
 //! - [`liveness`]: noticing viewers that vanished without saying so.
 //! - [`latency`]: `say` → first frame.
 //! - [`turns`]: what a person says to the session: holding the voice, barge-in, questions.
+//! - [`encoders`]: each codec encoded once, on demand for outputs.
+//! - [`output`]: restreams (RTMP, SRT) and recordings, each supervised and reconnected alone.
 //!
 //! A session's pipeline reports through its bus to the session's task on the tokio runtime,
 //! which turns speech messages into events for clients and ends the session on a pipeline
@@ -16,10 +19,12 @@
 //! every way out.
 
 mod bus;
+mod encoders;
 pub mod error;
 mod events;
 mod latency;
 mod liveness;
+pub mod output;
 pub mod pipeline;
 pub mod plan;
 pub mod publisher;
@@ -68,6 +73,8 @@ pub struct SessionInfo {
     pub whip_url: String,
     pub publisher: Option<String>,
     pub events_url: String,
+    /// Restreams and recordings (URLs redacted).
+    pub outputs: Vec<output::OutputInfo>,
 }
 
 /// Sets the pipeline to `Null` when the session goes, however it goes.
@@ -103,6 +110,9 @@ pub struct Session {
     /// Since when (running time) the avatar's voice is held because a person may have begun
     /// to speak over it; barge-in confirms the hold or lets it go.
     held: Mutex<Option<gst::ClockTime>>,
+    /// Restreams and recordings, in the order they were added.
+    outputs: Mutex<Vec<Arc<output::Output>>>,
+    next_output: AtomicU64,
     pub conversation: Arc<Conversation>,
 }
 
@@ -123,7 +133,18 @@ impl Session {
             whip_url: format!("/whip/{}", self.id),
             publisher: self.publisher_id(),
             events_url: format!("/api/v1/sessions/{}/events", self.id),
+            outputs: self.outputs(),
         }
+    }
+
+    /// The session's outputs now.
+    pub fn outputs(&self) -> Vec<output::OutputInfo> {
+        self.outputs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|o| o.info())
+            .collect()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
@@ -277,6 +298,8 @@ impl Speaker for Session {
     }
 }
 
+#[cfg(test)]
+mod output_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -6,22 +6,31 @@
 //!         (listen=drive: speechsynth ! audiomixer "voice_in" ! 48 kHz mono ─ tee, and the
 //!          publisher's decoded voice joins the mixer: it is the avatar's voice)
 //! face    avatarsrc is-live ! caps ! queue ──────────────────────────────── lipsync.video
-//!         lipsync ! queue (leaky) ! videoconvert ! vp8enc | (nvh264enc|x264enc) ─ tee "video_out"
-//! outputs branches on the two tees: [`SessionPipeline::tap`], one per viewer today
+//!         lipsync ! queue (leaky) ! videoconvert ─ tee "video_raw"
+//! encode  video_raw ─ vp8enc | x264enc ─ tee "video_out"          (the viewers' codec)
+//!         video_raw ─ queue (leaky) ! x264enc ─ tee                (H.264 for outputs, on demand)
+//!         audio_raw ─ opusenc ─ tee "audio_out"                    (Opus for viewers)
+//!         audio_raw ─ queue (leaky) ! avenc_aac ─ tee              (AAC for outputs, on demand)
+//! outputs branches on the encoded tees: [`SessionPipeline::tap`] (WHEP viewers, restreams,
+//!         recordings)
 //! ```
 //!
-//! The speech input is the one input today; the output seam is where branches come and go
-//! while the session runs ([`super::viewer`]), each behind its own queue so that one branch
-//! failing or stalling ends only itself. The leaky queue before the encoder is the one place
-//! frames may be dropped (if encoding falls behind); its overruns are the session's
-//! dropped-frame count.
+//! Each codec is encoded once per session, whoever needs it ([`super::encoders`]): outputs
+//! share the viewers' H.264 encoder when viewers use H.264, and an on-demand encoder lives
+//! exactly as long as some branch taps it. Branches come and go while the session runs, each
+//! behind its own queue so that one failing or stalling ends only itself. The leaky queue
+//! before the encoders is the one place frames may be dropped (if encoding falls behind); its
+//! overruns are the session's dropped-frame count.
 
+use super::encoders;
 use super::plan::{AvatarChoice, ListenMode, SessionPlan};
 use crate::config::{Config, VideoCodec};
 use anyhow::Context;
 use gst::prelude::*;
 use gstfacecastlipsync::EngineKind;
 use gstfacecasttts::SpeechSynth;
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// The elements a session talks to after the pipeline is built.
 pub struct SessionPipeline {
@@ -41,19 +50,43 @@ pub struct SessionPipeline {
     /// The output seam: encoded video and audio, fanned out.
     video_out: gst::Element,
     audio_out: gst::Element,
+    /// Raw frames and sound, for the encoders started on demand.
+    video_raw: gst::Element,
+    audio_raw: gst::Element,
+    /// Encoders running because some branch taps them, by stream.
+    on_demand: Mutex<HashMap<Encoded, OnDemand>>,
+    /// What the on-demand encoders are built from.
+    config: Config,
 }
 
 /// Which encoded stream an output branch takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Encoded {
+    /// The viewers' video codec (`video.codec`).
     Video,
+    /// Opus, for viewers.
     Audio,
+    /// H.264, for outputs: the viewers' encoder when they use H.264, else one on demand.
+    H264,
+    /// AAC, for outputs: encoded while some output taps it.
+    Aac,
+}
+
+/// An encoder started for the branches that tap it: `raw tee → queue → encoder … → tee`.
+struct OnDemand {
+    /// The raw tee's pad feeding it.
+    feed: gst::Pad,
+    elements: Vec<gst::Element>,
+    tee: gst::Element,
+    users: usize,
 }
 
 /// One output branch's hold on an encoded stream; [`SessionPipeline::untap`] gives it back.
 pub struct Tap {
     tee: gst::Element,
     pad: gst::Pad,
+    /// The on-demand encoder this tap keeps running, if any.
+    on_demand: Option<Encoded>,
 }
 
 impl Tap {
@@ -270,6 +303,10 @@ impl SessionPipeline {
                     .build(),
             )
             .build()?;
+        let audio_raw = gst::ElementFactory::make("tee")
+            .name("audio_raw")
+            .property("allow-not-linked", true)
+            .build()?;
         let opus = gst::ElementFactory::make("opusenc")
             .property("bitrate", 48_000i32)
             .property_from_str("frame-size", "20")
@@ -287,7 +324,11 @@ impl SessionPipeline {
             .property_from_str("leaky", "downstream")
             .build()?;
         let vconvert = make("videoconvert", None)?;
-        let encoder_chain = video_encoder(config)?;
+        let video_raw = gst::ElementFactory::make("tee")
+            .name("video_raw")
+            .property("allow-not-linked", true)
+            .build()?;
+        let encoder_chain = encoders::viewer_video(config)?;
         let encoder = encoder_chain[0].clone();
         let video_out = gst::ElementFactory::make("tee")
             .name("video_out")
@@ -298,10 +339,12 @@ impl SessionPipeline {
             &aconvert,
             &aresample,
             &opus_caps,
+            &audio_raw,
             &opus,
             &audio_out,
             &encoder_queue,
             &vconvert,
+            &video_raw,
             &video_out,
         ])?;
         pipeline.add_many(&encoder_chain)?;
@@ -311,12 +354,13 @@ impl SessionPipeline {
             &aconvert,
             &aresample,
             &opus_caps,
+            &audio_raw,
             &opus,
             &audio_out,
         ])?;
-        gst::Element::link_many([&lipsync, &encoder_queue, &vconvert])?;
+        gst::Element::link_many([&lipsync, &encoder_queue, &vconvert, &video_raw])?;
         gst::Element::link_many(
-            std::iter::once(&vconvert)
+            std::iter::once(&video_raw)
                 .chain(encoder_chain.iter())
                 .chain(std::iter::once(&video_out)),
         )?;
@@ -331,35 +375,155 @@ impl SessionPipeline {
             audio_encoder: opus,
             video_out,
             audio_out,
+            video_raw,
+            audio_raw,
+            on_demand: Mutex::new(HashMap::new()),
+            config: config.clone(),
         })
     }
 
-    /// Links `sink` (an output branch's first pad) to the encoded `stream`. The branch's
-    /// elements must already be in the pipeline and started.
+    /// Links `sink` (an output branch's first pad) to the encoded `stream`, starting its
+    /// encoder if nothing taps it yet. The branch's elements must already be in the pipeline
+    /// and started.
     pub fn tap(&self, stream: Encoded, sink: &gst::Pad) -> anyhow::Result<Tap> {
-        let tee = match stream {
-            Encoded::Video => &self.video_out,
-            Encoded::Audio => &self.audio_out,
+        let shared = match stream {
+            Encoded::Video => Some(&self.video_out),
+            Encoded::Audio => Some(&self.audio_out),
+            Encoded::H264 if self.config.video.codec == VideoCodec::H264 => Some(&self.video_out),
+            Encoded::H264 | Encoded::Aac => None,
+        };
+        let mut on_demand = self.on_demand.lock().unwrap();
+        let tee = match shared {
+            Some(tee) => tee.clone(),
+            None => match on_demand.get(&stream) {
+                Some(running) => running.tee.clone(),
+                None => {
+                    let started = self.start_encoder(stream)?;
+                    let tee = started.tee.clone();
+                    on_demand.insert(stream, started);
+                    tee
+                }
+            },
         };
         let pad = tee
             .request_pad_simple("src_%u")
             .context("tee refused a src pad")?;
         if let Err(e) = pad.link(sink) {
             tee.release_request_pad(&pad);
+            // An encoder started for this tap alone goes with it.
+            let unused = shared.is_none() && on_demand.get(&stream).is_some_and(|r| r.users == 0);
+            drop(on_demand);
+            if unused {
+                self.release_encoder(stream);
+            }
             anyhow::bail!("cannot link the {stream:?} output to its branch: {e:?}");
         }
+        let kept = shared.is_none().then_some(stream);
+        if let Some(s) = kept {
+            if let Some(running) = on_demand.get_mut(&s) {
+                running.users += 1;
+            }
+        }
         Ok(Tap {
-            tee: tee.clone(),
+            tee,
             pad,
+            on_demand: kept,
         })
     }
 
-    /// Unlinks a branch from its encoded stream.
+    /// Unlinks a branch from its encoded stream; an on-demand encoder nobody taps any more
+    /// is stopped and removed.
     pub fn untap(&self, tap: Tap) {
         if let Some(peer) = tap.pad.peer() {
             let _ = tap.pad.unlink(&peer);
         }
         tap.tee.release_request_pad(&tap.pad);
+        if let Some(stream) = tap.on_demand {
+            self.release_encoder(stream);
+        }
+    }
+
+    /// Builds, links and starts the encoder of `stream` on its raw tee (with no users yet).
+    fn start_encoder(&self, stream: Encoded) -> anyhow::Result<OnDemand> {
+        let (raw, chain) = match stream {
+            Encoded::H264 => (&self.video_raw, encoders::output_video(&self.config)?),
+            Encoded::Aac => (&self.audio_raw, encoders::output_audio(&self.config)?),
+            Encoded::Video | Encoded::Audio => unreachable!("always encoded"),
+        };
+        // Its own thread, and frames dropped rather than waited for: a slow encoder here
+        // never holds up the viewers' one.
+        let queue = gst::ElementFactory::make("queue")
+            .property("max-size-buffers", 5u32)
+            .property("max-size-time", 0u64)
+            .property("max-size-bytes", 0u32)
+            .property_from_str("leaky", "downstream")
+            .build()?;
+        let tee = gst::ElementFactory::make("tee")
+            .property("allow-not-linked", true)
+            .build()?;
+        let mut elements = vec![queue];
+        elements.extend(chain);
+        elements.push(tee.clone());
+        self.pipeline.add_many(&elements)?;
+        let started = (|| -> anyhow::Result<gst::Pad> {
+            gst::Element::link_many(&elements)?;
+            for e in elements.iter().rev() {
+                e.sync_state_with_parent()?;
+            }
+            let feed = raw
+                .request_pad_simple("src_%u")
+                .context("tee refused a src pad")?;
+            feed.link(&elements[0].static_pad("sink").expect("queues have a sink"))
+                .map_err(|e| anyhow::anyhow!("cannot link the {stream:?} encoder: {e:?}"))?;
+            Ok(feed)
+        })();
+        match started {
+            Ok(feed) => {
+                tracing::debug!("{stream:?} encoder started");
+                Ok(OnDemand {
+                    feed,
+                    elements,
+                    tee,
+                    users: 0,
+                })
+            }
+            Err(e) => {
+                for el in &elements {
+                    let _ = el.set_state(gst::State::Null);
+                    let _ = self.pipeline.remove(el);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// One user fewer for `stream`'s on-demand encoder; the last one stops it.
+    fn release_encoder(&self, stream: Encoded) {
+        let stopped = {
+            let mut on_demand = self.on_demand.lock().unwrap();
+            match on_demand.get_mut(&stream) {
+                Some(running) if running.users > 1 => {
+                    running.users -= 1;
+                    None
+                }
+                Some(_) => on_demand.remove(&stream),
+                None => None,
+            }
+        };
+        let Some(stopped) = stopped else { return };
+        let raw = match stream {
+            Encoded::H264 => &self.video_raw,
+            _ => &self.audio_raw,
+        };
+        if let Some(peer) = stopped.feed.peer() {
+            let _ = stopped.feed.unlink(&peer);
+        }
+        raw.release_request_pad(&stopped.feed);
+        for e in &stopped.elements {
+            let _ = e.set_state(gst::State::Null);
+            let _ = self.pipeline.remove(e);
+        }
+        tracing::debug!("{stream:?} encoder stopped");
     }
 
     /// Mutes (`true`) or unmutes the avatar's voice where it leaves the synthesiser, for the
@@ -433,75 +597,4 @@ pub fn running_time_on(pad: &gst::Pad, t: gst::ClockTime) -> gst::ClockTime {
         .and_then(|e| e.segment().downcast_ref::<gst::ClockTime>().cloned())
         .and_then(|s| s.to_running_time(t))
         .unwrap_or(t)
-}
-
-/// The video encoder (first element) and what must follow it, for the configured codec.
-fn video_encoder(config: &Config) -> anyhow::Result<Vec<gst::Element>> {
-    let v = &config.video;
-    let missing =
-        |name: &str| format!("GStreamer element '{name}' is missing: run scripts/install-deps.sh");
-    match v.codec {
-        // Real-time VP8: one thread per session (sessions run in parallel), constant bitrate,
-        // a keyframe every two seconds so a joining viewer waits little even without asking.
-        VideoCodec::Vp8 => Ok(vec![gst::ElementFactory::make("vp8enc")
-            .name("encoder")
-            .property("deadline", 1i64)
-            .property("cpu-used", 8i32)
-            .property("threads", 1i32)
-            .property_from_str("end-usage", "cbr")
-            .property("target-bitrate", (v.bitrate_kbps * 1000) as i32)
-            .property("keyframe-max-dist", (v.fps * 2) as i32)
-            .property_from_str("error-resilient", "default")
-            .property("lag-in-frames", 0i32)
-            .build()
-            .with_context(|| missing("vp8enc"))?]),
-        VideoCodec::H264 => {
-            // NVENC when the GPU has it (nvcodec registers it only where CUDA loads), x264
-            // otherwise; both without B-frames or look-ahead, so a frame leaves at once.
-            let encoder = if gst::ElementFactory::find("nvh264enc").is_some() {
-                gst::ElementFactory::make("nvh264enc")
-                    .name("encoder")
-                    .property_from_str("preset", "low-latency-hq")
-                    .property_from_str("rc-mode", "cbr")
-                    .property("bitrate", v.bitrate_kbps)
-                    .property("gop-size", (v.fps * 2) as i32)
-                    .property("zerolatency", true)
-                    .property("bframes", 0u32)
-                    .build()
-                    .with_context(|| missing("nvh264enc"))?
-            } else {
-                gst::ElementFactory::make("x264enc")
-                    .name("encoder")
-                    .property_from_str("tune", "zerolatency")
-                    .property_from_str("speed-preset", "ultrafast")
-                    .property("bitrate", v.bitrate_kbps)
-                    .property("key-int-max", v.fps * 2)
-                    .property("threads", 1u32)
-                    .build()
-                    .with_context(|| missing("x264enc"))?
-            };
-            tracing::info!(
-                "H.264 encoder: {}",
-                encoder
-                    .factory()
-                    .map(|f| f.name().to_string())
-                    .unwrap_or_default()
-            );
-            let caps = gst::ElementFactory::make("capsfilter")
-                .property(
-                    "caps",
-                    gst::Caps::builder("video/x-h264")
-                        .field("profile", "constrained-baseline")
-                        .field("stream-format", "byte-stream")
-                        .field("alignment", "au")
-                        .build(),
-                )
-                .build()?;
-            let parse = gst::ElementFactory::make("h264parse")
-                .property("config-interval", -1i32)
-                .build()
-                .with_context(|| missing("h264parse"))?;
-            Ok(vec![encoder, caps, parse])
-        }
-    }
 }

@@ -5,6 +5,7 @@
 //!
 //! Strings from the wire become enums here and stay enums from here on.
 
+use super::output::{Target, TargetError};
 use gstfacecastlipsync::EngineKind;
 use gstfacecasttts::SpeechEngine;
 use serde::Deserialize;
@@ -30,6 +31,60 @@ pub struct CreateSession {
     /// What a published voice is: `converse` (a person talking to the assistant, the
     /// default) or `drive` (the avatar's own voice, lip-synced live).
     pub listen: Option<String>,
+    /// Outputs started with the session: `{"url": "rtmp://…"}` (or the URL alone), or
+    /// `{"record": true}`.
+    #[serde(default)]
+    pub outputs: Vec<OutputRequest>,
+    /// Record the session from its start (the same as `{"record": true}` in `outputs`).
+    #[serde(default)]
+    pub record: bool,
+}
+
+/// One output asked for: a URL to push to, or a recording.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(from = "OutputSpec")]
+pub struct OutputRequest {
+    pub url: Option<String>,
+    pub record: bool,
+}
+
+/// The two ways to write an output request.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OutputSpec {
+    Url(String),
+    Fields(OutputFields),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutputFields {
+    url: Option<String>,
+    #[serde(default)]
+    record: bool,
+}
+
+impl From<OutputSpec> for OutputRequest {
+    fn from(spec: OutputSpec) -> Self {
+        match spec {
+            OutputSpec::Url(url) => OutputRequest {
+                url: Some(url),
+                record: false,
+            },
+            OutputSpec::Fields(OutputFields { url, record }) => OutputRequest { url, record },
+        }
+    }
+}
+
+impl OutputRequest {
+    /// The checked destination: a URL, or a recording; not both, not neither.
+    pub fn target(&self) -> Result<Target, PlanError> {
+        match (&self.url, self.record) {
+            (Some(url), false) => Target::parse(url).map_err(PlanError::Output),
+            (None, true) => Ok(Target::record()),
+            _ => Err(PlanError::OutputRequest),
+        }
+    }
 }
 
 /// What a session does with the voice published to it (WHIP).
@@ -102,6 +157,8 @@ pub struct SessionPlan {
     /// The conversation to continue; `None`: a new one named after the session.
     pub conversation: Option<String>,
     pub listen: ListenMode,
+    /// Outputs to start with it.
+    pub outputs: Vec<Target>,
 }
 
 /// What the plan needs to know of the server.
@@ -113,6 +170,7 @@ pub struct PlanContext<'a> {
     pub max_persona_chars: usize,
     /// Avatars' own personas (avatar name → text).
     pub avatar_personas: Option<&'a HashMap<String, String>>,
+    pub max_outputs: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -131,6 +189,12 @@ pub enum PlanError {
     BadConversation,
     #[error("unknown listen '{0}' (expected converse or drive)")]
     UnknownListen(String),
+    #[error(transparent)]
+    Output(TargetError),
+    #[error("an output is either {{\"url\": \"rtmp://…\" | \"srt://…\"}} or {{\"record\": true}}")]
+    OutputRequest,
+    #[error("a session has at most {0} outputs (outputs.max_outputs_per_session)")]
+    TooManyOutputs(usize),
 }
 
 /// Decides what `req` builds. `registered` is the size of the requested avatar when it is a
@@ -194,6 +258,17 @@ pub fn plan(
             .parse()
             .map_err(|_| PlanError::UnknownListen(l.to_owned()))?,
     };
+    let mut outputs = req
+        .outputs
+        .iter()
+        .map(OutputRequest::target)
+        .collect::<Result<Vec<_>, _>>()?;
+    if req.record {
+        outputs.push(Target::record());
+    }
+    if outputs.len() > ctx.max_outputs {
+        return Err(PlanError::TooManyOutputs(ctx.max_outputs));
+    }
     Ok(SessionPlan {
         avatar,
         engine,
@@ -203,6 +278,7 @@ pub fn plan(
         persona,
         conversation: req.conversation,
         listen,
+        outputs,
     })
 }
 
@@ -223,6 +299,7 @@ mod tests {
             has_lipsync_model: has_model,
             max_persona_chars: 20,
             avatar_personas: Some(&PERSONAS),
+            max_outputs: 2,
         }
     }
 
@@ -240,8 +317,45 @@ mod tests {
                 persona: None,
                 conversation: None,
                 listen: ListenMode::Converse,
+                outputs: vec![],
             }
         );
+    }
+
+    #[test]
+    fn outputs_are_checked_before_anything_is_built() {
+        let req: CreateSession = serde_json::from_str(
+            r#"{"outputs": ["rtmp://h/live/key", {"url": "srt://h:9000?mode=listener"}], "record": false}"#,
+        )
+        .unwrap();
+        let p = plan(req, None, &ctx(false)).unwrap();
+        assert_eq!(p.outputs.len(), 2);
+        let too_many: CreateSession = serde_json::from_str(
+            r#"{"outputs": ["rtmp://h/live/a", "rtmp://h/live/b"], "record": true}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            plan(too_many, None, &ctx(false)),
+            Err(PlanError::TooManyOutputs(2))
+        );
+        let bad: CreateSession =
+            serde_json::from_str(r#"{"outputs": ["http://h/live/key"]}"#).unwrap();
+        assert!(matches!(
+            plan(bad, None, &ctx(false)),
+            Err(PlanError::Output(_))
+        ));
+        for neither in [
+            r#"{"outputs": [{}]}"#,
+            r#"{"outputs": [{"url": "rtmp://h/a/b", "record": true}]}"#,
+        ] {
+            let req: CreateSession = serde_json::from_str(neither).unwrap();
+            assert_eq!(
+                plan(req, None, &ctx(false)),
+                Err(PlanError::OutputRequest),
+                "{neither}"
+            );
+        }
+        assert!(serde_json::from_str::<CreateSession>(r#"{"outputs": [{"uri": "x"}]}"#).is_err());
     }
 
     #[test]

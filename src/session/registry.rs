@@ -7,7 +7,8 @@
 //! A failed creation gives its slot back; ending a session frees its slot.
 
 use super::bus::BusStream;
-use super::plan::{plan, CreateSession, ListenMode, PlanContext};
+use super::output::{self, OutputInfo, OutputState, Target};
+use super::plan::{plan, CreateSession, ListenMode, OutputRequest, PlanContext, PlanError};
 use super::publisher::{Ingest, Listening, Publisher};
 use super::{
     liveness, pipeline::SessionPipeline, viewer::Viewer, voice, NullOnDrop, Session, SessionError,
@@ -139,6 +140,7 @@ impl Registry {
             has_lipsync_model: self.config.wav2lip_model().is_some(),
             max_persona_chars: self.config.llm.max_persona_chars,
             avatar_personas: self.assistant.as_ref().map(|a| &a.avatar_personas),
+            max_outputs: self.config.outputs.max_outputs_per_session,
         };
         let plan = plan(req, registered, &ctx)?;
         let config = self.config.clone();
@@ -183,6 +185,8 @@ impl Registry {
             next_publisher: AtomicU64::new(1),
             speaking: Default::default(),
             held: Mutex::new(None),
+            outputs: Mutex::new(Vec::new()),
+            next_output: AtomicU64::new(1),
             conversation: Arc::new(Conversation::new(conversation, persona)),
         });
         self.instrument(&session);
@@ -202,7 +206,84 @@ impl Registry {
         slot.keep();
         self.metrics.sessions_active.set(self.len() as i64);
         tracing::info!(session = %id, "session started");
+        // Outputs asked for at creation start with it; one that cannot start (an encoder
+        // missing) fails the creation.
+        for target in session.plan.outputs.clone() {
+            if let Err(e) = self.start_output(&session, target).await {
+                let registry = self.clone();
+                let sid = id.clone();
+                let _ = blocking(move || registry.end(&sid, "an output could not start")).await;
+                return Err(e);
+            }
+        }
         Ok(session)
+    }
+
+    /// `POST /api/v1/sessions/{id}/outputs`: starts restreaming or recording session `id`.
+    pub async fn add_output(
+        self: &Arc<Self>,
+        id: &str,
+        req: &OutputRequest,
+    ) -> Result<OutputInfo, SessionError> {
+        let target = req.target()?;
+        let session = self.get(id)?;
+        self.start_output(&session, target).await
+    }
+
+    async fn start_output(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        target: Target,
+    ) -> Result<OutputInfo, SessionError> {
+        let (session, registry) = (session.clone(), self.clone());
+        let runtime = tokio::runtime::Handle::current();
+        blocking(move || {
+            let config = &registry.config;
+            let max = config.outputs.max_outputs_per_session;
+            // Held while starting, so that outputs added at once never pass the limit.
+            let mut outputs = session.outputs.lock().unwrap();
+            let live = outputs
+                .iter()
+                .filter(|o| !matches!(o.state(), OutputState::Stopped | OutputState::Failed))
+                .count();
+            if live >= max {
+                return Err(PlanError::TooManyOutputs(max).into());
+            }
+            let oid = format!("o{}", session.next_output.fetch_add(1, Ordering::Relaxed));
+            let output = output::start(
+                &session,
+                oid,
+                target,
+                config.recordings_dir(),
+                &config.outputs,
+                registry.metrics.clone(),
+                &runtime,
+            )
+            .map_err(|e| SessionError::Output(format!("{e:#}")))?;
+            tracing::info!(session = %session.id, output = %output.id, "output added: {}", output.info().url.as_deref().unwrap_or("recording"));
+            outputs.push(output.clone());
+            Ok(output.info())
+        })
+        .await?
+    }
+
+    /// `DELETE /api/v1/sessions/{id}/outputs/{output}`: stops it (a recording is closed
+    /// properly). Blocking.
+    pub fn remove_output(&self, id: &str, output: &str) -> Result<(), SessionError> {
+        let session = self.get(id)?;
+        let removed = {
+            let mut outputs = session.outputs.lock().unwrap();
+            let at = outputs.iter().position(|o| o.id == output);
+            at.map(|i| outputs.remove(i))
+        };
+        let Some(removed) = removed else {
+            return Err(SessionError::OutputNotFound {
+                session: id.to_owned(),
+                output: output.to_owned(),
+            });
+        };
+        removed.stop(&session);
+        Ok(())
     }
 
     /// Counts frames in and out of the encoder and times `say` → first frame.
@@ -482,6 +563,11 @@ impl Registry {
             .collect();
         self.metrics.viewers.sub(viewers.len() as i64);
         let publisher = session.publisher.lock().unwrap().take();
+        // Recordings are closed properly before the pipeline stops.
+        let outputs: Vec<_> = session.outputs.lock().unwrap().drain(..).collect();
+        for o in outputs {
+            o.stop(&session);
+        }
         let _ = session.pipeline.pipeline.set_state(gst::State::Null);
         for mut v in viewers {
             v.disconnect(&session.pipeline);

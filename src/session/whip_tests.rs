@@ -16,7 +16,7 @@ fn spoken(text: &str) -> Vec<i16> {
     crate::bench::spoken_48k(text, voice.to_str()).expect("the Piper voice speaks")
 }
 
-async fn next_event(
+pub(super) async fn next_event(
     rx: &mut broadcast::Receiver<SessionEvent>,
     within: Duration,
     want: impl Fn(&SessionEvent) -> bool,

@@ -5,6 +5,8 @@
 //! - [`onnx_runtime`]: ONNX Runtime loaded once per test process, as the product finds it;
 //! - [`write_wav`]: a mono 16-bit WAV file;
 //! - [`RedisServer`]: a real `redis-server` on a free loopback port, stopped when dropped.
+//! - [`NginxRtmp`]: a real RTMP server (nginx with Debian's RTMP module) on a free loopback
+//!   port, stopped when dropped, and started again on the same port on request.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -126,6 +128,87 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// nginx with `libnginx-mod-rtmp`, on a loopback port, with its own configuration and folder
+/// (application `live`). Stopped (by its PID) when dropped. A player joining mid-stream gets
+/// video from the next keyframe and no audio before it (`wait_key`, `wait_video`): otherwise
+/// GStreamer's `flvdemux`, seeing audio first, never adds its video pad.
+pub struct NginxRtmp {
+    child: Option<std::process::Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+const NGINX_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+
+impl NginxRtmp {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        server.resume();
+        server
+    }
+
+    /// `rtmp://127.0.0.1:PORT/live/KEY`.
+    pub fn url(&self, key: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{key}", self.port)
+    }
+
+    /// Kills the server at once (SIGKILL): connections drop mid-stream.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it (again) on its port.
+    pub fn resume(&mut self) {
+        assert!(
+            Path::new(NGINX_MODULE).exists(),
+            "{NGINX_MODULE} is missing: the tests need the Debian packages nginx and libnginx-mod-rtmp (scripts/install-deps.sh installs them)"
+        );
+        let d = self.dir.path().display();
+        let config = format!(
+            "load_module {NGINX_MODULE};\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
+             error_log {d}/error.log info;\npid {d}/nginx.pid;\nevents {{ worker_connections 64; }}\n\
+             rtmp {{ server {{ listen 127.0.0.1:{}; application live {{ live on; wait_key on; wait_video on; }} }} }}\n",
+            self.port
+        );
+        let conf = self.dir.path().join("nginx.conf");
+        std::fs::write(&conf, config).unwrap();
+        let child = std::process::Command::new("nginx")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(self.dir.path())
+            .arg("-e")
+            .arg(self.dir.path().join("error.log"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start nginx ({e}): the tests need the Debian packages nginx and libnginx-mod-rtmp (scripts/install-deps.sh installs them)")
+            });
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(10));
+    }
+
+    /// The server's log (connections, publishes and plays).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for NginxRtmp {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

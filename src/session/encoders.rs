@@ -1,0 +1,133 @@
+//! The session's encoders, and what each is for:
+//!
+//! - the viewers' video codec (`video.codec`: VP8, or H.264 constrained baseline), always
+//!   running: it also times `say` → first frame;
+//! - Opus for viewers' audio, always running;
+//! - H.264 for outputs (RTMP, SRT, recordings): the viewers' encoder itself when viewers use
+//!   H.264, else one more encoder, started by the first output and stopped with the last;
+//! - AAC for outputs, likewise started and stopped with them.
+//!
+//! Each builder returns its chain in link order.
+
+use crate::config::{Config, OutputsConfig, VideoCodec};
+use anyhow::Context;
+use gst::prelude::*;
+
+fn missing(name: &str) -> String {
+    format!("GStreamer element '{name}' is missing: run scripts/install-deps.sh")
+}
+
+/// What an H.264 encoder is asked for.
+struct H264 {
+    name: Option<&'static str>,
+    bitrate_kbps: u32,
+    keyframe_frames: u32,
+    /// The profile as caps name it.
+    profile: &'static str,
+}
+
+/// The viewers' video encoder (named "encoder") and what must follow it.
+pub fn viewer_video(config: &Config) -> anyhow::Result<Vec<gst::Element>> {
+    let v = &config.video;
+    match v.codec {
+        // Real-time VP8: one thread per session (sessions run in parallel), constant bitrate,
+        // a keyframe every two seconds so a joining viewer waits little even without asking.
+        VideoCodec::Vp8 => Ok(vec![gst::ElementFactory::make("vp8enc")
+            .name("encoder")
+            .property("deadline", 1i64)
+            .property("cpu-used", 8i32)
+            .property("threads", 1i32)
+            .property_from_str("end-usage", "cbr")
+            .property("target-bitrate", (v.bitrate_kbps * 1000) as i32)
+            .property("keyframe-max-dist", (v.fps * 2) as i32)
+            .property_from_str("error-resilient", "default")
+            .property("lag-in-frames", 0i32)
+            .build()
+            .with_context(|| missing("vp8enc"))?]),
+        // Browsers decode constrained baseline whatever 42xx profile they offer.
+        VideoCodec::H264 => h264(&H264 {
+            name: Some("encoder"),
+            bitrate_kbps: v.bitrate_kbps,
+            keyframe_frames: v.fps * 2,
+            profile: "constrained-baseline",
+        }),
+    }
+}
+
+/// An H.264 encoder for outputs, when viewers do not use H.264.
+pub fn output_video(config: &Config) -> anyhow::Result<Vec<gst::Element>> {
+    let o: &OutputsConfig = &config.outputs;
+    h264(&H264 {
+        name: None,
+        bitrate_kbps: o.bitrate_kbps,
+        keyframe_frames: config.video.fps * o.keyframe_interval_secs,
+        profile: o.profile.caps_name(),
+    })
+}
+
+/// NVENC when the GPU has it (nvcodec registers it only where CUDA loads), x264 otherwise;
+/// both without B-frames or look-ahead, so a frame leaves at once. Parameter sets go with
+/// every keyframe (a restream or viewer may join at any one).
+fn h264(want: &H264) -> anyhow::Result<Vec<gst::Element>> {
+    let mut encoder = if gst::ElementFactory::find("nvh264enc").is_some() {
+        gst::ElementFactory::make("nvh264enc")
+            .property_from_str("preset", "low-latency-hq")
+            .property_from_str("rc-mode", "cbr")
+            .property("bitrate", want.bitrate_kbps)
+            .property("gop-size", want.keyframe_frames as i32)
+            .property("zerolatency", true)
+            .property("bframes", 0u32)
+    } else {
+        gst::ElementFactory::make("x264enc")
+            .property_from_str("tune", "zerolatency")
+            .property_from_str("speed-preset", "ultrafast")
+            .property("bitrate", want.bitrate_kbps)
+            .property("key-int-max", want.keyframe_frames)
+            .property("bframes", 0u32)
+            .property("threads", 1u32)
+    };
+    if let Some(name) = want.name {
+        encoder = encoder.name(name);
+    }
+    let encoder = encoder
+        .build()
+        .with_context(|| missing("x264enc or nvh264enc"))?;
+    tracing::info!(
+        "H.264 encoder: {} ({})",
+        encoder
+            .factory()
+            .map(|f| f.name().to_string())
+            .unwrap_or_default(),
+        want.profile
+    );
+    let caps = gst::ElementFactory::make("capsfilter")
+        .property(
+            "caps",
+            gst::Caps::builder("video/x-h264")
+                .field("profile", want.profile)
+                .field("stream-format", "byte-stream")
+                .field("alignment", "au")
+                .build(),
+        )
+        .build()?;
+    let parse = gst::ElementFactory::make("h264parse")
+        .property("config-interval", -1i32)
+        .build()
+        .with_context(|| missing("h264parse"))?;
+    Ok(vec![encoder, caps, parse])
+}
+
+/// AAC-LC for outputs, from the session's 48 kHz mono sound.
+pub fn output_audio(config: &Config) -> anyhow::Result<Vec<gst::Element>> {
+    let convert = gst::ElementFactory::make("audioconvert")
+        .build()
+        .with_context(|| missing("audioconvert"))?;
+    let aac = gst::ElementFactory::make("avenc_aac")
+        .property("bitrate", (config.outputs.audio_bitrate_kbps * 1000) as i32)
+        .build()
+        .with_context(|| missing("avenc_aac (gstreamer1.0-libav)"))?;
+    let parse = gst::ElementFactory::make("aacparse")
+        .build()
+        .with_context(|| missing("aacparse"))?;
+    Ok(vec![convert, aac, parse])
+}
