@@ -7,54 +7,21 @@
 mod common;
 
 use gst::prelude::*;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use warp::Filter;
 
-/// Stops a child process we started, by PID (SIGTERM, then SIGKILL).
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        for _ in 0..50 {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{serve, Reaped};
 
 fn start_server(codec: &str) -> (Reaped, String) {
     start_server_with(codec, &[])
 }
 
 fn start_server_with(codec: &str, env: &[(&str, &str)]) -> (Reaped, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_facecast"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .envs(env.iter().copied())
-        .env("FACECAST_VIDEO_CODEC", codec)
-        .env("FACECAST_LOG", "info")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("facecast serve starts");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("facecast serving on ")
-        .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"))
-        .to_owned();
-    (Reaped(child), url)
+    let mut env = env.to_vec();
+    env.push(("FACECAST_VIDEO_CODEC", codec));
+    let (server, url, _log) = serve(&env);
+    (server, url)
 }
 
 /// Headless Chromium (Debian's package) opening `url`, with the flags WebRTC on loopback

@@ -136,3 +136,74 @@ pub fn frames_in_pauses(pauses: &[(f64, f64)], fps: f64, frames: usize) -> Vec<u
         })
         .collect()
 }
+
+/// Stops a child process we started, by PID (SIGTERM, then SIGKILL).
+pub struct Reaped(pub std::process::Child);
+
+impl Reaped {
+    /// Kills it at once (SIGKILL), as a crash would.
+    pub fn crash(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        use std::time::Duration;
+        if let Ok(Some(_)) = self.0.try_wait() {
+            return;
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What the server wrote to stderr so far (its log), shown again on the test's stderr.
+pub type Log = std::sync::Arc<std::sync::Mutex<String>>;
+
+/// `facecast serve` on a free loopback port with `env` added (`FACECAST_LOG=info` unless
+/// given): the process, its base URL and its log.
+pub fn serve(env: &[(&str, &str)]) -> (Reaped, String, Log) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut command = Command::new(env!("CARGO_BIN_EXE_facecast"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("FACECAST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("facecast serve starts");
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = Log::default();
+    let keep = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            let mut log = keep.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("facecast serving on ")
+        .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"))
+        .to_owned();
+    (Reaped(child), url, log)
+}
