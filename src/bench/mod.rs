@@ -21,6 +21,7 @@ use gstfacecasttts::espeak::{self, VoiceParams};
 use std::time::{Duration, Instant};
 
 mod listen;
+mod restream;
 #[cfg(test)]
 pub(crate) use listen::{sound_span, spoken_48k, OutputAudio};
 
@@ -97,6 +98,14 @@ pub struct BenchArgs {
     /// With --serve: every session also listens, a WHIP publisher sending it room noise.
     #[arg(long)]
     listening: bool,
+    /// Time restreaming instead, to this RTMP server and application (rtmp://HOST:PORT/APP,
+    /// run it yourself): the CPU one output adds to a session whose viewers take H.264, and
+    /// POST → first frame at the server. With --serve: every session also restreams there.
+    #[arg(long, value_name = "URL")]
+    restream: Option<String>,
+    /// Phases of --restream's CPU measurement, each --step-secs long.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 pub(super) fn median(v: &mut [f64]) -> f64 {
@@ -121,6 +130,9 @@ pub(super) fn process_cpu_time() -> Option<Duration> {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.serve {
         return serve_bench(&args);
+    }
+    if let Some(base) = &args.restream {
+        return restream::restream_bench(base, args.step_secs, args.rounds);
     }
     if let Some(model) = &args.wav2lip {
         return wav2lip_bench(model, &args);
@@ -360,6 +372,14 @@ fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
                         .map_err(|e| anyhow::anyhow!("{e}"))?,
                 );
             }
+            if let Some(base) = &args.restream {
+                for (i, s) in sessions.iter().enumerate() {
+                    registry
+                        .add_output(&s.id, &restream::stream(base, &format!("serve-{n}-{i}")))
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                }
+            }
             let mut publishers = Vec::new();
             if args.listening {
                 for s in &sessions {
@@ -397,13 +417,23 @@ fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
                 worst_fps = worst_fps.min(fps);
                 dropped += a.1 - b.1;
             }
-            let ok = dropped == 0 && worst_fps * wall >= expected * 0.98;
+            // A restream that is not on the air does not count as held.
+            let off_air = sessions
+                .iter()
+                .flat_map(|s| s.outputs())
+                .filter(|o| o.state != crate::session::output::OutputState::Connected)
+                .count();
+            let ok = dropped == 0 && worst_fps * wall >= expected * 0.98 && off_air == 0;
             println!(
-                "{n} sessions speaking{}: fps [{}], {dropped} frames dropped, CPU {:.0}% of one core{}",
+                "{n} sessions speaking{}{}: fps [{}], {dropped} frames dropped, CPU {:.0}% of one core{}",
                 if args.listening {
                     " and listening (WHIP clients in this process)"
                 } else {
                     ""
+                },
+                match &args.restream {
+                    Some(_) => format!(" and restreaming ({off_air} outputs off the air)"),
+                    None => String::new(),
                 },
                 rates.join(", "),
                 cpu.map_or(f64::NAN, |c| c / wall * 100.0),

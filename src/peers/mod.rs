@@ -5,14 +5,12 @@
 //! are); they exist so that benchmarks and tests cross real WebRTC and HTTP on loopback.
 
 mod transcriber;
-#[cfg(test)]
 mod whep;
 mod whip;
 
 pub use transcriber::transcriber;
 #[cfg(test)]
 pub use transcriber::{scripted_transcriber, Transcribed};
-#[cfg(test)]
 pub use whep::WhepClient;
 pub use whip::WhipClient;
 

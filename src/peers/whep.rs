@@ -23,6 +23,7 @@ pub struct WhepClient {
 
 impl WhepClient {
     /// A viewer asking for VP8.
+    #[cfg(test)]
     pub fn new() -> Self {
         Self::receiving(VideoCodec::Vp8)
     }

@@ -117,15 +117,24 @@ fn h264(want: &H264) -> anyhow::Result<Vec<gst::Element>> {
     Ok(vec![encoder, caps, parse])
 }
 
-/// AAC-LC for outputs, from the session's 48 kHz mono sound.
+/// AAC-LC for outputs, from the session's 48 kHz mono sound: `voaacenc` (plugins-bad) where
+/// present, at less than half the CPU of `avenc_aac` (1.5 % against 3.6 % of a core here),
+/// else `avenc_aac` (libav).
 pub fn output_audio(config: &Config) -> anyhow::Result<Vec<gst::Element>> {
     let convert = gst::ElementFactory::make("audioconvert")
         .build()
         .with_context(|| missing("audioconvert"))?;
-    let aac = gst::ElementFactory::make("avenc_aac")
-        .property("bitrate", (config.outputs.audio_bitrate_kbps * 1000) as i32)
+    let bitrate = (config.outputs.audio_bitrate_kbps * 1000) as i32;
+    let aac = match gst::ElementFactory::make("voaacenc")
+        .property("bitrate", bitrate)
         .build()
-        .with_context(|| missing("avenc_aac (gstreamer1.0-libav)"))?;
+    {
+        Ok(aac) => aac,
+        Err(_) => gst::ElementFactory::make("avenc_aac")
+            .property("bitrate", bitrate)
+            .build()
+            .with_context(|| missing("voaacenc (plugins-bad) or avenc_aac (gstreamer1.0-libav)"))?,
+    };
     let parse = gst::ElementFactory::make("aacparse")
         .build()
         .with_context(|| missing("aacparse"))?;

@@ -295,7 +295,7 @@ async fn viewers_and_restreams_share_one_h264_encoder() {
             .unwrap(),
         );
     }
-    assert_eq!(count(&session, "avenc_aac"), 0, "no AAC without an output");
+    assert_eq!(count(&session, "voaacenc"), 0, "no AAC without an output");
     let mut events = session.subscribe();
     let output = registry
         .add_output(&session.id, &url(nginx.url("shared")))
@@ -316,7 +316,7 @@ async fn viewers_and_restreams_share_one_h264_encoder() {
     }
     assert_eq!(count(&session, "x264enc"), 1, "one H.264 encoder for all");
     assert_eq!(count(&session, "vp8enc"), 0);
-    assert_eq!(count(&session, "avenc_aac"), 1);
+    assert_eq!(count(&session, "voaacenc"), 1);
     let r = registry.clone();
     let (sid, oid) = (session.id.clone(), output.id.clone());
     tokio::task::spawn_blocking(move || r.remove_output(&sid, &oid))
@@ -324,7 +324,7 @@ async fn viewers_and_restreams_share_one_h264_encoder() {
         .unwrap()
         .unwrap();
     assert_eq!(
-        count(&session, "avenc_aac"),
+        count(&session, "voaacenc"),
         0,
         "AAC stops with the last output"
     );
@@ -363,7 +363,7 @@ async fn a_vp8_session_encodes_h264_only_while_an_output_needs_it() {
     })
     .await;
     assert_eq!(
-        (count(&session, "x264enc"), count(&session, "avenc_aac")),
+        (count(&session, "x264enc"), count(&session, "voaacenc")),
         (1, 1)
     );
     let r = registry.clone();
@@ -377,7 +377,7 @@ async fn a_vp8_session_encodes_h264_only_while_an_output_needs_it() {
     })
     .await;
     assert_eq!(
-        (count(&session, "x264enc"), count(&session, "avenc_aac")),
+        (count(&session, "x264enc"), count(&session, "voaacenc")),
         (0, 0)
     );
     assert_eq!(count(&session, "vp8enc"), 1);

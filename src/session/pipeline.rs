@@ -10,7 +10,7 @@
 //! encode  video_raw ─ vp8enc | x264enc ─ tee "video_out"          (the viewers' codec)
 //!         video_raw ─ queue (leaky) ! x264enc ─ tee                (H.264 for outputs, on demand)
 //!         audio_raw ─ opusenc ─ tee "audio_out"                    (Opus for viewers)
-//!         audio_raw ─ queue (leaky) ! avenc_aac ─ tee              (AAC for outputs, on demand)
+//!         audio_raw ─ queue (leaky) ! voaacenc ─ tee               (AAC for outputs, on demand)
 //! outputs branches on the encoded tees: [`SessionPipeline::tap`] (WHEP viewers, restreams,
 //!         recordings)
 //! ```
@@ -30,7 +30,7 @@ use gst::prelude::*;
 use gstfacecastlipsync::EngineKind;
 use gstfacecasttts::SpeechSynth;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The elements a session talks to after the pipeline is built.
 pub struct SessionPipeline {
@@ -57,6 +57,8 @@ pub struct SessionPipeline {
     on_demand: Mutex<HashMap<Encoded, OnDemand>>,
     /// What the on-demand encoders are built from.
     config: Config,
+    /// Told of each frame an encoder's queue dropped (see [`Self::on_frame_dropped`]).
+    frame_dropped: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
 }
 
 /// Which encoded stream an output branch takes.
@@ -379,6 +381,7 @@ impl SessionPipeline {
             audio_raw,
             on_demand: Mutex::new(HashMap::new()),
             config: config.clone(),
+            frame_dropped: Mutex::new(None),
         })
     }
 
@@ -458,6 +461,13 @@ impl SessionPipeline {
             .property("max-size-bytes", 0u32)
             .property_from_str("leaky", "downstream")
             .build()?;
+        if let (Encoded::H264, Some(dropped)) = (stream, self.frame_dropped.lock().unwrap().clone())
+        {
+            queue.connect("overrun", false, move |_| {
+                dropped();
+                None
+            });
+        }
         let tee = gst::ElementFactory::make("tee")
             .property("allow-not-linked", true)
             .build()?;
@@ -536,12 +546,16 @@ impl SessionPipeline {
         }
     }
 
-    /// Calls `dropped` for every frame the encoder could not take in time.
+    /// Calls `dropped` for every frame the encoders could not take in time: the viewers'
+    /// one, and the outputs' H.264 encoder while it runs.
     pub fn on_frame_dropped(&self, dropped: impl Fn() + Send + Sync + 'static) {
+        let dropped: Arc<dyn Fn() + Send + Sync> = Arc::new(dropped);
+        let d = dropped.clone();
         self.encoder_queue.connect("overrun", false, move |_| {
-            dropped();
+            d();
             None
         });
+        *self.frame_dropped.lock().unwrap() = Some(dropped);
     }
 
     /// Calls `heard(running_time, samples)` for every buffer of the session's sound as it

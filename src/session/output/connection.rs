@@ -94,6 +94,9 @@ impl Connection {
                     .property("location", target.secret_url())
                     .property("async-connect", true)
                     .property("sync", false)
+                    // RTMP's default 128-byte chunks cost a write each; servers (nginx,
+                    // YouTube, Twitch) take larger ones.
+                    .property("chunk-size", 4096u32)
                     .build()
                     .context("GStreamer element 'rtmp2sink' is missing")?;
                 (mux, sink)

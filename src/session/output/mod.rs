@@ -325,7 +325,7 @@ impl Supervisor {
     async fn watch(&self, mut bus: BusStream, attempt: &mut u64, wait: &mut Duration) -> Ended {
         let o = self.output.clone();
         let labels = labels(&self.session_id, &o);
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
         // The byte count of this connection starts from what earlier ones sent.
         let before = o.bytes_sent.load(Ordering::Relaxed);
         let mut stopped = self.stopped.clone();
