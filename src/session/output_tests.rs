@@ -578,3 +578,71 @@ async fn a_stream_key_never_shows_and_outputs_are_limited() {
     );
     registry.end(&session.id, "done");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_whose_disk_is_full_stops_with_an_error_and_the_session_goes_on() {
+    let (config, data) = config();
+    let registry = registry(config.clone());
+    let session = registry.create(CreateSession::default()).await.unwrap();
+    let mut events = session.subscribe();
+    // The recording's file (named by the second it starts) is /dev/full: every write fails
+    // with ENOSPC, as on a full disk.
+    let dir = data.path().join("full");
+    std::fs::create_dir_all(&dir).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for secs in now - 1..now + 30 {
+        std::os::unix::fs::symlink(
+            "/dev/full",
+            dir.join(format!("{}-o1-{secs}.mp4", session.id)),
+        )
+        .unwrap();
+    }
+    let (s, runtime) = (session.clone(), tokio::runtime::Handle::current());
+    let metrics = registry.metrics.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        super::output::start(
+            &s,
+            "o1".into(),
+            super::output::Target::record(),
+            dir,
+            &config.outputs,
+            metrics,
+            &runtime,
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let stopped = next_event(&mut events, Duration::from_secs(10), |e| {
+        matches!(e, SessionEvent::OutputStopped { .. })
+    })
+    .await;
+    println!("{stopped:?}");
+    assert!(
+        matches!(&stopped, SessionEvent::OutputStopped { error: Some(e), .. } if e.contains("space")),
+        "{stopped:?}"
+    );
+    assert_eq!(output.state(), OutputState::Failed);
+    assert_eq!(output.info().reconnects, 0, "a recording does not retry");
+    let produced = || {
+        registry
+            .metrics
+            .frames_produced
+            .with_label_values(&[&session.id])
+            .get()
+    };
+    let before = produced();
+    until(Duration::from_secs(5), "the session goes on", || {
+        produced() > before + 10
+    })
+    .await;
+    assert_eq!(
+        count(&session, "x264enc"),
+        0,
+        "its encoders stopped with it"
+    );
+    registry.end(&session.id, "done");
+}
