@@ -16,6 +16,7 @@ mod plugins;
 mod recordings;
 mod render;
 mod routes;
+mod selftest;
 mod serve;
 mod session;
 mod signalling;
@@ -43,6 +44,9 @@ enum Command {
     Avatar(avatar::AvatarArgs),
     /// Measure the per-frame cost of the avatar and lip-sync, and the TTS real-time factor.
     Bench(bench::BenchArgs),
+    /// On a GPU server: check the lip-sync kernels against their CPU references, time them,
+    /// and read the GPU through NVML.
+    Selftest(selftest::SelftestArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -62,6 +66,7 @@ fn main() -> std::process::ExitCode {
             Command::Render(args) => render::run(args),
             Command::Avatar(args) => avatar::run(args),
             Command::Bench(args) => bench::run(args),
+            Command::Selftest(args) => selftest::run(args),
         });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -148,7 +148,8 @@ impl Wav2LipEngine {
 }
 
 /// The model's face input: the crop with its lower half zeroed, then the whole crop (BGR, 0..1).
-fn face_tensor(crop: &[u8]) -> Vec<f32> {
+/// (The CPU path; `facecast-gpu`'s kernels are checked against it.)
+pub fn face_tensor(crop: &[u8]) -> Vec<f32> {
     let n = CROP_SIZE;
     let plane = n * n;
     let mut out = vec![0f32; FACE_LEN];
@@ -169,8 +170,8 @@ fn face_tensor(crop: &[u8]) -> Vec<f32> {
 }
 
 /// Blends the model's output (planar BGR 0..1, 96×96) into `rect` of an RGBA frame through
-/// `mask`, both resized to the box bilinearly.
-fn paste(frame: &mut [u8], stride: usize, rect: Rect, output: &[f32], mask: &[u8]) {
+/// `mask`, both resized to the box bilinearly. (The CPU path, like [`face_tensor`].)
+pub fn paste(frame: &mut [u8], stride: usize, rect: Rect, output: &[f32], mask: &[u8]) {
     let n = CROP_SIZE;
     let plane = n * n;
     let sample = |data: &dyn Fn(usize) -> f32, u: f32, v: f32| {

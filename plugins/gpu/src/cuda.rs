@@ -1,0 +1,228 @@
+//! The lip-sync kernels on an NVIDIA GPU, through the CUDA driver API (`cudarc`).
+//!
+//! The kernels (`kernels.cu`) are compiled when a GPU is opened, by NVRTC, to PTX for the
+//! card's own compute capability (`compute_90` on a Hopper H100/H200), which the driver turns
+//! into the card's machine code as it loads the module; a card NVRTC does not know yet gets
+//! PTX for the newest architecture it does, which the driver compiles forward. `--fmad=false`
+//! keeps each kernel's arithmetic that of its CPU reference ([`crate::reference`]).
+//!
+//! The calls here take and give host memory: what `facecast selftest` compares with the CPU
+//! references. They also time the three kernels on frames resident on the GPU.
+
+use crate::reference::{FaceBox, CROP};
+use cudarc::driver::{CudaContext, CudaFunction, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
+use half::f16;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const KERNELS: &str = include_str!("kernels.cu");
+
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("no NVIDIA driver: libcuda.so.1 was not found (install the NVIDIA driver, or use device = \"cpu\")")]
+    NoDriver,
+    #[error("NVRTC (libnvrtc.so) was not found: put the CUDA runtime libraries on LD_LIBRARY_PATH (README, 'GPU')")]
+    NoNvrtc,
+    #[error("CUDA: {0}")]
+    Driver(String),
+    #[error("the kernels did not compile: {0}")]
+    Compile(String),
+}
+
+fn driver(e: cudarc::driver::DriverError) -> GpuError {
+    GpuError::Driver(e.to_string())
+}
+
+/// An opened GPU with the kernels loaded.
+pub struct Gpu {
+    stream: Arc<CudaStream>,
+    crop: CudaFunction,
+    face: CudaFunction,
+    paste: CudaFunction,
+    /// The card's name, e.g. "NVIDIA H200".
+    pub name: String,
+    /// What the kernels were compiled for, e.g. "compute_90".
+    pub arch: String,
+}
+
+/// One thread per pixel in 16×16 blocks, `depth` faces deep.
+fn grid(w: u32, h: u32, depth: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (w.div_ceil(16), h.div_ceil(16), depth),
+        block_dim: (16, 16, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+impl Gpu {
+    /// Opens GPU `ordinal` and compiles the kernels for it.
+    pub fn open(ordinal: usize) -> Result<Gpu, GpuError> {
+        // SAFETY: only looks for the libraries; nothing is called yet.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(GpuError::NoDriver);
+        }
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            return Err(GpuError::NoNvrtc);
+        }
+        let ctx = CudaContext::new(ordinal).map_err(driver)?;
+        let name = ctx.name().map_err(driver)?;
+        let (major, minor) = ctx.compute_capability().map_err(driver)?;
+        let own = format!("compute_{major}{minor}");
+        let mut failures = Vec::new();
+        let mut compiled = None;
+        for arch in [own.as_str(), "compute_90", "compute_80", "compute_75"] {
+            let opts = CompileOptions {
+                fmad: Some(false),
+                options: vec![format!("--gpu-architecture={arch}")],
+                ..Default::default()
+            };
+            match compile_ptx_with_opts(KERNELS, opts) {
+                Ok(ptx) => {
+                    compiled = Some((ptx, arch.to_owned()));
+                    break;
+                }
+                Err(e) => failures.push(format!("{arch}: {e}")),
+            }
+        }
+        let (ptx, arch) = compiled.ok_or_else(|| GpuError::Compile(failures.join("; ")))?;
+        let module = ctx.load_module(ptx).map_err(driver)?;
+        let function = |n: &str| module.load_function(n).map_err(driver);
+        Ok(Gpu {
+            stream: ctx.default_stream(),
+            crop: function("crop_face")?,
+            face: function("face_tensor")?,
+            paste: function("paste")?,
+            name,
+            arch,
+        })
+    }
+
+    /// Crops each box of an RGBA frame to `CROP`² RGB (one launch for all).
+    pub fn crop_faces(
+        &self,
+        frame: &[u8],
+        pitch: usize,
+        boxes: &[FaceBox],
+    ) -> Result<Vec<u8>, GpuError> {
+        let s = &self.stream;
+        let frame = s.clone_htod(frame).map_err(driver)?;
+        let flat: Vec<i32> = boxes
+            .iter()
+            .flat_map(|b| [b.x as i32, b.y as i32, b.w as i32, b.h as i32])
+            .collect();
+        let boxes_d = s.clone_htod(&flat).map_err(driver)?;
+        let mut out = s
+            .alloc_zeros::<u8>(boxes.len() * CROP * CROP * 3)
+            .map_err(driver)?;
+        let pitch = pitch as i32;
+        let mut launch = s.launch_builder(&self.crop);
+        launch.arg(&frame).arg(&pitch).arg(&boxes_d).arg(&mut out);
+        // SAFETY: the arguments match the kernel's signature and every buffer is as large
+        // as the launch reads or writes.
+        unsafe { launch.launch(grid(CROP as u32, CROP as u32, boxes.len() as u32)) }
+            .map_err(driver)?;
+        s.clone_dtoh(&out).map_err(driver)
+    }
+
+    /// The model's face inputs from `n` crops: `n × [6][CROP][CROP]` fp16.
+    pub fn face_tensors(&self, crops: &[u8], n: usize) -> Result<Vec<f16>, GpuError> {
+        let s = &self.stream;
+        let crops = s.clone_htod(crops).map_err(driver)?;
+        let mut out = s.alloc_zeros::<u16>(n * 6 * CROP * CROP).map_err(driver)?;
+        let mut launch = s.launch_builder(&self.face);
+        launch.arg(&crops).arg(&mut out);
+        // SAFETY: as in crop_faces.
+        unsafe { launch.launch(grid(CROP as u32, CROP as u32, n as u32)) }.map_err(driver)?;
+        let bits = s.clone_dtoh(&out).map_err(driver)?;
+        Ok(bits.into_iter().map(f16::from_bits).collect())
+    }
+
+    /// Blends the model's `output` into box `b` of an RGBA frame through `mask`.
+    pub fn paste(
+        &self,
+        frame: &mut [u8],
+        pitch: usize,
+        b: FaceBox,
+        output: &[f16],
+        mask: &[u8],
+    ) -> Result<(), GpuError> {
+        let s = &self.stream;
+        let mut frame_d = s.clone_htod(&*frame).map_err(driver)?;
+        let bits: Vec<u16> = output.iter().map(|v| v.to_bits()).collect();
+        let output = s.clone_htod(&bits).map_err(driver)?;
+        let mask = s.clone_htod(mask).map_err(driver)?;
+        let (pitch, x, y, w, h) = (pitch as i32, b.x as i32, b.y as i32, b.w as i32, b.h as i32);
+        let mut launch = s.launch_builder(&self.paste);
+        launch
+            .arg(&mut frame_d)
+            .arg(&pitch)
+            .arg(&x)
+            .arg(&y)
+            .arg(&w)
+            .arg(&h)
+            .arg(&output)
+            .arg(&mask);
+        // SAFETY: as in crop_faces.
+        unsafe { launch.launch(grid(b.w, b.h, 1)) }.map_err(driver)?;
+        s.memcpy_dtoh(&frame_d, frame).map_err(driver)
+    }
+
+    /// Times crop → face tensor → paste for `faces` faces on a frame resident on the GPU,
+    /// `rounds` times after a warm-up: the median time of one round.
+    pub fn time_frame_kernels(
+        &self,
+        frame: &[u8],
+        pitch: usize,
+        b: FaceBox,
+        faces: usize,
+        rounds: usize,
+    ) -> Result<Duration, GpuError> {
+        let s = &self.stream;
+        let mut frame_d = s.clone_htod(frame).map_err(driver)?;
+        let flat: Vec<i32> = (0..faces)
+            .flat_map(|_| [b.x as i32, b.y as i32, b.w as i32, b.h as i32])
+            .collect();
+        let boxes = s.clone_htod(&flat).map_err(driver)?;
+        let mut crops = s
+            .alloc_zeros::<u8>(faces * CROP * CROP * 3)
+            .map_err(driver)?;
+        let mut tensors = s
+            .alloc_zeros::<u16>(faces * 6 * CROP * CROP)
+            .map_err(driver)?;
+        let mask = s.clone_htod(&vec![200u8; CROP * CROP]).map_err(driver)?;
+        let (p, x, y, w, h) = (pitch as i32, b.x as i32, b.y as i32, b.w as i32, b.h as i32);
+        let mut times = Vec::with_capacity(rounds);
+        for round in 0..rounds + 5 {
+            let t0 = Instant::now();
+            let mut l = s.launch_builder(&self.crop);
+            l.arg(&frame_d).arg(&p).arg(&boxes).arg(&mut crops);
+            // SAFETY: as in crop_faces.
+            unsafe { l.launch(grid(CROP as u32, CROP as u32, faces as u32)) }.map_err(driver)?;
+            let mut l = s.launch_builder(&self.face);
+            l.arg(&crops).arg(&mut tensors);
+            // SAFETY: as in crop_faces.
+            unsafe { l.launch(grid(CROP as u32, CROP as u32, faces as u32)) }.map_err(driver)?;
+            // The model would run here; its output's size is the tensor's first half.
+            for _ in 0..faces {
+                let mut l = s.launch_builder(&self.paste);
+                l.arg(&mut frame_d)
+                    .arg(&p)
+                    .arg(&x)
+                    .arg(&y)
+                    .arg(&w)
+                    .arg(&h)
+                    .arg(&tensors)
+                    .arg(&mask);
+                // SAFETY: as in crop_faces; the tensor holds more than one output plane set.
+                unsafe { l.launch(grid(b.w, b.h, 1)) }.map_err(driver)?;
+            }
+            s.synchronize().map_err(driver)?;
+            if round >= 5 {
+                times.push(t0.elapsed());
+            }
+        }
+        times.sort();
+        Ok(times[times.len() / 2])
+    }
+}

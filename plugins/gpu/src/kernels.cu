@@ -1,0 +1,118 @@
+// facecast's lip-sync kernels: the per-frame work around a Wav2Lip-class model, on the GPU.
+// Each kernel does exactly the arithmetic of its CPU reference (src/reference.rs, in the same
+// order, compiled with --fmad=false), so the two agree to the last level of 8-bit colour.
+// Frames are RGBA, `pitch` bytes per row; crops are CROP x CROP.
+
+#define CROP 96
+
+// fp16 <-> fp32 without cuda_fp16.h (NVRTC ships it only in some versions).
+__device__ __forceinline__ unsigned short f32_to_f16(float v) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    return h;
+}
+__device__ __forceinline__ float f16_to_f32(unsigned short h) {
+    float v;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(v) : "h"(h));
+    return v;
+}
+
+// The face box (rx, ry, rw, rh) of `frame` resized bilinearly (pixel centres aligned, like
+// OpenCV's INTER_LINEAR) to CROP x CROP RGB. One thread per crop pixel; blockIdx.z: the face.
+extern "C" __global__ void crop_face(const unsigned char* frame, int pitch, const int* boxes,
+                                     unsigned char* out) {
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    int b = blockIdx.z;
+    if (x >= CROP || y >= CROP) return;
+    const int* box = boxes + 4 * b;
+    int rx = box[0], ry = box[1], rw = box[2], rh = box[3];
+    unsigned char* o = out + (size_t)b * CROP * CROP * 3 + (y * CROP + x) * 3;
+    if (rw == 0 || rh == 0) {
+        o[0] = o[1] = o[2] = 0;
+        return;
+    }
+    float fx = (float)rw / (float)CROP;
+    float fy = (float)rh / (float)CROP;
+    float max_x = (float)(rw - 1);
+    float max_y = (float)(rh - 1);
+    float sy = fminf(fmaxf(((float)y + 0.5f) * fy - 0.5f, 0.0f), max_y);
+    int y0 = (int)floorf(sy);
+    int y1 = min(y0 + 1, rh - 1);
+    float wy = sy - (float)y0;
+    float sx = fminf(fmaxf(((float)x + 0.5f) * fx - 0.5f, 0.0f), max_x);
+    int x0 = (int)floorf(sx);
+    int x1 = min(x0 + 1, rw - 1);
+    float wx = sx - (float)x0;
+    const unsigned char* a = frame + (size_t)(ry + y0) * pitch + (rx + x0) * 4;
+    const unsigned char* bb = frame + (size_t)(ry + y0) * pitch + (rx + x1) * 4;
+    const unsigned char* c = frame + (size_t)(ry + y1) * pitch + (rx + x0) * 4;
+    const unsigned char* d = frame + (size_t)(ry + y1) * pitch + (rx + x1) * 4;
+    for (int ch = 0; ch < 3; ch++) {
+        float top = (float)a[ch] * (1.0f - wx) + (float)bb[ch] * wx;
+        float bottom = (float)c[ch] * (1.0f - wx) + (float)d[ch] * wx;
+        o[ch] = (unsigned char)roundf(top * (1.0f - wy) + bottom * wy);
+    }
+}
+
+// The model's face input from crops: per face [6][CROP][CROP] fp16, channels B, G, R of the
+// crop with its lower half zeroed (what to draw), then B, G, R of the whole crop (who), 0..1.
+extern "C" __global__ void face_tensor(const unsigned char* crops, unsigned short* out) {
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    int b = blockIdx.z;
+    if (x >= CROP || y >= CROP) return;
+    const int plane = CROP * CROP;
+    const unsigned char* p = crops + (size_t)b * plane * 3 + (y * CROP + x) * 3;
+    unsigned short* o = out + (size_t)b * 6 * plane + y * CROP + x;
+    for (int c = 0; c < 3; c++) {
+        float v = (float)p[2 - c] / 255.0f;
+        o[c * plane] = f32_to_f16(y < CROP / 2 ? v : 0.0f);
+        o[(3 + c) * plane] = f32_to_f16(v);
+    }
+}
+
+// Bilinear sample of a CROP x CROP plane at (u, v), clamped to its edge.
+__device__ __forceinline__ float sample_u8(const unsigned char* p, float u, float v) {
+    u = fminf(fmaxf(u, 0.0f), (float)(CROP - 1));
+    v = fminf(fmaxf(v, 0.0f), (float)(CROP - 1));
+    int x0 = (int)floorf(u), y0 = (int)floorf(v);
+    int x1 = min(x0 + 1, CROP - 1), y1 = min(y0 + 1, CROP - 1);
+    float wx = u - (float)x0, wy = v - (float)y0;
+    float top = (float)p[y0 * CROP + x0] * (1.0f - wx) + (float)p[y0 * CROP + x1] * wx;
+    float bottom = (float)p[y1 * CROP + x0] * (1.0f - wx) + (float)p[y1 * CROP + x1] * wx;
+    return top * (1.0f - wy) + bottom * wy;
+}
+__device__ __forceinline__ float sample_f16(const unsigned short* p, float u, float v) {
+    u = fminf(fmaxf(u, 0.0f), (float)(CROP - 1));
+    v = fminf(fmaxf(v, 0.0f), (float)(CROP - 1));
+    int x0 = (int)floorf(u), y0 = (int)floorf(v);
+    int x1 = min(x0 + 1, CROP - 1), y1 = min(y0 + 1, CROP - 1);
+    float wx = u - (float)x0, wy = v - (float)y0;
+    float top = f16_to_f32(p[y0 * CROP + x0]) * (1.0f - wx) + f16_to_f32(p[y0 * CROP + x1]) * wx;
+    float bottom = f16_to_f32(p[y1 * CROP + x0]) * (1.0f - wx) + f16_to_f32(p[y1 * CROP + x1]) * wx;
+    return top * (1.0f - wy) + bottom * wy;
+}
+
+// The model's output (planar B, G, R fp16, 0..1, CROP x CROP) resized into the face box of the
+// RGBA frame and blended through the feathered mask (CROP x CROP, 0..255). One thread per box
+// pixel; pixels where the mask is 0, and alpha, are left alone.
+extern "C" __global__ void paste(unsigned char* frame, int pitch, int rx, int ry, int rw, int rh,
+                                 const unsigned short* output, const unsigned char* mask) {
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= rw || y >= rh) return;
+    const int plane = CROP * CROP;
+    float fx = (float)CROP / (float)max(rw, 1);
+    float fy = (float)CROP / (float)max(rh, 1);
+    float v = ((float)y + 0.5f) * fy - 0.5f;
+    float u = ((float)x + 0.5f) * fx - 0.5f;
+    float alpha = sample_u8(mask, u, v) / 255.0f;
+    if (alpha <= 0.0f) return;
+    unsigned char* px = frame + (size_t)(ry + y) * pitch + (rx + x) * 4;
+    for (int ch = 0; ch < 3; ch++) {
+        float model = fminf(fmaxf(sample_f16(output + (2 - ch) * plane, u, v), 0.0f), 1.0f) * 255.0f;
+        float old = (float)px[ch];
+        px[ch] = (unsigned char)roundf(old + (model - old) * alpha);
+    }
+}

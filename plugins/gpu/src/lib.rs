@@ -1,0 +1,14 @@
+//! facecast on NVIDIA GPUs.
+//!
+//! - [`reference`]: the CPU references of the lip-sync path's kernels (pure, always built).
+//! - [`cuda`]: the kernels (`kernels.cu`) compiled at run time by NVRTC for the card in hand,
+//!   and run through the CUDA driver API; nothing of CUDA is needed to build, and a machine
+//!   without a GPU gets a clear error, never a panic.
+//! - [`nvml`]: the GPUs' state (utilisation, memory, temperature, power, encoder and decoder)
+//!   through NVML, for `/metrics` and `/health/ready`.
+
+pub mod cuda;
+pub mod nvml;
+pub mod reference;
+
+pub use half::f16;

@@ -1,0 +1,100 @@
+//! The GPU kernels' CPU references (`facecast-gpu`) against the CPU path the Wav2Lip engine
+//! runs today, on fresh random frames, boxes, model outputs and real mouth masks: the kernels
+//! are checked against the same references on a GPU by `facecast selftest --device cuda:0`.
+
+use facecast_avatars::crop::{crop_face, default_landmarks, mouth_mask};
+use facecast_common::Rect;
+use facecast_gpu::f16;
+use facecast_gpu::reference::{self, FaceBox, CROP};
+use gstfacecastlipsync::engine::wav2lip::{face_tensor, paste};
+
+struct Case {
+    frame: Vec<u8>,
+    pitch: usize,
+    rect: Rect,
+}
+
+/// A random RGBA frame (rows padded, as GStreamer's may be) and a random box inside it.
+fn case(rng: &mut fastrand::Rng) -> Case {
+    let (w, h) = (rng.usize(200..700), rng.usize(200..700));
+    let pitch = w * 4 + rng.usize(0..4) * 4;
+    let frame = (0..pitch * h).map(|_| rng.u8(..)).collect();
+    let (bw, bh) = (rng.u32(2..(w as u32 / 2)), rng.u32(2..(h as u32 / 2)));
+    let rect = Rect::new(
+        rng.u32(0..(w as u32 - bw)),
+        rng.u32(0..(h as u32 - bh)),
+        bw,
+        bh,
+    );
+    Case { frame, pitch, rect }
+}
+
+fn face_box(r: Rect) -> FaceBox {
+    FaceBox {
+        x: r.x,
+        y: r.y,
+        w: r.w,
+        h: r.h,
+    }
+}
+
+#[test]
+fn the_crop_reference_is_the_engines_crop() {
+    let mut rng = fastrand::Rng::with_seed(fastrand::u64(..));
+    for _ in 0..20 {
+        let c = case(&mut rng);
+        assert_eq!(
+            reference::crop_face(&c.frame, c.pitch, face_box(c.rect)),
+            crop_face(&c.frame, c.pitch, c.rect),
+            "box {:?}",
+            c.rect
+        );
+    }
+}
+
+#[test]
+fn the_fp16_face_tensor_is_the_engines_to_half_precision() {
+    let mut rng = fastrand::Rng::with_seed(fastrand::u64(..));
+    for _ in 0..20 {
+        let crop: Vec<u8> = (0..CROP * CROP * 3).map(|_| rng.u8(..)).collect();
+        let half = reference::face_tensor(&crop);
+        let full = face_tensor(&crop);
+        assert_eq!(half.len(), full.len());
+        for (i, (h, f)) in half.iter().zip(&full).enumerate() {
+            // fp16 keeps 11 significant bits: within 2^-11 of values in 0..1.
+            assert!(
+                (h.to_f32() - f).abs() <= 1.0 / 2048.0,
+                "element {i}: {h} vs {f}"
+            );
+        }
+        // The lower half of the first three channels is zero, exactly.
+        assert!(half[48 * CROP..CROP * CROP]
+            .iter()
+            .all(|v| v.to_f32() == 0.0));
+    }
+}
+
+#[test]
+fn the_fp16_paste_is_the_engines_paste() {
+    let mut rng = fastrand::Rng::with_seed(fastrand::u64(..));
+    for _ in 0..20 {
+        let c = case(&mut rng);
+        let mask = mouth_mask(c.rect, &default_landmarks(c.rect));
+        // Model outputs stray a little outside 0..1: the paste clamps them.
+        let output: Vec<f16> = (0..3 * CROP * CROP)
+            .map(|_| f16::from_f32(rng.f32() * 1.2 - 0.1))
+            .collect();
+        let widened: Vec<f32> = output.iter().map(|v| v.to_f32()).collect();
+        let mut ours = c.frame.clone();
+        reference::paste(&mut ours, c.pitch, face_box(c.rect), &output, &mask);
+        let mut engines = c.frame.clone();
+        paste(&mut engines, c.pitch, c.rect, &widened, &mask);
+        assert_eq!(
+            reference::max_level_difference(&ours, &engines),
+            0,
+            "box {:?}",
+            c.rect
+        );
+        assert_ne!(ours, c.frame, "the mask let something through");
+    }
+}
