@@ -1,7 +1,8 @@
 //! Readiness: can this process build the sessions it is configured for? Shared by
 //! `GET /health/ready` and the server's start-up.
 
-use crate::config::VideoCodec;
+use crate::config::{Config, VideoCodec};
+use facecast_onnx::Device;
 use serde::Serialize;
 
 /// Elements every session needs with `codec`.
@@ -31,25 +32,31 @@ pub fn required_elements(codec: VideoCodec) -> Vec<&'static str> {
 pub struct Readiness {
     pub status: &'static str,
     pub missing_elements: Vec<&'static str>,
+    /// With `lipsync.device = "cuda:N"`: why that GPU is not usable (gone, or its driver does
+    /// not answer NVML), if it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_error: Option<String>,
 }
 
 impl Readiness {
-    pub fn check(codec: VideoCodec) -> Self {
-        let missing_elements: Vec<&str> = required_elements(codec)
+    pub fn check(config: &Config) -> Self {
+        let missing_elements: Vec<&str> = required_elements(config.video.codec)
             .into_iter()
             .filter(|f| gst::ElementFactory::find(f).is_none())
             .collect();
+        let gpu_error = match config.lipsync.device {
+            Device::Cuda(n) => facecast_gpu::nvml::read(n.max(0) as u32).err(),
+            Device::Cpu => None,
+        };
+        let ready = missing_elements.is_empty() && gpu_error.is_none();
         Self {
-            status: if missing_elements.is_empty() {
-                "ready"
-            } else {
-                "not_ready"
-            },
+            status: if ready { "ready" } else { "not_ready" },
             missing_elements,
+            gpu_error,
         }
     }
 
     pub fn is_ready(&self) -> bool {
-        self.missing_elements.is_empty()
+        self.missing_elements.is_empty() && self.gpu_error.is_none()
     }
 }

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub output_connected: IntGaugeVec,
     pub output_bytes: IntCounterVec,
     pub output_reconnects: IntCounterVec,
+    /// Per GPU (labels gpu, name), read through NVML when scraped; none without NVML.
+    gpu: GpuGauges,
     // Mirrors of counters kept by the avatar store and the shared lip-sync models, brought up
     // to date when scraped.
     avatar_cache_hits: IntCounter,
@@ -91,6 +93,7 @@ impl Metrics {
             "From the end of a person's speech to its final transcript",
             vec![0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0],
         );
+        let gpu = GpuGauges::new();
         let output_labels = ["session", "output", "kind"];
         let output_connected = IntGaugeVec::new(
             Opts::new(
@@ -153,7 +156,10 @@ impl Metrics {
             Box::new(output_connected.clone()),
             Box::new(output_bytes.clone()),
             Box::new(output_reconnects.clone()),
-        ] {
+        ]
+        .into_iter()
+        .chain(gpu.collectors())
+        {
             registry.register(c).expect("unique metric names");
         }
         Self {
@@ -171,6 +177,7 @@ impl Metrics {
             output_connected,
             output_bytes,
             output_reconnects,
+            gpu,
             avatar_cache_hits,
             avatar_cache_misses,
             wav2lip_frames,
@@ -196,6 +203,7 @@ impl Metrics {
         let secs = us as f64 / 1e6;
         self.wav2lip_inference_seconds
             .inc_by((secs - self.wav2lip_inference_seconds.get()).max(0.0));
+        self.gpu.refresh(&facecast_gpu::nvml::read_all());
     }
 
     /// Forgets a finished session's series.
@@ -224,5 +232,80 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The GPUs' NVML readings as gauges.
+struct GpuGauges {
+    utilization: IntGaugeVec,
+    memory_used: IntGaugeVec,
+    memory_total: IntGaugeVec,
+    temperature: IntGaugeVec,
+    power: prometheus::GaugeVec,
+    encoder: IntGaugeVec,
+    decoder: IntGaugeVec,
+}
+
+impl GpuGauges {
+    fn new() -> Self {
+        let gauge = |name: &str, help: &str| {
+            IntGaugeVec::new(Opts::new(name, help), &["gpu", "name"]).unwrap()
+        };
+        Self {
+            utilization: gauge(
+                "gpu_utilization_percent",
+                "Percent of time a kernel ran on the GPU (NVML)",
+            ),
+            memory_used: gauge("gpu_memory_used_bytes", "GPU memory in use (NVML)"),
+            memory_total: gauge("gpu_memory_total_bytes", "GPU memory in all (NVML)"),
+            temperature: gauge("gpu_temperature_celsius", "GPU temperature (NVML)"),
+            power: prometheus::GaugeVec::new(
+                Opts::new("gpu_power_watts", "GPU power draw (NVML)"),
+                &["gpu", "name"],
+            )
+            .unwrap(),
+            encoder: gauge(
+                "gpu_encoder_utilization_percent",
+                "NVENC utilisation (NVML)",
+            ),
+            decoder: gauge(
+                "gpu_decoder_utilization_percent",
+                "NVDEC utilisation (NVML)",
+            ),
+        }
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.utilization.clone()),
+            Box::new(self.memory_used.clone()),
+            Box::new(self.memory_total.clone()),
+            Box::new(self.temperature.clone()),
+            Box::new(self.power.clone()),
+            Box::new(self.encoder.clone()),
+            Box::new(self.decoder.clone()),
+        ]
+    }
+
+    fn refresh(&self, readings: &[facecast_gpu::nvml::GpuReading]) {
+        for r in readings {
+            let index = r.index.to_string();
+            let labels = [index.as_str(), r.name.as_str()];
+            let set = |g: &IntGaugeVec, v: Option<i64>| match v {
+                Some(v) => g.with_label_values(&labels).set(v),
+                None => {
+                    let _ = g.remove_label_values(&labels);
+                }
+            };
+            set(&self.utilization, r.utilization_percent.map(i64::from));
+            set(&self.memory_used, r.memory_used_bytes.map(|b| b as i64));
+            set(&self.memory_total, r.memory_total_bytes.map(|b| b as i64));
+            set(&self.temperature, r.temperature_celsius.map(i64::from));
+            set(&self.encoder, r.encoder_percent.map(i64::from));
+            set(&self.decoder, r.decoder_percent.map(i64::from));
+            if let Some(w) = r.power_watts {
+                self.power.with_label_values(&labels).set(w);
+            }
+        }
     }
 }

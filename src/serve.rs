@@ -99,12 +99,15 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     let registry = Registry::new(config.clone(), Arc::new(Metrics::new()));
 
     registry.spawn_reaper(Duration::from_secs(5));
-    let readiness = crate::health::Readiness::check(config.video.codec);
-    if !readiness.is_ready() {
+    let readiness = crate::health::Readiness::check(&config);
+    if !readiness.missing_elements.is_empty() {
         tracing::warn!(
             "sessions cannot start: GStreamer elements missing: {} (run scripts/install-deps.sh)",
             readiness.missing_elements.join(", ")
         );
+    }
+    if let Some(e) = &readiness.gpu_error {
+        tracing::warn!("the configured GPU is not usable: {e}");
     }
 
     let routes = crate::routes::routes(registry.clone());

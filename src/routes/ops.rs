@@ -16,13 +16,14 @@ fn live() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})))
 }
 
-/// `GET /health/ready` → `200` when GStreamer and every element a session needs are usable.
+/// `GET /health/ready` → `200` when GStreamer and every element a session needs are usable,
+/// and the configured GPU (if any) answers NVML; else `503` saying what is missing.
 fn ready(state: State) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::path!("health" / "ready")
         .and(warp::get())
         .and(with_state(state))
         .map(|state: State| {
-            let readiness = Readiness::check(state.config.video.codec);
+            let readiness = Readiness::check(&state.config);
             let status = if readiness.is_ready() {
                 StatusCode::OK
             } else {

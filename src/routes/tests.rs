@@ -543,6 +543,31 @@ async fn cors_health_and_metrics() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_gpu_that_is_not_there_makes_the_server_not_ready() {
+    let mut config = Config::default();
+    config.lipsync.device = facecast_onnx::Device::Cuda(0);
+    let routes = routes(state(config));
+    let r = call(&routes, "GET", "/health/ready", &[], "").await;
+    // This machine has no GPU (with one, NVML answers and the server is ready).
+    if facecast_gpu::nvml::read(0).is_ok() {
+        assert_eq!(r.status(), StatusCode::OK);
+        return;
+    }
+    assert_eq!(
+        r.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        r.body()
+    );
+    let body = json(&r);
+    assert_eq!(body["status"], "not_ready");
+    assert!(
+        body["gpu_error"].as_str().unwrap().contains("NVML"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_offers_are_checked_and_refused_clearly() {
     let empty = tempfile::tempdir().unwrap();
     let routes = routes(state(Config {

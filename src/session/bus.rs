@@ -27,6 +27,13 @@ impl BusStream {
     }
 }
 
+impl BusStream {
+    /// A message already posted, if any, without waiting.
+    pub fn try_next(&mut self) -> Option<gst::Message> {
+        self.messages.try_recv().ok()
+    }
+}
+
 impl Stream for BusStream {
     type Item = gst::Message;
 

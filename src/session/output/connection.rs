@@ -12,6 +12,7 @@
 //! (a crash, SIGKILL, a full disk), so a recording is never lost, only its last second.
 
 use super::target::{OutputKind, Target};
+use crate::session::bus::BusStream;
 use crate::session::pipeline::Encoded;
 use anyhow::Context;
 use gst::prelude::*;
@@ -64,9 +65,14 @@ fn make(factory: &str) -> anyhow::Result<gst::Element> {
 }
 
 impl Connection {
-    /// Builds and starts the pipeline for `target` (`file`: a recording's path). Blocking: an
+    /// Builds and starts the pipeline for `target` (`file`: a recording's path), with its bus
+    /// read from before it starts (a refused connection can fail it at once). Blocking: an
     /// SRT caller connects here.
-    pub fn open(name: &str, target: &Target, file: Option<&Path>) -> anyhow::Result<Connection> {
+    pub fn open(
+        name: &str,
+        target: &Target,
+        file: Option<&Path>,
+    ) -> anyhow::Result<(Connection, BusStream)> {
         let pipeline = gst::Pipeline::with_name(name);
         let appsrc = |name: &str| {
             gst_app::AppSrc::builder()
@@ -149,17 +155,26 @@ impl Connection {
                 }
                 gst::PadProbeReturn::Ok
             });
+        let mut bus = BusStream::new(pipeline.bus().expect("pipelines have a bus"), |_| {});
         let connection = Connection {
             pipeline,
             inlet: Inlet { video, audio },
             sink,
             handed,
         };
-        connection
-            .pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|_| anyhow::anyhow!("the output could not start"))?;
-        Ok(connection)
+        if connection.pipeline.set_state(gst::State::Playing).is_err() {
+            connection.close();
+            // The element that refused to start said why on the bus.
+            let why = std::iter::from_fn(|| bus.try_next()).find_map(|m| match m.view() {
+                gst::MessageView::Error(e) => Some(crate::error::describe_bus_error(e)),
+                _ => None,
+            });
+            anyhow::bail!(
+                "the output could not start: {}",
+                why.as_deref().unwrap_or("no reason given")
+            );
+        }
+        Ok((connection, bus))
     }
 
     /// Bytes that left for the server (the sink's own count where it keeps one), or were

@@ -21,7 +21,6 @@ use crate::metrics::Metrics;
 use connection::Connection;
 use feed::Feed;
 use futures_util::StreamExt;
-use gst::prelude::*;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -300,14 +299,10 @@ impl Supervisor {
     async fn connect(&self, generation: u64) -> anyhow::Result<BusStream> {
         let o = self.output.clone();
         let name = format!("output-{}-{}-{generation}", self.session_id, o.id);
-        let connection = tokio::task::spawn_blocking(move || {
+        let (connection, bus) = tokio::task::spawn_blocking(move || {
             Connection::open(&name, &o.target, o.file.as_deref())
         })
         .await??;
-        let bus = BusStream::new(
-            connection.pipeline.bus().expect("pipelines have a bus"),
-            |_| {},
-        );
         let o = &self.output;
         if self.is_stopped() {
             let _ = tokio::task::spawn_blocking(move || connection.close()).await;
