@@ -287,7 +287,9 @@ pub struct LipSyncConfig {
     /// A Wav2Lip-class ONNX model (path, or file name in `models_dir`). Without one, registered
     /// avatars cannot talk and sessions asking for `wav2lip` are refused.
     pub model: Option<PathBuf>,
-    /// `cpu` or `cuda:N`.
+    /// `cpu`, `cuda:N`, or `auto` (the first GPU NVML sees, else the CPU; decided at start
+    /// and logged).
+    #[serde(deserialize_with = "device_setting")]
     pub device: Device,
     /// Most frames per inference, shared by all sessions.
     pub batch_size: u32,
@@ -428,6 +430,33 @@ impl Default for SpeechConfig {
     }
 }
 
+/// A device setting: `cpu`, `cuda:N`, or `auto`, which asks `gpus` how many GPUs there are and
+/// takes the first, else the CPU, saying which and why.
+fn parse_device(value: &str, gpus: impl FnOnce() -> Result<u32, String>) -> Result<Device, String> {
+    if value.trim() != "auto" {
+        return value.trim().parse();
+    }
+    match gpus() {
+        Ok(n) if n > 0 => {
+            tracing::info!("device auto: cuda:0 (the first of {n} GPUs)");
+            Ok(Device::Cuda(0))
+        }
+        Ok(_) => {
+            tracing::info!("device auto: cpu (NVML sees no GPU)");
+            Ok(Device::Cpu)
+        }
+        Err(why) => {
+            tracing::info!("device auto: cpu ({why})");
+            Ok(Device::Cpu)
+        }
+    }
+}
+
+fn device_setting<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Device, D::Error> {
+    let value = String::deserialize(d)?;
+    parse_device(&value, facecast_gpu::nvml::gpu_count).map_err(serde::de::Error::custom)
+}
+
 fn list(value: &str) -> Vec<String> {
     value
         .split(',')
@@ -503,8 +532,7 @@ impl Config {
             self.lipsync.model = Some(PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty());
         }
         if let Some(v) = var("FACECAST_DEVICE") {
-            self.lipsync.device = v
-                .parse()
+            self.lipsync.device = parse_device(&v, facecast_gpu::nvml::gpu_count)
                 .map_err(anyhow::Error::msg)
                 .context("FACECAST_DEVICE")?;
         }
@@ -628,5 +656,29 @@ mod tests {
             .apply_env(|k| (k == "FACECAST_MAX_SESSIONS").then(|| "many".into()))
             .is_err());
         assert!(toml::from_str::<Config>("listen_port = 1").is_err());
+    }
+
+    #[test]
+    fn device_auto_takes_the_first_gpu_else_the_cpu() {
+        assert_eq!(parse_device("auto", || Ok(2)), Ok(Device::Cuda(0)));
+        assert_eq!(parse_device("auto", || Ok(0)), Ok(Device::Cpu));
+        assert_eq!(
+            parse_device("auto", || Err("NVML is not usable".into())),
+            Ok(Device::Cpu)
+        );
+        assert_eq!(
+            parse_device("cuda:3", || unreachable!()),
+            Ok(Device::Cuda(3))
+        );
+        assert!(parse_device("tpu", || Ok(1)).is_err());
+        // This machine's own answer, through the configuration file.
+        let c: Config = toml::from_str("[lipsync]\ndevice = \"auto\"\n").unwrap();
+        let gpus = facecast_gpu::nvml::gpu_count().unwrap_or(0);
+        let want = if gpus > 0 {
+            Device::Cuda(0)
+        } else {
+            Device::Cpu
+        };
+        assert_eq!(c.lipsync.device, want);
     }
 }
