@@ -62,7 +62,7 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<()> {
     let (w, h) = (avatar.info.width as usize, avatar.info.height as usize);
     let pitch = w * 4;
     let mut frame = vec![0u8; avatar.frame_size()];
-    let (mut crop_diff, mut tensor_diff, mut paste_diff) = (0u8, 0f32, 0u8);
+    let (mut crop_diff, mut tensor_diff, mut paste_diff, mut i420_diff) = (0u8, 0f32, 0u8, 0u8);
     let checked = args.frames.clamp(1, avatar.frame_count());
     let mut first_box = None;
     for i in 0..checked {
@@ -88,11 +88,15 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<()> {
         let mut pasted = frame.clone();
         gpu.paste(&mut pasted, pitch, b, output, &face.mask)?;
         paste_diff = paste_diff.max(reference::max_level_difference(&pasted, &want_frame));
+        let want_i420 = reference::rgba_to_i420(&pasted, pitch, w, h);
+        let i420 = gpu.rgba_to_i420(&pasted, pitch, w, h)?;
+        i420_diff = i420_diff.max(reference::max_level_difference(&i420, &want_i420));
     }
     for (kernel, diff) in [
         ("crop_face", crop_diff as f32),
         ("face_tensor (fp16)", tensor_diff),
         ("paste", paste_diff as f32),
+        ("rgba_to_i420", i420_diff as f32),
     ] {
         let ok = diff <= TOLERANCE;
         println!(
@@ -105,6 +109,12 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<()> {
         }
     }
 
+    let (convert, download) = gpu.time_i420(&frame, pitch, w, h, 50)?;
+    println!(
+        "RGBA → I420 of a {w}x{h} frame: {:.3} ms, its download: {:.3} ms (medians of 50)",
+        convert.as_secs_f64() * 1e3,
+        download.as_secs_f64() * 1e3
+    );
     if let Some(b) = first_box {
         for faces in [1usize, 32, 128] {
             let t = gpu.time_frame_kernels(&frame, pitch, b, faces, 50)?;

@@ -40,6 +40,7 @@ pub struct Gpu {
     crop: CudaFunction,
     face: CudaFunction,
     paste: CudaFunction,
+    i420: CudaFunction,
     /// The card's name, e.g. "NVIDIA H200".
     pub name: String,
     /// What the kernels were compiled for, e.g. "compute_90".
@@ -93,6 +94,7 @@ impl Gpu {
             crop: function("crop_face")?,
             face: function("face_tensor")?,
             paste: function("paste")?,
+            i420: function("rgba_to_i420")?,
             name,
             arch,
         })
@@ -168,6 +170,26 @@ impl Gpu {
         s.memcpy_dtoh(&frame_d, frame).map_err(driver)
     }
 
+    /// Converts a `w`×`h` RGBA frame to I420 (what a CPU encoder takes after one download).
+    pub fn rgba_to_i420(
+        &self,
+        frame: &[u8],
+        pitch: usize,
+        w: usize,
+        h: usize,
+    ) -> Result<Vec<u8>, GpuError> {
+        let s = &self.stream;
+        let frame = s.clone_htod(frame).map_err(driver)?;
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let mut out = s.alloc_zeros::<u8>(w * h + 2 * cw * ch).map_err(driver)?;
+        let (p, wi, hi) = (pitch as i32, w as i32, h as i32);
+        let mut launch = s.launch_builder(&self.i420);
+        launch.arg(&frame).arg(&p).arg(&wi).arg(&hi).arg(&mut out);
+        // SAFETY: as in crop_faces.
+        unsafe { launch.launch(grid(cw as u32, ch as u32, 1)) }.map_err(driver)?;
+        s.clone_dtoh(&out).map_err(driver)
+    }
+
     /// Times crop → face tensor → paste for `faces` faces on a frame resident on the GPU,
     /// `rounds` times after a warm-up: the median time of one round.
     pub fn time_frame_kernels(
@@ -218,11 +240,50 @@ impl Gpu {
                 unsafe { l.launch(grid(b.w, b.h, 1)) }.map_err(driver)?;
             }
             s.synchronize().map_err(driver)?;
+            // (Converting the frame for the encoder is timed apart: it is per frame, not per
+            // face.)
             if round >= 5 {
                 times.push(t0.elapsed());
             }
         }
         times.sort();
         Ok(times[times.len() / 2])
+    }
+
+    /// Times the I420 conversion of a `w`×`h` frame resident on the GPU, and its download to
+    /// host memory: the medians of `rounds`.
+    pub fn time_i420(
+        &self,
+        frame: &[u8],
+        pitch: usize,
+        w: usize,
+        h: usize,
+        rounds: usize,
+    ) -> Result<(Duration, Duration), GpuError> {
+        let s = &self.stream;
+        let frame_d = s.clone_htod(frame).map_err(driver)?;
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let mut out = s.alloc_zeros::<u8>(w * h + 2 * cw * ch).map_err(driver)?;
+        let mut host = vec![0u8; w * h + 2 * cw * ch];
+        let (p, wi, hi) = (pitch as i32, w as i32, h as i32);
+        let (mut convert, mut download) = (Vec::new(), Vec::new());
+        for round in 0..rounds + 5 {
+            let t0 = Instant::now();
+            let mut l = s.launch_builder(&self.i420);
+            l.arg(&frame_d).arg(&p).arg(&wi).arg(&hi).arg(&mut out);
+            // SAFETY: as in crop_faces.
+            unsafe { l.launch(grid(cw as u32, ch as u32, 1)) }.map_err(driver)?;
+            s.synchronize().map_err(driver)?;
+            let t1 = Instant::now();
+            s.memcpy_dtoh(&out, &mut host).map_err(driver)?;
+            s.synchronize().map_err(driver)?;
+            if round >= 5 {
+                convert.push(t1 - t0);
+                download.push(t1.elapsed());
+            }
+        }
+        convert.sort();
+        download.sort();
+        Ok((convert[rounds / 2], download[rounds / 2]))
     }
 }

@@ -116,3 +116,42 @@ extern "C" __global__ void paste(unsigned char* frame, int pitch, int rx, int ry
         px[ch] = (unsigned char)roundf(old + (model - old) * alpha);
     }
 }
+
+// BT.601 limited range, as GStreamer's videoconvert gives for standard-definition I420.
+__device__ __forceinline__ float luma(float r, float g, float b) {
+    return 16.0f + (65.481f * r + 128.553f * g + 24.966f * b) / 255.0f;
+}
+__device__ __forceinline__ float chroma_u(float r, float g, float b) {
+    return 128.0f + (-37.797f * r - 74.203f * g + 112.0f * b) / 255.0f;
+}
+__device__ __forceinline__ float chroma_v(float r, float g, float b) {
+    return 128.0f + (112.0f * r - 93.786f * g - 18.214f * b) / 255.0f;
+}
+
+// An RGBA frame (w x h, `pitch` bytes per row) to planar I420: Y (w x h), then U and V
+// (ceil(w/2) x ceil(h/2)), each chroma sample the mean of its 2x2 block (edge pixels repeated
+// for odd sizes). One thread per 2x2 block.
+extern "C" __global__ void rgba_to_i420(const unsigned char* frame, int pitch, int w, int h,
+                                        unsigned char* out) {
+    int cx = blockIdx.x * blockDim.x + threadIdx.x;
+    int cy = blockIdx.y * blockDim.y + threadIdx.y;
+    int cw = (w + 1) / 2, ch = (h + 1) / 2;
+    if (cx >= cw || cy >= ch) return;
+    float su = 0.0f, sv = 0.0f;
+    for (int dy = 0; dy < 2; dy++) {
+        for (int dx = 0; dx < 2; dx++) {
+            int x = min(2 * cx + dx, w - 1), y = min(2 * cy + dy, h - 1);
+            const unsigned char* p = frame + (size_t)y * pitch + x * 4;
+            float r = (float)p[0], g = (float)p[1], b = (float)p[2];
+            if (2 * cx + dx < w && 2 * cy + dy < h) {
+                out[(size_t)y * w + x] = (unsigned char)roundf(luma(r, g, b));
+            }
+            su = su + chroma_u(r, g, b);
+            sv = sv + chroma_v(r, g, b);
+        }
+    }
+    unsigned char* u = out + (size_t)w * h;
+    unsigned char* v = u + (size_t)cw * ch;
+    u[cy * cw + cx] = (unsigned char)roundf(su / 4.0f);
+    v[cy * cw + cx] = (unsigned char)roundf(sv / 4.0f);
+}

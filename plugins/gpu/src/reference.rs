@@ -107,6 +107,44 @@ pub fn paste(frame: &mut [u8], pitch: usize, b: FaceBox, output: &[f16], mask: &
     }
 }
 
+fn luma(r: f32, g: f32, b: f32) -> f32 {
+    16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0
+}
+fn chroma_u(r: f32, g: f32, b: f32) -> f32 {
+    128.0 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255.0
+}
+fn chroma_v(r: f32, g: f32, b: f32) -> f32 {
+    128.0 + (112.0 * r - 93.786 * g - 18.214 * b) / 255.0
+}
+
+/// `rgba_to_i420`: an RGBA frame to planar I420 (BT.601 limited range, as `videoconvert`
+/// gives for standard-definition video): Y, then U and V at half size (rounded up), each
+/// chroma sample the mean of its 2×2 block, edge pixels repeated for odd sizes.
+pub fn rgba_to_i420(frame: &[u8], pitch: usize, w: usize, h: usize) -> Vec<u8> {
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    let mut out = vec![0u8; w * h + 2 * cw * ch];
+    for cy in 0..ch {
+        for cx in 0..cw {
+            let (mut su, mut sv) = (0f32, 0f32);
+            for dy in 0..2 {
+                for dx in 0..2 {
+                    let (x, y) = ((2 * cx + dx).min(w - 1), (2 * cy + dy).min(h - 1));
+                    let p = y * pitch + x * 4;
+                    let (r, g, b) = (frame[p] as f32, frame[p + 1] as f32, frame[p + 2] as f32);
+                    if 2 * cx + dx < w && 2 * cy + dy < h {
+                        out[y * w + x] = luma(r, g, b).round() as u8;
+                    }
+                    su += chroma_u(r, g, b);
+                    sv += chroma_v(r, g, b);
+                }
+            }
+            out[w * h + cy * cw + cx] = (su / 4.0).round() as u8;
+            out[w * h + cw * ch + cy * cw + cx] = (sv / 4.0).round() as u8;
+        }
+    }
+    out
+}
+
 /// The largest difference between two 8-bit images, in levels.
 pub fn max_level_difference(a: &[u8], b: &[u8]) -> u8 {
     a.iter()

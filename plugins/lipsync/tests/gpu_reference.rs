@@ -98,3 +98,75 @@ fn the_fp16_paste_is_the_engines_paste() {
         assert_ne!(ours, c.frame, "the mask let something through");
     }
 }
+
+/// What GStreamer's `videoconvert` makes of an RGBA frame as I420.
+fn videoconvert_i420(frame: &[u8], w: usize, h: usize) -> Vec<u8> {
+    use gst::prelude::*;
+    gst::init().unwrap();
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src caps=video/x-raw,format=RGBA,width={w},height={h},framerate=25/1 \
+         ! videoconvert ! video/x-raw,format=I420 ! appsink name=sink"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    src.push_buffer(gst::Buffer::from_slice(frame.to_vec()))
+        .unwrap();
+    src.end_of_stream().unwrap();
+    let sample = sink.pull_sample().expect("a converted frame");
+    pipeline.set_state(gst::State::Null).unwrap();
+    let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+    let map = sample.buffer().unwrap().map_readable().unwrap();
+    // Planes without their row padding.
+    let mut out = Vec::new();
+    for plane in 0..3 {
+        let (pw, ph) = if plane == 0 {
+            (w, h)
+        } else {
+            (w.div_ceil(2), h.div_ceil(2))
+        };
+        let (offset, stride) = (info.offset()[plane], info.stride()[plane] as usize);
+        for row in 0..ph {
+            out.extend_from_slice(&map[offset + row * stride..][..pw]);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_i420_reference_is_what_videoconvert_gives() {
+    let mut rng = fastrand::Rng::with_seed(fastrand::u64(..));
+    for (w, h) in [(96, 64), (512, 512), (130, 98)] {
+        // Noise (every pixel its own colour) and smooth gradients.
+        let noise: Vec<u8> = (0..w * h * 4).map(|_| rng.u8(..)).collect();
+        let gradient: Vec<u8> = (0..w * h)
+            .flat_map(|i| {
+                let (x, y) = (i % w, i / w);
+                [
+                    (x * 255 / w) as u8,
+                    (y * 255 / h) as u8,
+                    ((x + y) % 256) as u8,
+                    255,
+                ]
+            })
+            .collect();
+        for frame in [noise, gradient] {
+            let ours = reference::rgba_to_i420(&frame, w * 4, w, h);
+            let theirs = videoconvert_i420(&frame, w, h);
+            assert_eq!(ours.len(), theirs.len());
+            let diff = reference::max_level_difference(&ours, &theirs);
+            assert!(diff <= 1, "{w}x{h}: {diff} levels from videoconvert");
+        }
+    }
+}
