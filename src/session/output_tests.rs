@@ -323,6 +323,11 @@ async fn viewers_and_restreams_share_one_h264_encoder() {
         .await
         .unwrap()
         .unwrap();
+    // The output's task may be the one detaching it: wait for it to say it stopped.
+    next_event(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, SessionEvent::OutputStopped { .. })
+    })
+    .await;
     assert_eq!(
         count(&session, "voaacenc"),
         0,
