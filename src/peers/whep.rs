@@ -7,12 +7,20 @@ use gst::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Received audio, 48 kHz mono, placed by its timestamps (gaps left as silence).
+/// Received audio, 48 kHz mono, as a player plays it: decoded samples one after the other,
+/// with silence where the timestamps jump ahead by more than a packet (lost packets). The
+/// receiver's jitter buffer re-times buffers from their arrival (its clock-skew estimate moves
+/// under load), so placing each buffer at its timestamp would overlap neighbours and cut audio
+/// that was received.
 #[derive(Default)]
 struct Heard {
-    first: Option<gst::ClockTime>,
+    /// Where the samples received so far should end, by the timestamps.
+    next: Option<gst::ClockTime>,
     samples: Vec<i16>,
 }
+
+/// A forward jump in the timestamps larger than this is a gap, not re-timing.
+const GAP: gst::ClockTime = gst::ClockTime::from_mseconds(60);
 
 pub struct WhepClient {
     pipeline: gst::Pipeline,
@@ -89,18 +97,23 @@ impl WhepClient {
                             let buffer = sample.buffer().ok_or(gst::FlowError::Error)?;
                             let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
                             let mut heard = keep.lock().unwrap();
-                            let pts = buffer.pts().unwrap_or_default();
-                            let first = *heard.first.get_or_insert(pts);
-                            let at =
-                                ((pts.saturating_sub(first)).nseconds() * 48 / 1_000_000) as usize;
-                            if heard.samples.len() < at {
-                                heard.samples.resize(at, 0);
+                            let pts = buffer.pts();
+                            if let (Some(pts), Some(next)) = (pts, heard.next) {
+                                let gap = pts.saturating_sub(next);
+                                if gap > GAP {
+                                    let missing = (gap.nseconds() * 48 / 1_000_000) as usize;
+                                    let len = heard.samples.len();
+                                    heard.samples.resize(len + missing, 0);
+                                }
                             }
-                            heard.samples.truncate(at);
+                            let before = heard.samples.len();
                             heard.samples.extend(
                                 map.chunks_exact(2)
                                     .map(|c| i16::from_le_bytes([c[0], c[1]])),
                             );
+                            let added = (heard.samples.len() - before) as u64;
+                            heard.next = pts
+                                .map(|p| p + gst::ClockTime::from_nseconds(added * 1_000_000 / 48));
                             Ok(gst::FlowSuccess::Ok)
                         })
                         .build(),
@@ -140,7 +153,7 @@ impl WhepClient {
         self.video_packets.load(Ordering::Relaxed)
     }
 
-    /// The audio received so far, 48 kHz mono, from the first sample.
+    /// The audio received so far, 48 kHz mono, from the first sample (see [`Heard`]).
     pub fn heard(&self) -> Vec<i16> {
         self.heard.lock().unwrap().samples.clone()
     }

@@ -158,12 +158,11 @@ fn build_input(
     // Drive: the live voice and the (still usable) speech are mixed; speechsynth's live
     // silence keeps the stream going while nobody talks. The mixer waits for the voice as
     // long as its jitter buffer holds it, and not for a voice that is not there (pads that
-    // never had data are ignored).
+    // never had data are ignored, once the speech flows: see below).
     let wait_ms = config.voice_input.jitter_buffer_ms + VOICE_IN_MARGIN_MS;
     let mixer = gst::ElementFactory::make("audiomixer")
         .name("voice_in")
         .property("latency", gst::ClockTime::from_mseconds(wait_ms.into()))
-        .property("ignore-inactive-pads", true)
         .build()
         .context("GStreamer element 'audiomixer' is missing: run scripts/install-deps.sh")?;
     let caps = gst::ElementFactory::make("capsfilter")
@@ -189,6 +188,20 @@ fn build_input(
         &caps,
         &tee,
     ])?;
+    // Inactive pads are ignored only from the speech's first buffer on. GStreamer 1.22's
+    // aggregator can time out before the pipeline's base time is set; with the speech pad
+    // still empty, and so ignored, the mixer then saw no pads at all and ended its stream
+    // (EOS) at start, silencing the session for good (about one start in five here).
+    let weak_mixer = mixer.downgrade();
+    resample
+        .static_pad("src")
+        .expect("audioresample has a src pad")
+        .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            if let Some(mixer) = weak_mixer.upgrade() {
+                mixer.set_property("ignore-inactive-pads", true);
+            }
+            gst::PadProbeReturn::Remove
+        });
     // The lips follow the sound, not the text: speechsynth's phoneme announcements would
     // make the viseme engine ignore the live voice.
     speech

@@ -740,7 +740,9 @@ async fn a_driving_voice_moves_the_lips_and_is_what_viewers_hear() {
         }
         assert!(
             Instant::now() < deadline,
-            "the voice never came through the session"
+            "the voice never came through the session: {} s of the mixer's output, loudest {loudest:.0}, last loud at {:?} s (the voice is {voice_secs:.2} s long)",
+            levels.len() as f64 / 100.0,
+            last_loud.map(|l| l as f64 / 100.0)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
