@@ -204,17 +204,28 @@ fn recognise(tts: &str, text: &str) -> String {
 fn a_speech_recogniser_understands_the_piper_voice() {
     let voice = facecast_testkit::piper_voice();
     let text = "hello how are you today i would like to book a table for two people tomorrow";
-    let heard = recognise(
-        &format!("speechsynth engine=piper voice={}", voice.display()),
-        text,
-    );
     let said: Vec<&str> = text.split(' ').collect();
-    let understood = heard.split(' ').filter(|w| said.contains(w)).count();
+    // Piper's sound is random (its noise scales): one reading may lose a word or two more than
+    // the next (a clean-clone run heard 11 of 16 once). Counted over three readings, so that
+    // the test measures the voice and not the dice.
+    let (mut understood, mut readings) = (0, Vec::new());
+    for _ in 0..3 {
+        let heard = recognise(
+            &format!("speechsynth engine=piper voice={}", voice.display()),
+            text,
+        );
+        understood += heard.split(' ').filter(|w| said.contains(w)).count();
+        readings.push(heard);
+    }
+    eprintln!(
+        "pocketsphinx heard {understood} of {} words over three readings",
+        3 * said.len()
+    );
     // Natural speech: most words come through (espeak-ng's robotic voice fares far worse).
     assert!(
-        understood * 10 >= said.len() * 7,
-        "the recogniser heard {heard:?} ({understood} of {} words)",
-        said.len()
+        understood * 10 >= 3 * said.len() * 7,
+        "the recogniser heard {readings:?} ({understood} of {} words)",
+        3 * said.len()
     );
 }
 
