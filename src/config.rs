@@ -295,6 +295,9 @@ pub struct LipSyncConfig {
     pub batch_size: u32,
     /// Longest wait for more frames to fill a batch, in ms.
     pub batch_wait_ms: u32,
+    /// How long a live frame may wait for its batch, in ms, before the previous frame is
+    /// shown instead (counted in `facecast_frames_repeated_total`): the stream never stalls.
+    pub frame_budget_ms: u32,
     /// CPU inference threads (0: one per core).
     pub threads: u32,
     /// The ONNX Runtime library (`libonnxruntime.so`); else `ORT_DYLIB_PATH`, else the copy
@@ -315,6 +318,7 @@ impl Default for LipSyncConfig {
             device: Device::Cpu,
             batch_size: 8,
             batch_wait_ms: 8,
+            frame_budget_ms: 120,
             threads: 0,
             onnxruntime: None,
             mel_input: None,
@@ -432,7 +436,10 @@ impl Default for SpeechConfig {
 
 /// A device setting: `cpu`, `cuda:N`, or `auto`, which asks `gpus` how many GPUs there are and
 /// takes the first, else the CPU, saying which and why.
-fn parse_device(value: &str, gpus: impl FnOnce() -> Result<u32, String>) -> Result<Device, String> {
+pub(crate) fn parse_device(
+    value: &str,
+    gpus: impl FnOnce() -> Result<u32, String>,
+) -> Result<Device, String> {
     if value.trim() != "auto" {
         return value.trim().parse();
     }

@@ -16,6 +16,11 @@ pub struct Metrics {
     pub frames_produced: IntCounterVec,
     /// Frames discarded before the encoder because it fell behind, per session.
     pub frames_dropped: IntCounterVec,
+    /// Frames `lipsync` showed again because their own was late (past the frame budget) or
+    /// failed, per session.
+    pub frames_repeated: IntCounterVec,
+    /// Lip-sync engine failures (runs of failed frames), per session.
+    pub lipsync_errors: IntCounterVec,
     /// From a `say` request to the first lip-synced frame of it leaving the encoder.
     pub say_to_first_frame: Histogram,
     /// WHIP publishers connected now.
@@ -58,6 +63,22 @@ impl Metrics {
             Opts::new(
                 "frames_dropped_total",
                 "Video frames dropped before the encoder",
+            ),
+            &["session"],
+        )
+        .unwrap();
+        let frames_repeated = IntCounterVec::new(
+            Opts::new(
+                "frames_repeated_total",
+                "Frames lipsync showed again because their own was late or failed",
+            ),
+            &["session"],
+        )
+        .unwrap();
+        let lipsync_errors = IntCounterVec::new(
+            Opts::new(
+                "lipsync_errors_total",
+                "Lip-sync engine failures (each run of failed frames once); the session goes on",
             ),
             &["session"],
         )
@@ -147,6 +168,8 @@ impl Metrics {
             Box::new(viewers.clone()),
             Box::new(frames_produced.clone()),
             Box::new(frames_dropped.clone()),
+            Box::new(frames_repeated.clone()),
+            Box::new(lipsync_errors.clone()),
             Box::new(say_to_first_frame.clone()),
             Box::new(publishers.clone()),
             Box::new(barge_ins.clone()),
@@ -168,6 +191,8 @@ impl Metrics {
             viewers,
             frames_produced,
             frames_dropped,
+            frames_repeated,
+            lipsync_errors,
             say_to_first_frame,
             publishers,
             barge_ins,
@@ -210,6 +235,8 @@ impl Metrics {
     pub fn remove_session(&self, id: &str) {
         let _ = self.frames_produced.remove_label_values(&[id]);
         let _ = self.frames_dropped.remove_label_values(&[id]);
+        let _ = self.frames_repeated.remove_label_values(&[id]);
+        let _ = self.lipsync_errors.remove_label_values(&[id]);
     }
 
     /// Forgets a stopped output's series.

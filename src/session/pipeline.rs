@@ -271,6 +271,7 @@ fn build_face(
         lipsync.set_property("device", l.device.to_string());
         lipsync.set_property("batch-size", l.batch_size);
         lipsync.set_property("batch-wait", l.batch_wait_ms);
+        lipsync.set_property("frame-budget", l.frame_budget_ms);
         lipsync.set_property("threads", l.threads);
         lipsync.set_property("mel-input", io.mel);
         lipsync.set_property("face-input", io.face);

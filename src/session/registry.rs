@@ -26,6 +26,7 @@ use facecast_common::events::{
 use facecast_common::{TranscriptEvent, UserSpeechEvent};
 use futures_util::StreamExt;
 use gst::prelude::*;
+use gstfacecastlipsync::LIPSYNC_ERROR_MESSAGE;
 use gstfacecastlisten::ASR_ERROR_MESSAGE;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -292,6 +293,11 @@ impl Registry {
             .metrics
             .frames_produced
             .with_label_values(&[&session.id]);
+        let repeated = self
+            .metrics
+            .frames_repeated
+            .with_label_values(&[&session.id]);
+        let lipsync = session.pipeline.lipsync.clone();
         session
             .pipeline
             .lipsync
@@ -299,6 +305,8 @@ impl Registry {
             .unwrap()
             .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
                 produced.inc();
+                let total = lipsync.property::<u64>("frames-repeated");
+                repeated.inc_by(total.saturating_sub(repeated.get()));
                 gst::PadProbeReturn::Ok
             });
         let dropped = self
@@ -396,6 +404,15 @@ impl Registry {
                             ASR_ERROR_MESSAGE => session.emit(SessionEvent::Error {
                                 message: s.get::<String>("message").unwrap_or_default(),
                             }),
+                            LIPSYNC_ERROR_MESSAGE => {
+                                // The frames repeat the previous one; the session goes on.
+                                let message = s.get::<String>("message").unwrap_or_default();
+                                tracing::warn!(session = %id, "{message}");
+                                if let Some(r) = registry.upgrade() {
+                                    r.metrics.lipsync_errors.with_label_values(&[&id]).inc();
+                                }
+                                session.emit(SessionEvent::Error { message })
+                            }
                             _ => {}
                         }
                     }

@@ -19,7 +19,7 @@ pub mod timeline;
 pub mod wav2lip_batcher;
 pub mod wav2lip_model;
 
-pub use lipsync::{EngineKind, LipSync, UnknownEngine};
+pub use lipsync::{EngineKind, LipSync, UnknownEngine, LIPSYNC_ERROR_MESSAGE};
 
 gst::plugin_define!(
     facecastlipsync,

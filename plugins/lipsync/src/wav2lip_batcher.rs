@@ -115,10 +115,25 @@ pub struct PendingInference(mpsc::Receiver<Result<Vec<f32>, String>>);
 impl PendingInference {
     /// The frame's output: 3·96·96 values, BGR in 0..1, planar.
     pub fn wait(self) -> Result<Vec<f32>, ModelError> {
-        match self.0.recv() {
-            Ok(result) => result.map_err(ModelError::Run),
-            Err(_) => Err(ModelError::Run("the model's worker stopped".into())),
-        }
+        self.wait_until(None)
+    }
+
+    /// As [`wait`](Self::wait), but gives up at `deadline` with [`ModelError::Late`] (the
+    /// answer, when it comes, is thrown away).
+    pub fn wait_until(self, deadline: Option<Instant>) -> Result<Vec<f32>, ModelError> {
+        let stopped = || ModelError::Run("the model's worker stopped".into());
+        let answer = match deadline {
+            None => self.0.recv().map_err(|_| stopped())?,
+            Some(at) => match self
+                .0
+                .recv_timeout(at.saturating_duration_since(Instant::now()))
+            {
+                Ok(answer) => answer,
+                Err(mpsc::RecvTimeoutError::Timeout) => return Err(ModelError::Late),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(stopped()),
+            },
+        };
+        answer.map_err(ModelError::Run)
     }
 }
 

@@ -56,6 +56,9 @@ pub enum ModelError {
     },
     #[error("inference failed: {0}")]
     Run(String),
+    /// Live: the frame's batch did not finish within the frame budget.
+    #[error("the frame missed its deadline")]
+    Late,
 }
 
 pub struct Wav2LipModel {

@@ -198,3 +198,68 @@ fn silence_on_a_photo_is_inferred_once() {
         assert_eq!(f.map_readable().unwrap().as_slice(), first.as_slice());
     }
 }
+
+/// 1 s of live audio through `lipsync engine=wav2lip` whose batches wait 200 ms to fill (one
+/// stream fills them slowly: a frame every 40 ms), with `frame-budget` ms for each frame. Returns
+/// the frames and `frames-repeated`.
+fn run_live(budget: u32) -> (Vec<gst::Buffer>, u64) {
+    setup();
+    let pipeline = gst::parse::launch(&format!(
+        "audiotestsrc is-live=true wave=saw freq=140 volume=0.5 num-buffers=50 samplesperbuffer=441 \
+           ! audio/x-raw,rate=22050,channels=1,format=S16LE ! ls.audio \
+         avatarsrc avatar=astronaut is-live=true ! queue ! ls.video \
+         lipsync name=ls engine=wav2lip model={} batch-size=8 batch-wait=200 threads=2 \
+           frame-budget={budget} ! appsink name=out sync=false",
+        facecast_testkit::wav2lip_model().display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let out = pipeline
+        .by_name("out")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut frames = Vec::new();
+    while let Some(sample) = out.try_pull_sample(gst::ClockTime::from_seconds(30)) {
+        frames.push(sample.buffer_owned().unwrap());
+    }
+    let bus = pipeline.bus().unwrap();
+    if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+        panic!("pipeline error: {msg:?}");
+    }
+    let repeated = pipeline
+        .by_name("ls")
+        .unwrap()
+        .property::<u64>("frames-repeated");
+    pipeline.set_state(gst::State::Null).unwrap();
+    (frames, repeated)
+}
+
+#[test]
+fn live_frames_past_their_budget_repeat_the_previous_one_and_the_stream_goes_on() {
+    // A 20 ms budget against batches that wait 200 ms: every frame is late by construction.
+    let (late, repeated) = run_live(20);
+    assert!((24..=26).contains(&late.len()), "{} frames", late.len());
+    for (n, f) in late.iter().enumerate() {
+        let expected = late[0].pts().unwrap() + gst::ClockTime::from_mseconds(40 * n as u64);
+        assert_eq!(f.pts(), Some(expected), "frame {n}: no gap, no stall");
+    }
+    assert_eq!(repeated, late.len() as u64, "every frame was late");
+    // Nothing was ever finished in time: the avatar frame itself is shown, unchanged.
+    let first = late[0].map_readable().unwrap();
+    for f in &late[1..] {
+        assert_eq!(f.map_readable().unwrap().as_slice(), first.as_slice());
+    }
+
+    // Without a budget the same stream waits for every frame, and they talk.
+    let (waited, repeated) = run_live(0);
+    assert_eq!(repeated, 0);
+    assert!((24..=26).contains(&waited.len()), "{} frames", waited.len());
+    let moved = waited
+        .iter()
+        .filter(|f| f.map_readable().unwrap().as_slice() != first.as_slice())
+        .count();
+    assert!(moved > waited.len() / 2, "only {moved} frames repainted");
+}

@@ -14,6 +14,7 @@ pub mod wav2lip;
 
 use crate::timeline::{AudioTimeline, PhonemeTimeline};
 use facecast_common::BlendshapeWeights;
+use std::time::Instant;
 
 /// Everything an engine may use to draw one output frame.
 pub struct FrameJob<'a> {
@@ -52,17 +53,34 @@ pub enum EngineError {
     Model(#[from] crate::wav2lip_model::ModelError),
 }
 
+impl EngineError {
+    /// The frame missed its deadline (nothing failed: it was only late).
+    pub fn is_late(&self) -> bool {
+        matches!(self, Self::Model(crate::wav2lip_model::ModelError::Late))
+    }
+}
+
 /// A frame whose pixels are still being computed (e.g. waiting for its batch).
-pub struct PendingFrame(Box<dyn FnOnce() -> Result<FrameOutput, EngineError> + Send>);
+pub struct PendingFrame(
+    Box<dyn FnOnce(Option<Instant>) -> Result<FrameOutput, EngineError> + Send>,
+);
 
 impl PendingFrame {
-    pub fn new(finish: impl FnOnce() -> Result<FrameOutput, EngineError> + Send + 'static) -> Self {
+    /// `finish` is given the deadline (if any) by which the frame must be ready.
+    pub fn new(
+        finish: impl FnOnce(Option<Instant>) -> Result<FrameOutput, EngineError> + Send + 'static,
+    ) -> Self {
         Self(Box::new(finish))
     }
 
     /// Waits for the frame and returns it.
     pub fn finish(self) -> Result<FrameOutput, EngineError> {
-        (self.0)()
+        (self.0)(None)
+    }
+
+    /// Waits for the frame until `deadline` at most: after it, [`EngineError::is_late`].
+    pub fn finish_by(self, deadline: Option<Instant>) -> Result<FrameOutput, EngineError> {
+        (self.0)(deadline)
     }
 }
 

@@ -1,7 +1,7 @@
 use super::EngineKind;
 use crate::engine::viseme::VisemeEngine;
 use crate::engine::wav2lip::Wav2LipEngine;
-use crate::engine::{FrameJob, FrameOutput, LipSyncEngine, PendingFrame, Rendered};
+use crate::engine::{FrameJob, LipSyncEngine, PendingFrame, Rendered};
 use crate::timeline::{AudioTimeline, PhonemeTimeline, TimedViseme};
 use crate::wav2lip_batcher::{self, ModelIoKey, ModelKey};
 use facecast_avatars::store::AvatarStore;
@@ -29,6 +29,13 @@ const PHONEME_HISTORY: gst::ClockTime = gst::ClockTime::from_mseconds(500);
 const DEFAULT_DEVICE: &str = "cpu";
 const DEFAULT_BATCH_SIZE: u32 = 4;
 const DEFAULT_BATCH_WAIT_MS: u32 = 8;
+/// Live: how long a frame may wait for its batch before the previous frame is shown instead.
+/// Above the batch wait and a loaded GPU's batch time, well under what viewers notice.
+const DEFAULT_FRAME_BUDGET_MS: u32 = 120;
+
+/// Posted (at most once per run of failures) when the engine fails a frame and the previous
+/// frame is shown instead: field `message`.
+pub const LIPSYNC_ERROR_MESSAGE: &str = "facecast/lipsync-error";
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -37,6 +44,7 @@ struct Settings {
     device: String,
     batch_size: u32,
     batch_wait_ms: u32,
+    frame_budget_ms: u32,
     threads: u32,
     mel_input: String,
     face_input: String,
@@ -51,6 +59,7 @@ impl Default for Settings {
             device: DEFAULT_DEVICE.into(),
             batch_size: DEFAULT_BATCH_SIZE,
             batch_wait_ms: DEFAULT_BATCH_WAIT_MS,
+            frame_budget_ms: DEFAULT_FRAME_BUDGET_MS,
             threads: 0,
             mel_input: "mel".into(),
             face_input: "face".into(),
@@ -102,10 +111,28 @@ struct State {
     /// The avatar frame the next output frame starts from.
     current_video: Option<gst::Buffer>,
     engine: Box<dyn LipSyncEngine>,
-    /// Frames handed to the engine and not yet pushed, oldest first: (number, start, duration).
-    pending: VecDeque<(u64, gst::ClockTime, gst::ClockTime, PendingFrame)>,
+    /// Frames handed to the engine and not yet pushed, oldest first.
+    pending: VecDeque<Queued>,
     expression: ExpressionBlender,
     warned_no_pose: bool,
+    /// The last frame pushed: shown again for a frame that is late or failed.
+    last_output: Option<gst::Buffer>,
+    /// Frames shown again instead of their own (late or failed), since start.
+    frames_repeated: u64,
+    /// In a run of failed frames (one message per run).
+    failing: bool,
+}
+
+/// A frame handed to the engine.
+struct Queued {
+    n: u64,
+    start: gst::ClockTime,
+    duration: gst::ClockTime,
+    /// When it was handed over: its deadline counts from here.
+    queued_at: std::time::Instant,
+    /// The avatar frame it starts from: shown unchanged if it fails before any frame was pushed.
+    avatar: gst::Buffer,
+    frame: PendingFrame,
 }
 
 impl State {
@@ -122,6 +149,9 @@ impl State {
             pending: VecDeque::new(),
             expression: ExpressionBlender::default(),
             warned_no_pose: false,
+            last_output: None,
+            frames_repeated: 0,
+            failing: false,
         }
     }
 }
@@ -158,12 +188,11 @@ enum Next {
 
 /// Stamps a finished frame with its place in the output.
 fn stamp(
-    output: FrameOutput,
+    mut buffer: gst::Buffer,
     n: u64,
     start: gst::ClockTime,
     duration: gst::ClockTime,
 ) -> gst::Buffer {
-    let mut buffer = output.buffer;
     let b = buffer.make_mut();
     b.set_pts(start);
     b.set_dts(gst::ClockTime::NONE);
@@ -392,10 +421,17 @@ impl LipSync {
             gst::FlowError::Error
         })?;
         let pending = match rendered {
-            Rendered::Done(output) => PendingFrame::new(move || Ok(*output)),
+            Rendered::Done(output) => PendingFrame::new(move |_| Ok(*output)),
             Rendered::Pending(p) => p,
         };
-        state.pending.push_back((n, start, duration, pending));
+        state.pending.push_back(Queued {
+            n,
+            start,
+            duration,
+            queued_at: std::time::Instant::now(),
+            avatar: video,
+            frame: pending,
+        });
         state.next_frame += 1;
         let history = state.engine.history();
         if let Some(a) = state.audio.as_mut() {
@@ -408,25 +444,61 @@ impl LipSync {
         Ok(Next::Queued)
     }
 
-    /// Waits for every frame handed to the engine and pushes them, in order.
+    /// Waits for every frame handed to the engine and pushes them, in order. Live, a frame
+    /// waits at most the frame budget: a late frame, like a failed one, is replaced by the
+    /// previous frame (counted in `frames-repeated`), so the stream never stalls and one bad
+    /// batch never ends it. Offline, frames are waited for, and a failure is an error.
     fn push_pending(&self) -> Result<(), gst::FlowError> {
+        let budget = self.settings.lock().unwrap().frame_budget_ms;
+        let live = self.obj().latency().is_some();
         loop {
             // The state is not locked while the engine finishes a frame.
-            let Some((n, start, duration, pending)) =
-                self.state.lock().unwrap().pending.pop_front()
-            else {
+            let Some(queued) = self.state.lock().unwrap().pending.pop_front() else {
                 return Ok(());
             };
-            let output = pending.finish().map_err(|e| {
-                gst::element_imp_error!(
-                    self,
-                    gst::StreamError::Failed,
-                    ("lip-sync engine failed: {e}")
-                );
-                gst::FlowError::Error
-            })?;
-            self.obj()
-                .finish_buffer(stamp(output, n, start, duration))?;
+            let deadline = (live && budget > 0)
+                .then(|| queued.queued_at + std::time::Duration::from_millis(budget as u64));
+            let buffer = match queued.frame.finish_by(deadline) {
+                Ok(output) => {
+                    let buffer = stamp(output.buffer, queued.n, queued.start, queued.duration);
+                    let mut state = self.state.lock().unwrap();
+                    state.last_output = Some(buffer.clone());
+                    state.failing = false;
+                    buffer
+                }
+                Err(e) if !live => {
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Failed,
+                        ("lip-sync engine failed: {e}")
+                    );
+                    return Err(gst::FlowError::Error);
+                }
+                Err(e) => {
+                    let mut state = self.state.lock().unwrap();
+                    state.frames_repeated += 1;
+                    if e.is_late() {
+                        gst::debug!(CAT, imp = self, "frame {} late: repeated", queued.n);
+                    } else {
+                        gst::warning!(CAT, imp = self, "frame {} failed: {e}", queued.n);
+                        if !state.failing {
+                            state.failing = true;
+                            let _ = self.obj().post_message(
+                                gst::message::Element::builder(
+                                    gst::Structure::builder(LIPSYNC_ERROR_MESSAGE)
+                                        .field("message", format!("lip-sync engine failed: {e}"))
+                                        .build(),
+                                )
+                                .src(&*self.obj())
+                                .build(),
+                            );
+                        }
+                    }
+                    let previous = state.last_output.clone().unwrap_or(queued.avatar);
+                    stamp(previous, queued.n, queued.start, queued.duration)
+                }
+            };
+            self.obj().finish_buffer(buffer)?;
         }
     }
 
@@ -498,6 +570,18 @@ impl ObjectImpl for LipSync {
                     .default_value(DEFAULT_BATCH_WAIT_MS)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("frame-budget")
+                    .nick("Frame budget")
+                    .blurb("Live: ms a frame may wait for the engine before the previous frame is shown instead (0 = wait)")
+                    .maximum(10_000)
+                    .default_value(DEFAULT_FRAME_BUDGET_MS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt64::builder("frames-repeated")
+                    .nick("Frames repeated")
+                    .blurb("Live: frames shown again in place of one that was late or failed")
+                    .read_only()
+                    .build(),
                 glib::ParamSpecUInt::builder("threads")
                     .nick("Threads")
                     .blurb("engine=wav2lip on the CPU: inference threads (0 = one per core)")
@@ -544,6 +628,9 @@ impl ObjectImpl for LipSync {
             "device" => settings.device = text().unwrap_or_else(|| DEFAULT_DEVICE.into()),
             "batch-size" => settings.batch_size = value.get().expect("type checked upstream"),
             "batch-wait" => settings.batch_wait_ms = value.get().expect("type checked upstream"),
+            "frame-budget" => {
+                settings.frame_budget_ms = value.get().expect("type checked upstream")
+            }
             "threads" => settings.threads = value.get().expect("type checked upstream"),
             "mel-input" => settings.mel_input = text().unwrap_or_else(|| "mel".into()),
             "face-input" => settings.face_input = text().unwrap_or_else(|| "face".into()),
@@ -560,6 +647,11 @@ impl ObjectImpl for LipSync {
             "device" => settings.device.to_value(),
             "batch-size" => settings.batch_size.to_value(),
             "batch-wait" => settings.batch_wait_ms.to_value(),
+            "frame-budget" => settings.frame_budget_ms.to_value(),
+            "frames-repeated" => {
+                drop(settings);
+                self.state.lock().unwrap().frames_repeated.to_value()
+            }
             "threads" => settings.threads.to_value(),
             "mel-input" => settings.mel_input.to_value(),
             "face-input" => settings.face_input.to_value(),

@@ -15,6 +15,12 @@
 //! `facecast/emotion` events on the audio pad set the expression, eased in over a few frames.
 //! Output frames carry the face meta with the pose they show.
 //!
+//! **Live, the stream never stalls.** A frame the engine has not finished within
+//! `frame-budget` ms (default 120) of being handed over, or one it failed, is replaced by the
+//! previous frame (`frames-repeated` counts them); a failure also posts one
+//! `facecast/lipsync-error` element message (field `message`) per run of failed frames. Offline
+//! (not live), every frame is waited for and a failure is an error.
+//!
 //! ```text
 //! gst-launch-1.0 lipsync name=ls ! videoconvert ! autovideosink \
 //!     avatarsrc ! ls.video \
@@ -25,6 +31,8 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+
+pub use imp::LIPSYNC_ERROR_MESSAGE;
 
 /// How the talking face is produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, glib::Enum)]
