@@ -41,7 +41,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// Opens the avatar store and, when a lip-sync model is configured, loads ONNX Runtime and the
 /// model now ("cold loading"): the first session then starts without waiting for them, and a
 /// model that cannot load stops the server at start instead of failing every session.
-fn prepare_lipsync(config: &Config) -> anyhow::Result<()> {
+pub(crate) fn prepare_lipsync(config: &Config) -> anyhow::Result<()> {
     use facecast_avatars::store::AvatarStore;
     use gstfacecastlipsync::wav2lip_batcher::{self, ModelKey};
     let store = AvatarStore::init_global(&config.data_dir, config.avatar_cache_capacity);

@@ -46,12 +46,30 @@ pub struct BenchArgs {
     /// Measure the live server instead: say → first frame latency and concurrent sessions.
     #[arg(long)]
     serve: bool,
-    /// Number of `say` requests timed (with --serve).
+    /// Number of `say` requests timed (with --serve; 0 skips that part).
     #[arg(long, default_value_t = 20)]
     says: usize,
-    /// Most concurrent sessions tried (with --serve).
+    /// Most concurrent sessions tried (with --serve), one more each step.
     #[arg(long, default_value_t = 8)]
     max_sessions: usize,
+    /// With --serve: the session counts tried instead, comma-separated (e.g. 16,48,96,128).
+    #[arg(long, value_delimiter = ',')]
+    sessions: Vec<usize>,
+    /// With --serve: sessions show this registered avatar (photo or video; `facecast avatar
+    /// add`), with the lip-sync model of the configuration (FACECAST_WAV2LIP_MODEL).
+    #[arg(long)]
+    avatar: Option<String>,
+    /// With --serve: the lip-sync engine, viseme or wav2lip (default: wav2lip for a registered
+    /// avatar).
+    #[arg(long)]
+    engine: Option<String>,
+    /// With --serve: the video codec sent, vp8 or h264 (default: the configuration's).
+    #[arg(long)]
+    codec: Option<crate::config::VideoCodec>,
+    /// With --serve: the server's configuration file, as `facecast serve --config` takes it
+    /// (default: configs/facecast.toml when present; FACECAST_* variables apply on top).
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
     /// Seconds each concurrency step runs (with --serve).
     #[arg(long, default_value_t = 10)]
     step_secs: u64,
@@ -62,9 +80,10 @@ pub struct BenchArgs {
     /// ONNX Runtime intra-op threads (with --wav2lip).
     #[arg(long, default_value_t = 2)]
     threads: usize,
-    /// Where the model runs (with --wav2lip): cpu or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    /// Where the model runs (with --wav2lip, or --serve with a lip-sync model): cpu or cuda:N
+    /// (with --serve, default: the configuration's).
+    #[arg(long)]
+    device: Option<String>,
     /// Batch sizes timed (with --wav2lip), comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8, 16])]
     batches: Vec<usize>,
@@ -314,10 +333,20 @@ fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
     use crate::session::{CreateSession, Registry};
     use std::sync::Arc;
 
-    let mut base = Config::default();
-    base.apply_env(|k| std::env::var(k).ok())?;
+    let mut base = Config::load(args.config.as_deref())?;
+    if let Some(codec) = args.codec {
+        base.video.codec = codec;
+    }
+    if let Some(device) = &args.device {
+        base.lipsync.device = crate::config::parse_device(device, facecast_gpu::nvml::gpu_count)
+            .map_err(anyhow::Error::msg)?;
+    }
     let config = Arc::new(Config {
-        max_sessions: args.max_sessions,
+        max_sessions: args
+            .sessions
+            .iter()
+            .copied()
+            .fold(args.max_sessions, usize::max),
         video: VideoConfig {
             width: args.size,
             height: args.size,
@@ -326,48 +355,77 @@ fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
         },
         ..base
     });
+    let photo = args.avatar.is_some() || args.engine.as_deref() == Some("wav2lip");
+    if photo {
+        // As `facecast serve` does: the avatar store, and the model loaded and warmed up.
+        crate::serve::prepare_lipsync(&config)?;
+    }
+    let create = || CreateSession {
+        avatar: args.avatar.clone(),
+        engine: args.engine.clone(),
+        ..Default::default()
+    };
+    let steps: Vec<usize> = if args.sessions.is_empty() {
+        (1..=args.max_sessions).collect()
+    } else {
+        args.sessions.clone()
+    };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let registry = Registry::new(config.clone(), metrics.clone());
         println!(
-            "facecast bench --serve: {}x{} at {} fps, {:?} {} kbit/s + Opus, {} CPUs",
+            "facecast bench --serve: {}x{} at {} fps, {:?} {} kbit/s + Opus, {} CPUs, avatar {}{}",
             args.size,
             args.size,
             args.fps,
             config.video.codec,
             config.video.bitrate_kbps,
-            std::thread::available_parallelism().map_or(0, |n| n.get())
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            args.avatar.as_deref().unwrap_or("built-in"),
+            if photo {
+                format!(
+                    ", lip-sync model on {} (batch size {}, batch wait {} ms, frame budget {} ms)",
+                    config.lipsync.device,
+                    config.lipsync.batch_size,
+                    config.lipsync.batch_wait_ms,
+                    config.lipsync.frame_budget_ms
+                )
+            } else {
+                String::new()
+            }
         );
 
-        // say → first frame, one session, one short sentence at a time.
-        let session = registry
-            .create(CreateSession::default())
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        for i in 0..args.says {
-            session.say(if i % 2 == 0 { "Hello there." } else { "How can I help?" }, None);
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+        if args.says > 0 {
+            // say → first frame, one session, one short sentence at a time.
+            let session = registry
+                .create(create())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            for i in 0..args.says {
+                session.say(if i % 2 == 0 { "Hello there." } else { "How can I help?" }, None);
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+            }
+            let mut ms: Vec<f64> = session.say_latencies().iter().map(|d| d.as_secs_f64() * 1e3).collect();
+            registry.end(&session.id, "bench");
+            anyhow::ensure!(!ms.is_empty(), "no say reached the encoder");
+            println!(
+                "say -> first lip-synced frame out of the encoder: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms ({} says)",
+                percentile(&mut ms, 0.5),
+                percentile(&mut ms, 0.95),
+                percentile(&mut ms, 1.0),
+                ms.len()
+            );
         }
-        let mut ms: Vec<f64> = session.say_latencies().iter().map(|d| d.as_secs_f64() * 1e3).collect();
-        registry.end(&session.id, "bench");
-        anyhow::ensure!(!ms.is_empty(), "no say reached the encoder");
-        println!(
-            "say -> first lip-synced frame out of the encoder: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms ({} says)",
-            percentile(&mut ms, 0.5),
-            percentile(&mut ms, 0.95),
-            percentile(&mut ms, 1.0),
-            ms.len()
-        );
 
         // Concurrent sessions, all speaking all the time.
-        for n in 1..=args.max_sessions {
+        for n in steps {
             let mut sessions = Vec::with_capacity(n);
             for _ in 0..n {
                 sessions.push(
                     registry
-                        .create(CreateSession::default())
+                        .create(create())
                         .await
                         .map_err(|e| anyhow::anyhow!("{e}"))?,
                 );
@@ -394,6 +452,7 @@ fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
                 (
                     metrics.frames_produced.with_label_values(&[id]).get(),
                     metrics.frames_dropped.with_label_values(&[id]).get(),
+                    metrics.frames_repeated.with_label_values(&[id]).get(),
                 )
             };
             let before: Vec<_> = sessions.iter().map(|s| count(&s.id)).collect();
@@ -402,20 +461,25 @@ fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
                     s.say(PARAGRAPH, None);
                 }
             }
+            let delays = FrameDelays::watch(&sessions);
+            let gpu = GpuSampler::start(config.lipsync.device);
             let cpu0 = process_cpu_time();
             let t0 = Instant::now();
             tokio::time::sleep(Duration::from_secs(args.step_secs)).await;
             let wall = t0.elapsed().as_secs_f64();
             let cpu = process_cpu_time().zip(cpu0).map(|(a, b)| (a - b).as_secs_f64());
+            let gpu = gpu.stop();
+            let mut delays = delays.take();
             let after: Vec<_> = sessions.iter().map(|s| count(&s.id)).collect();
             let expected = wall * args.fps as f64;
-            let (mut worst_fps, mut dropped) = (f64::MAX, 0);
+            let (mut worst_fps, mut dropped, mut repeated) = (f64::MAX, 0, 0);
             let mut rates = Vec::new();
             for (b, a) in before.iter().zip(&after) {
                 let fps = (a.0 - b.0) as f64 / wall;
                 rates.push(format!("{fps:.1}"));
                 worst_fps = worst_fps.min(fps);
                 dropped += a.1 - b.1;
+                repeated += a.2 - b.2;
             }
             // A restream that is not on the air does not count as held.
             let off_air = sessions
@@ -423,9 +487,18 @@ fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
                 .flat_map(|s| s.outputs())
                 .filter(|o| o.state != crate::session::output::OutputState::Connected)
                 .count();
-            let ok = dropped == 0 && worst_fps * wall >= expected * 0.98 && off_air == 0;
+            let ok = dropped == 0
+                && repeated == 0
+                && worst_fps * wall >= expected * 0.98
+                && off_air == 0;
+            let fps_list = if n <= 16 {
+                format!("fps [{}]", rates.join(", "))
+            } else {
+                format!("slowest {worst_fps:.1} fps")
+            };
             println!(
-                "{n} sessions speaking{}{}: fps [{}], {dropped} frames dropped, CPU {:.0}% of one core{}",
+                "{n} sessions speaking{}{}: {fps_list}, {dropped} frames dropped, {repeated} repeated (late or failed), \
+                 lipsync frame delay p50 {} p99 {}, CPU {:.0}% of one core{}{}",
                 if args.listening {
                     " and listening (WHIP clients in this process)"
                 } else {
@@ -435,8 +508,10 @@ fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
                     Some(_) => format!(" and restreaming ({off_air} outputs off the air)"),
                     None => String::new(),
                 },
-                rates.join(", "),
+                ms_or_dash(&mut delays, 0.5),
+                ms_or_dash(&mut delays, 0.99),
                 cpu.map_or(f64::NAN, |c| c / wall * 100.0),
+                gpu.map(|g| format!(", {g}")).unwrap_or_default(),
                 if ok { "" } else { "  <- not sustained" }
             );
             for s in &sessions {
@@ -449,6 +524,97 @@ fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+fn ms_or_dash(v: &mut [f64], p: f64) -> String {
+    if v.is_empty() {
+        "-".into()
+    } else {
+        format!("{:.0} ms", percentile(v, p) * 1e3)
+    }
+}
+
+/// How long after its running time each frame leaves `lipsync` (the mel window's look-ahead,
+/// the batch wait and the inference, the paste-back), measured on the pipeline clock.
+struct FrameDelays(std::sync::Arc<std::sync::Mutex<Vec<f64>>>);
+
+impl FrameDelays {
+    fn watch(sessions: &[std::sync::Arc<crate::session::Session>]) -> Self {
+        let delays = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        for s in sessions {
+            let pipeline = s.pipeline().pipeline.clone();
+            let keep = delays.clone();
+            s.pipeline().lipsync.static_pad("src").unwrap().add_probe(
+                gst::PadProbeType::BUFFER,
+                move |pad, info| {
+                    let Some(gst::PadProbeData::Buffer(b)) = &info.data else {
+                        return gst::PadProbeReturn::Ok;
+                    };
+                    let running = pad.sticky_event::<gst::event::Segment>(0).and_then(|e| {
+                        e.segment()
+                            .downcast_ref::<gst::ClockTime>()
+                            .and_then(|seg| seg.to_running_time(b.pts()))
+                    });
+                    let now = pipeline.current_running_time();
+                    if let (Some(rt), Some(now)) = (running, now) {
+                        let delay = now.nseconds() as f64 / 1e9 - rt.nseconds() as f64 / 1e9;
+                        keep.lock().unwrap().push(delay);
+                    }
+                    gst::PadProbeReturn::Ok
+                },
+            );
+        }
+        Self(delays)
+    }
+
+    fn take(&self) -> Vec<f64> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+/// The lip-sync GPU's utilisation (mean of one reading a second) and memory (the most used),
+/// through NVML, while a step runs.
+struct GpuSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Option<String>>>,
+}
+
+impl GpuSampler {
+    fn start(device: facecast_onnx::Device) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let facecast_onnx::Device::Cuda(index) = device else {
+            return Self { stop, thread: None };
+        };
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut util, mut memory, mut total) = (Vec::new(), 0u64, 0u64);
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(r) = facecast_gpu::nvml::read(index.max(0) as u32) {
+                    util.extend(r.utilization_percent.map(f64::from));
+                    memory = memory.max(r.memory_used_bytes.unwrap_or(0));
+                    total = r.memory_total_bytes.unwrap_or(total);
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            (!util.is_empty()).then(|| {
+                format!(
+                    "GPU {:.0}% busy (mean), {:.2} of {:.0} GB used (most)",
+                    util.iter().sum::<f64>() / util.len() as f64,
+                    memory as f64 / 1e9,
+                    total as f64 / 1e9
+                )
+            })
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) -> Option<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take()?.join().ok().flatten()
+    }
 }
 
 /// First token → first lip-synced frame of a chat answer, with a scripted model on loopback
@@ -584,7 +750,12 @@ fn piper_bench(voice: &str, args: &BenchArgs) -> anyhow::Result<()> {
 fn wav2lip_bench(path: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()> {
     use facecast_onnx::Device;
     use gstfacecastlipsync::wav2lip_model::{runtime, ModelIo, Wav2LipModel};
-    let device: Device = args.device.parse().map_err(anyhow::Error::msg)?;
+    let device: Device = args
+        .device
+        .as_deref()
+        .unwrap_or("cpu")
+        .parse()
+        .map_err(anyhow::Error::msg)?;
     let threads = args.threads;
     let env = runtime(None)?;
     let t = Instant::now();
