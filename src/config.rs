@@ -298,6 +298,15 @@ pub struct LipSyncConfig {
     /// How long a live frame may wait for its batch, in ms, before the previous frame is
     /// shown instead (counted in `facecast_frames_repeated_total`): the stream never stalls.
     pub frame_budget_ms: u32,
+    /// Frames a second the device holds live with none repeated (`facecast bench --serve
+    /// --avatar …`). Photo-avatar sessions beyond `max_load` of it are refused (503
+    /// `gpu_busy`/`cpu_busy`); unset: only live lateness refuses them.
+    pub capacity_fps: Option<f64>,
+    /// Share of `capacity_fps` handed out to sessions.
+    pub max_load: f64,
+    /// GPU memory kept free for the sessions running, in MB: below it, new photo-avatar
+    /// sessions get 503 `gpu_full` (0: not checked).
+    pub gpu_memory_reserve_mb: u64,
     /// CPU inference threads (0: one per core).
     pub threads: u32,
     /// The ONNX Runtime library (`libonnxruntime.so`); else `ORT_DYLIB_PATH`, else the copy
@@ -319,6 +328,9 @@ impl Default for LipSyncConfig {
             batch_size: 8,
             batch_wait_ms: 8,
             frame_budget_ms: 120,
+            capacity_fps: None,
+            max_load: 0.9,
+            gpu_memory_reserve_mb: 1024,
             threads: 0,
             onnxruntime: None,
             mel_input: None,
@@ -584,6 +596,16 @@ impl Config {
             v.fps
         );
         anyhow::ensure!(self.max_sessions > 0, "max_sessions must be at least 1");
+        let l = &self.lipsync;
+        anyhow::ensure!(
+            l.max_load > 0.0 && l.max_load <= 1.0,
+            "lipsync.max_load {} is outside (0, 1]",
+            l.max_load
+        );
+        anyhow::ensure!(
+            l.capacity_fps.is_none_or(|c| c > 0.0),
+            "lipsync.capacity_fps must be above 0 (or left out)"
+        );
         let o = &self.outputs;
         anyhow::ensure!(
             (1..=60).contains(&o.keyframe_interval_secs),

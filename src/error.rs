@@ -181,6 +181,15 @@ impl From<SessionError> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, "output_not_found", e.to_string())
             }
             SessionError::Output(_) => ApiError::internal(e.to_string()),
+            SessionError::Busy(refusal) => {
+                let mut api = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    refusal.code(),
+                    refusal.to_string(),
+                );
+                api.retry_after = Some(crate::session::admission::BUSY_WINDOW.as_secs());
+                api
+            }
         }
     }
 }

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub frames_repeated: IntCounterVec,
     /// Lip-sync engine failures (runs of failed frames), per session.
     pub lipsync_errors: IntCounterVec,
+    /// Frames a second reserved by photo-avatar sessions, per lip-sync device.
+    pub lipsync_reserved_fps: prometheus::GaugeVec,
     /// From a `say` request to the first lip-synced frame of it leaving the encoder.
     pub say_to_first_frame: Histogram,
     /// WHIP publishers connected now.
@@ -81,6 +83,14 @@ impl Metrics {
                 "Lip-sync engine failures (each run of failed frames once); the session goes on",
             ),
             &["session"],
+        )
+        .unwrap();
+        let lipsync_reserved_fps = prometheus::GaugeVec::new(
+            Opts::new(
+                "lipsync_reserved_fps",
+                "Frames a second reserved by photo-avatar sessions on the lip-sync device",
+            ),
+            &["device"],
         )
         .unwrap();
         let say_to_first_frame = Histogram::with_opts(
@@ -170,6 +180,7 @@ impl Metrics {
             Box::new(frames_dropped.clone()),
             Box::new(frames_repeated.clone()),
             Box::new(lipsync_errors.clone()),
+            Box::new(lipsync_reserved_fps.clone()),
             Box::new(say_to_first_frame.clone()),
             Box::new(publishers.clone()),
             Box::new(barge_ins.clone()),
@@ -193,6 +204,7 @@ impl Metrics {
             frames_dropped,
             frames_repeated,
             lipsync_errors,
+            lipsync_reserved_fps,
             say_to_first_frame,
             publishers,
             barge_ins,

@@ -35,4 +35,6 @@ pub enum SessionError {
     OutputNotFound { session: String, output: String },
     #[error("cannot start the output: {0}")]
     Output(String),
+    #[error(transparent)]
+    Busy(#[from] super::admission::Refusal),
 }

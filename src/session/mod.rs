@@ -6,6 +6,7 @@
 //!   encoded outputs where branches (WHEP [`viewer`]s, [`output`]s) are added and removed at
 //!   run time.
 //! - [`registry`]: every live session, the exact `max_sessions` cap, ending and reaping.
+//! - [`admission`]: whether the lip-sync device has room for one more photo-avatar session.
 //! - [`bus`]: the pipeline's bus as a `Stream` for the session's task.
 //! - [`liveness`]: noticing viewers that vanished without saying so.
 //! - [`latency`]: `say` → first frame.
@@ -18,6 +19,7 @@
 //! error, without touching any other session. A `Drop` guard sets the pipeline to `Null` on
 //! every way out.
 
+pub mod admission;
 mod bus;
 mod encoders;
 pub mod error;
@@ -114,6 +116,8 @@ pub struct Session {
     outputs: Mutex<Vec<Arc<output::Output>>>,
     next_output: AtomicU64,
     pub conversation: Arc<Conversation>,
+    /// Its share of the lip-sync device (neural engine only), given back when it ends.
+    reservation: Mutex<Option<admission::Reservation>>,
 }
 
 impl Session {

@@ -6,6 +6,7 @@
 //! building and starting the pipeline — on tokio's blocking pool, never on the async runtime.
 //! A failed creation gives its slot back; ending a session frees its slot.
 
+use super::admission::{Admission, Limits, Reservation};
 use super::bus::BusStream;
 use super::output::{self, OutputInfo, OutputState, Target};
 use super::plan::{plan, CreateSession, ListenMode, OutputRequest, PlanContext, PlanError};
@@ -24,9 +25,10 @@ use facecast_common::events::{
     SPEECH_ENDED_MESSAGE, SPEECH_STARTED_MESSAGE, TRANSCRIPT_EVENT, USER_SPEECH_EVENT,
 };
 use facecast_common::{TranscriptEvent, UserSpeechEvent};
+use facecast_onnx::Device;
 use futures_util::StreamExt;
 use gst::prelude::*;
-use gstfacecastlipsync::LIPSYNC_ERROR_MESSAGE;
+use gstfacecastlipsync::{EngineKind, LIPSYNC_ERROR_MESSAGE};
 use gstfacecastlisten::ASR_ERROR_MESSAGE;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -42,6 +44,8 @@ pub struct Registry {
     slots: AtomicUsize,
     /// What `chat` answers with, when a language model is configured.
     pub assistant: Option<Arc<Assistant>>,
+    /// Room on the lip-sync device for photo-avatar sessions.
+    admission: Arc<Admission>,
 }
 
 /// A reserved session slot; given back when dropped unless the session was registered.
@@ -79,6 +83,7 @@ impl Registry {
             sessions: Mutex::new(HashMap::new()),
             slots: AtomicUsize::new(0),
             assistant,
+            admission: Arc::default(),
         })
     }
 
@@ -94,6 +99,43 @@ impl Registry {
             slots: &self.slots,
             kept: false,
         })
+    }
+
+    /// A photo-avatar session's share of the lip-sync device, if it has room (see
+    /// [`admission`](super::admission)).
+    fn admit(&self) -> Result<Reservation, SessionError> {
+        let l = &self.config.lipsync;
+        let limits = Limits {
+            capacity_fps: l.capacity_fps,
+            max_load: l.max_load,
+            memory_reserve_mb: l.gpu_memory_reserve_mb,
+        };
+        let free_mb = || match l.device {
+            Device::Cuda(n) => facecast_gpu::nvml::read(n.max(0) as u32)
+                .ok()
+                .and_then(|r| Some(r.memory_total_bytes?.saturating_sub(r.memory_used_bytes?)))
+                .map(|b| b / 1_000_000),
+            Device::Cpu => None,
+        };
+        let reservation = self.admission.admit(
+            l.device,
+            self.config.video.fps as f64,
+            limits,
+            Instant::now(),
+            free_mb,
+        );
+        self.publish_reserved(l.device);
+        reservation.map_err(|refusal| {
+            tracing::warn!("session refused: {refusal}");
+            refusal.into()
+        })
+    }
+
+    fn publish_reserved(&self, device: Device) {
+        self.metrics
+            .lipsync_reserved_fps
+            .with_label_values(&[&device.to_string()])
+            .set(self.admission.reserved_fps(device));
     }
 
     pub fn get(&self, id: &str) -> Result<Arc<Session>, SessionError> {
@@ -156,6 +198,10 @@ impl Registry {
         })
         .await??;
         let slot = self.reserve()?;
+        let reservation = match plan.engine {
+            EngineKind::Wav2lip => Some(self.admit()?),
+            EngineKind::Viseme => None,
+        };
         let id = uuid::Uuid::new_v4().simple().to_string();
         let seed = u64::from_str_radix(&id[..16], 16).unwrap_or(1);
         let config = self.config.clone();
@@ -189,6 +235,7 @@ impl Registry {
             outputs: Mutex::new(Vec::new()),
             next_output: AtomicU64::new(1),
             conversation: Arc::new(Conversation::new(conversation, persona)),
+            reservation: Mutex::new(reservation),
         });
         self.instrument(&session);
         self.watch_bus(&session);
@@ -298,6 +345,9 @@ impl Registry {
             .frames_repeated
             .with_label_values(&[&session.id]);
         let lipsync = session.pipeline.lipsync.clone();
+        // A repeated frame tells admission that the device is at its capacity.
+        let admission = (session.plan.engine == EngineKind::Wav2lip)
+            .then(|| (self.admission.clone(), self.config.lipsync.device));
         session
             .pipeline
             .lipsync
@@ -306,7 +356,12 @@ impl Registry {
             .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
                 produced.inc();
                 let total = lipsync.property::<u64>("frames-repeated");
-                repeated.inc_by(total.saturating_sub(repeated.get()));
+                if total > repeated.get() {
+                    repeated.inc_by(total - repeated.get());
+                    if let Some((admission, device)) = &admission {
+                        admission.frame_repeated(*device, Instant::now());
+                    }
+                }
                 gst::PadProbeReturn::Ok
             });
         let dropped = self
@@ -586,6 +641,12 @@ impl Registry {
             o.stop(&session);
         }
         let _ = session.pipeline.pipeline.set_state(gst::State::Null);
+        // Its frames no longer come: its share of the lip-sync device is free.
+        if let Some(r) = session.reservation.lock().unwrap().take() {
+            let device = r.device;
+            drop(r);
+            self.publish_reserved(device);
+        }
         for mut v in viewers {
             v.disconnect(&session.pipeline);
         }

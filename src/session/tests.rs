@@ -63,29 +63,70 @@ async fn a_pipeline_error_ends_only_its_session() {
     assert!(after >= before + 15, "{before} -> {after} frames in 1 s");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_photo_avatar_session_talks_with_wav2lip() {
+/// A configuration with the test model, and the astronaut registered as `session-astro` (once
+/// per process).
+fn photo_config() -> Config {
     use facecast_avatars::registration::{register, RegisterOptions};
     facecast_testkit::wav2lip_model();
     let (portrait, models) = (facecast_testkit::portrait(), facecast_testkit::models_dir());
     static DATA: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
     let store =
         AvatarStore::init_global(DATA.get_or_init(|| tempfile::tempdir().unwrap()).path(), 4);
-    let mut options = RegisterOptions::new(
-        "session-astro",
-        &portrait,
-        &models.join("yunet_n_dynamic.onnx"),
-    );
-    options.replace = true;
-    register(store, &options, &mut |_, _| {}).unwrap();
-
+    REGISTERED.call_once(|| {
+        let mut options = RegisterOptions::new(
+            "session-astro",
+            &portrait,
+            &models.join("yunet_n_dynamic.onnx"),
+        );
+        options.replace = true;
+        register(store, &options, &mut |_, _| {}).unwrap();
+    });
     let mut config = Config {
         models_dir: models,
         ..Config::default()
     };
     config.lipsync.model = Some("wav2lip_w025_seed7.onnx".into());
-    config.lipsync.batch_size = 3;
     config.lipsync.threads = 1;
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn photo_avatar_sessions_past_the_devices_capacity_get_busy_and_the_builtin_face_does_not_count(
+) {
+    let mut config = photo_config();
+    // One 25 fps session fits in 90 % of 30 frames/s; a second does not.
+    config.lipsync.capacity_fps = Some(30.0);
+    config.lipsync.batch_size = 2;
+    // Frames wait for the model (none repeated): only the capacity refuses, however loaded
+    // this machine is (lateness is admission's own unit test).
+    config.lipsync.frame_budget_ms = 0;
+    let registry = registry(config);
+    let photo = || CreateSession {
+        avatar: Some("session-astro".into()),
+        ..Default::default()
+    };
+    let first = registry.create(photo()).await.unwrap();
+    let refused = registry.create(photo()).await.err().unwrap();
+    let api = crate::error::ApiError::from(refused);
+    assert_eq!(api.status, warp::http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(api.code, "cpu_busy");
+    assert_eq!(api.retry_after, Some(10));
+    assert!(api.message.contains("25 of 27 frames/s"), "{}", api.message);
+    // The built-in face needs no model: it is not refused.
+    let builtin = registry.create(CreateSession::default()).await.unwrap();
+    // The first session's share comes back when it ends.
+    registry.end(&first.id, "test over");
+    drop(first);
+    let again = registry.create(photo()).await.unwrap();
+    registry.end(&again.id, "test over");
+    registry.end(&builtin.id, "test over");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_photo_avatar_session_talks_with_wav2lip() {
+    let mut config = photo_config();
+    config.lipsync.batch_size = 3;
     let registry = registry(config);
     let session = registry
         .create(CreateSession {
@@ -144,7 +185,6 @@ async fn a_photo_avatar_session_talks_with_wav2lip() {
     let info = gst_video::VideoInfo::from_caps(&caps).unwrap();
     assert_eq!((info.width(), info.height()), (512, 512));
     registry.end(&session.id, "test over");
-    store.remove("session-astro").unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
