@@ -291,6 +291,11 @@ pub struct LipSyncConfig {
     /// and logged).
     #[serde(deserialize_with = "device_setting")]
     pub device: Device,
+    /// Several devices (`["cuda:0", "cuda:1"]`, or `["all"]`: every GPU NVML sees): one model
+    /// is loaded on each, and each new photo-avatar session goes to the least-loaded one with
+    /// room. Empty: `device` alone.
+    #[serde(deserialize_with = "devices_setting")]
+    pub devices: Vec<Device>,
     /// Most frames per inference, shared by all sessions.
     pub batch_size: u32,
     /// Longest wait for more frames to fill a batch, in ms.
@@ -325,6 +330,7 @@ impl Default for LipSyncConfig {
         Self {
             model: None,
             device: Device::Cpu,
+            devices: Vec::new(),
             batch_size: 8,
             batch_wait_ms: 8,
             frame_budget_ms: 120,
@@ -476,6 +482,37 @@ fn device_setting<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Device, D::E
     parse_device(&value, facecast_gpu::nvml::gpu_count).map_err(serde::de::Error::custom)
 }
 
+/// A list of devices: `cpu`, `cuda:N`, or `all` (every GPU `gpus` counts; none is an error),
+/// each device once, in the order given.
+pub(crate) fn parse_devices(
+    values: &[String],
+    gpus: impl Fn() -> Result<u32, String>,
+) -> Result<Vec<Device>, String> {
+    let mut devices = Vec::new();
+    for value in values {
+        let found = if value.trim() == "all" {
+            let n = gpus().map_err(|why| format!("devices \"all\": {why}"))?;
+            if n == 0 {
+                return Err("devices \"all\": NVML sees no GPU".into());
+            }
+            (0..n as i32).map(Device::Cuda).collect()
+        } else {
+            vec![value.trim().parse::<Device>()?]
+        };
+        for d in found {
+            if !devices.contains(&d) {
+                devices.push(d);
+            }
+        }
+    }
+    Ok(devices)
+}
+
+fn devices_setting<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Device>, D::Error> {
+    let values = Vec::<String>::deserialize(d)?;
+    parse_devices(&values, facecast_gpu::nvml::gpu_count).map_err(serde::de::Error::custom)
+}
+
 fn list(value: &str) -> Vec<String> {
     value
         .split(',')
@@ -554,6 +591,11 @@ impl Config {
             self.lipsync.device = parse_device(&v, facecast_gpu::nvml::gpu_count)
                 .map_err(anyhow::Error::msg)
                 .context("FACECAST_DEVICE")?;
+        }
+        if let Some(v) = var("FACECAST_DEVICES") {
+            self.lipsync.devices = parse_devices(&list(&v), facecast_gpu::nvml::gpu_count)
+                .map_err(anyhow::Error::msg)
+                .context("FACECAST_DEVICES")?;
         }
         if let Some(v) = var("FACECAST_LLM_BASE_URL") {
             self.llm.base_url = Some(v).filter(|v| !v.is_empty());
@@ -642,6 +684,15 @@ impl Config {
             .map(|m| facecast_onnx::find_model(m, &self.models_dir))
     }
 
+    /// The devices photo-avatar sessions are placed on: `devices`, else `device` alone.
+    pub fn lipsync_devices(&self) -> Vec<Device> {
+        if self.lipsync.devices.is_empty() {
+            vec![self.lipsync.device]
+        } else {
+            self.lipsync.devices.clone()
+        }
+    }
+
     /// The lip-sync model's input and output names (defaults where not configured).
     pub fn wav2lip_io(&self) -> ModelIoKey {
         let l = &self.lipsync;
@@ -685,6 +736,28 @@ mod tests {
             .apply_env(|k| (k == "FACECAST_MAX_SESSIONS").then(|| "many".into()))
             .is_err());
         assert!(toml::from_str::<Config>("listen_port = 1").is_err());
+    }
+
+    #[test]
+    fn several_devices_are_listed_once_each_and_all_means_every_gpu() {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            parse_devices(&s(&["cuda:1", "cuda:0", "cuda:1"]), || unreachable!()),
+            Ok(vec![Device::Cuda(1), Device::Cuda(0)])
+        );
+        assert_eq!(
+            parse_devices(&s(&["all"]), || Ok(3)),
+            Ok(vec![Device::Cuda(0), Device::Cuda(1), Device::Cuda(2)])
+        );
+        assert!(parse_devices(&s(&["all"]), || Ok(0)).is_err());
+        assert!(parse_devices(&s(&["cuda:x"]), || Ok(1)).is_err());
+        let c: Config = toml::from_str("[lipsync]\ndevices = [\"cpu\"]\n").unwrap();
+        assert_eq!(c.lipsync_devices(), [Device::Cpu]);
+        assert_eq!(Config::default().lipsync_devices(), [Device::Cpu]);
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "FACECAST_DEVICES").then(|| "cuda:0, cuda:2".to_string()))
+            .unwrap();
+        assert_eq!(c.lipsync_devices(), [Device::Cuda(0), Device::Cuda(2)]);
     }
 
     #[test]

@@ -32,8 +32,8 @@ pub fn required_elements(codec: VideoCodec) -> Vec<&'static str> {
 pub struct Readiness {
     pub status: &'static str,
     pub missing_elements: Vec<&'static str>,
-    /// With `lipsync.device = "cuda:N"`: why that GPU is not usable (gone, or its driver does
-    /// not answer NVML), if it is not.
+    /// With lip-sync GPUs (`device = "cuda:N"` or `devices`): why one is not usable (gone, or
+    /// its driver does not answer NVML), for each that is not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gpu_error: Option<String>,
 }
@@ -44,10 +44,17 @@ impl Readiness {
             .into_iter()
             .filter(|f| gst::ElementFactory::find(f).is_none())
             .collect();
-        let gpu_error = match config.lipsync.device {
-            Device::Cuda(n) => facecast_gpu::nvml::read(n.max(0) as u32).err(),
-            Device::Cpu => None,
-        };
+        let errors: Vec<String> = config
+            .lipsync_devices()
+            .into_iter()
+            .filter_map(|device| match device {
+                Device::Cuda(n) => facecast_gpu::nvml::read(n.max(0) as u32)
+                    .err()
+                    .map(|e| format!("{device}: {e}")),
+                Device::Cpu => None,
+            })
+            .collect();
+        let gpu_error = (!errors.is_empty()).then(|| errors.join("; "));
         let ready = missing_elements.is_empty() && gpu_error.is_none();
         Self {
             status: if ready { "ready" } else { "not_ready" },

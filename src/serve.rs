@@ -58,19 +58,27 @@ pub(crate) fn prepare_lipsync(config: &Config) -> anyhow::Result<()> {
         return Ok(());
     };
     runtime.context("lipsync.model is set, so ONNX Runtime is needed")?;
-    let mut key = ModelKey::new(&model, l.device, l.batch_size, l.batch_wait_ms, l.threads);
-    key.io = config.wav2lip_io();
-    let shared = wav2lip_batcher::shared(&key)
-        .with_context(|| format!("cannot load the lip-sync model {}", model.display()))?;
-    for note in &shared.inferred_names {
-        eprintln!("lip-sync model {}: {note}", model.display());
+    // One model per device, each with its own batch worker: sessions are placed on them.
+    for (i, device) in config.lipsync_devices().into_iter().enumerate() {
+        let mut key = ModelKey::new(&model, device, l.batch_size, l.batch_wait_ms, l.threads);
+        key.io = config.wav2lip_io();
+        let shared = wav2lip_batcher::shared(&key).with_context(|| {
+            format!(
+                "cannot load the lip-sync model {} on {device}",
+                model.display()
+            )
+        })?;
+        if i == 0 {
+            for note in &shared.inferred_names {
+                eprintln!("lip-sync model {}: {note}", model.display());
+            }
+        }
+        eprintln!(
+            "lip-sync model {} loaded on {device} in {:.2} s",
+            model.display(),
+            shared.load_time.as_secs_f64()
+        );
     }
-    eprintln!(
-        "lip-sync model {} loaded on {} in {:.2} s",
-        model.display(),
-        l.device,
-        shared.load_time.as_secs_f64()
-    );
     Ok(())
 }
 

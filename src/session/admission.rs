@@ -140,6 +140,35 @@ impl Admission {
         })
     }
 
+    /// Places a session of `fps` frames a second on the least-loaded of `devices` that admits
+    /// it (ties: the first listed). When none does, the refusal of the least-loaded one says
+    /// why. `free_mb` reads a GPU's free memory.
+    pub fn place(
+        self: &Arc<Self>,
+        devices: &[Device],
+        fps: f64,
+        limits: Limits,
+        now: Instant,
+        free_mb: impl Fn(Device) -> Option<u64>,
+    ) -> Result<Reservation, Refusal> {
+        let mut order: Vec<(f64, usize, Device)> = devices
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| (self.reserved_fps(d), i, d))
+            .collect();
+        order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let mut first_refusal = None;
+        for (_, _, device) in order {
+            match self.admit(device, fps, limits, now, || free_mb(device)) {
+                Ok(r) => return Ok(r),
+                Err(refusal) => {
+                    first_refusal.get_or_insert(refusal);
+                }
+            }
+        }
+        Err(first_refusal.expect("at least one lip-sync device is configured"))
+    }
+
     /// A session on `device` repeated a frame (late or failed) at `at`.
     pub fn frame_repeated(&self, device: Device, at: Instant) {
         let mut devices = self.devices.lock().unwrap();
@@ -238,6 +267,37 @@ mod tests {
             .admit(GPU, 25.0, limits(None), now + BUSY_WINDOW, || None)
             .is_ok());
         drop(running);
+    }
+
+    #[test]
+    fn sessions_go_to_the_least_loaded_gpu_with_room_and_a_failing_one_is_avoided() {
+        let a = Arc::new(Admission::default());
+        let now = Instant::now();
+        let gpus = [Device::Cuda(0), Device::Cuda(1), Device::Cuda(2)];
+        // Room for two 25 fps sessions per GPU (90 % of 60 frames/s).
+        let l = limits(Some(60.0));
+        let free = |_| Some(8192);
+        let placed: Vec<_> = (0..4)
+            .map(|_| a.place(&gpus, 25.0, l, now, free).unwrap())
+            .collect();
+        let on: Vec<Device> = placed.iter().map(|r| r.device).collect();
+        assert_eq!(
+            on,
+            [gpus[0], gpus[1], gpus[2], gpus[0]],
+            "spread, then the first"
+        );
+        // cuda:1's batch failed (its sessions repeat frames): new sessions avoid it.
+        a.frame_repeated(gpus[1], now);
+        let next = a.place(&gpus, 25.0, l, now, free).unwrap();
+        assert_eq!(next.device, gpus[2]);
+        // cuda:0 and cuda:2 are full and cuda:1 is late: refused, saying why.
+        let refused = a.place(&gpus, 25.0, l, now, free).err().unwrap();
+        assert_eq!(refused, Refusal::Late { device: gpus[1] });
+        // A GPU short of memory is skipped for one with room.
+        drop(placed);
+        let short = |d: Device| Some(if d == gpus[0] { 100 } else { 8192 });
+        assert_eq!(a.place(&gpus, 25.0, l, now, short).unwrap().device, gpus[2]);
+        drop(next);
     }
 
     #[test]

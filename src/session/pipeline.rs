@@ -26,6 +26,7 @@ use super::encoders;
 use super::plan::{AvatarChoice, ListenMode, SessionPlan};
 use crate::config::{Config, VideoCodec};
 use anyhow::Context;
+use facecast_onnx::Device;
 use gst::prelude::*;
 use gstfacecastlipsync::EngineKind;
 use gstfacecasttts::SpeechSynth;
@@ -233,6 +234,7 @@ fn build_face(
     plan: &SessionPlan,
     audio: &gst::Element,
     seed: u64,
+    device: Device,
 ) -> anyhow::Result<gst::Element> {
     let v = &config.video;
     let (registered, (width, height)) = match &plan.avatar {
@@ -268,7 +270,7 @@ fn build_face(
         let io = config.wav2lip_io();
         lipsync.set_property("engine", EngineKind::Wav2lip);
         lipsync.set_property("model", model.to_string_lossy().as_ref());
-        lipsync.set_property("device", l.device.to_string());
+        lipsync.set_property("device", device.to_string());
         lipsync.set_property("batch-size", l.batch_size);
         lipsync.set_property("batch-wait", l.batch_wait_ms);
         lipsync.set_property("frame-budget", l.frame_budget_ms);
@@ -295,15 +297,18 @@ fn build_face(
 }
 
 impl SessionPipeline {
+    /// `lipsync_device`: where a neural engine's model runs (the device admission placed the
+    /// session on).
     pub fn build(
         config: &Config,
         plan: &SessionPlan,
         voice: Option<&str>,
         seed: u64,
+        lipsync_device: Device,
     ) -> anyhow::Result<Self> {
         let pipeline = gst::Pipeline::new();
         let input = build_input(&pipeline, config, plan, voice)?;
-        let lipsync = build_face(&pipeline, config, plan, &input.tee, seed)?;
+        let lipsync = build_face(&pipeline, config, plan, &input.tee, seed, lipsync_device)?;
 
         // Outputs: audio and video encoded once, each onto its tee.
         let audio_queue = make("queue", None)?;

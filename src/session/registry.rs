@@ -101,8 +101,8 @@ impl Registry {
         })
     }
 
-    /// A photo-avatar session's share of the lip-sync device, if it has room (see
-    /// [`admission`](super::admission)).
+    /// A photo-avatar session's share of a lip-sync device (the least-loaded with room), if
+    /// one has room (see [`admission`](super::admission)).
     fn admit(&self) -> Result<Reservation, SessionError> {
         let l = &self.config.lipsync;
         let limits = Limits {
@@ -110,21 +110,23 @@ impl Registry {
             max_load: l.max_load,
             memory_reserve_mb: l.gpu_memory_reserve_mb,
         };
-        let free_mb = || match l.device {
+        let free_mb = |device| match device {
             Device::Cuda(n) => facecast_gpu::nvml::read(n.max(0) as u32)
                 .ok()
                 .and_then(|r| Some(r.memory_total_bytes?.saturating_sub(r.memory_used_bytes?)))
                 .map(|b| b / 1_000_000),
             Device::Cpu => None,
         };
-        let reservation = self.admission.admit(
-            l.device,
+        let reservation = self.admission.place(
+            &self.config.lipsync_devices(),
             self.config.video.fps as f64,
             limits,
             Instant::now(),
             free_mb,
         );
-        self.publish_reserved(l.device);
+        if let Ok(r) = &reservation {
+            self.publish_reserved(r.device);
+        }
         reservation.map_err(|refusal| {
             tracing::warn!("session refused: {refusal}");
             refusal.into()
@@ -207,8 +209,11 @@ impl Registry {
         let config = self.config.clone();
         let build_plan = plan.clone();
         let build_voice = voice.clone();
+        let device = reservation
+            .as_ref()
+            .map_or(self.config.lipsync.device, |r| r.device);
         let pipeline = blocking(move || {
-            SessionPipeline::build(&config, &build_plan, build_voice.as_deref(), seed)
+            SessionPipeline::build(&config, &build_plan, build_voice.as_deref(), seed, device)
                 .map_err(|e| SessionError::Build(format!("{e:#}")))
         })
         .await??;
@@ -346,8 +351,12 @@ impl Registry {
             .with_label_values(&[&session.id]);
         let lipsync = session.pipeline.lipsync.clone();
         // A repeated frame tells admission that the device is at its capacity.
-        let admission = (session.plan.engine == EngineKind::Wav2lip)
-            .then(|| (self.admission.clone(), self.config.lipsync.device));
+        let admission = session
+            .reservation
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|r| (self.admission.clone(), r.device));
         session
             .pipeline
             .lipsync
