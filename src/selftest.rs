@@ -8,8 +8,12 @@
 //!   GPU.
 //! - NVML's readings of the GPU (name, memory, utilisation, temperature, power, encoder,
 //!   decoder).
+//! - A live session end to end: the avatar talking through the configured lip-sync model on
+//!   this GPU, as `facecast serve` runs it, for a few seconds: frames at the stream's rate,
+//!   none repeated, the model answering (skipped, saying so, without a configured model).
 //!
-//! Exits with failure if a kernel disagrees, the GPU cannot be opened or NVML does not answer.
+//! Exits with failure if a kernel disagrees, the GPU cannot be opened, NVML does not answer or
+//! the session does not keep its pace.
 
 use crate::config::Config;
 use anyhow::Context;
@@ -154,9 +158,22 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<()> {
             failures.push("nvml");
         }
     }
-    println!(
-        "session end to end: not part of this selftest yet (it needs GStreamer's plugins on the GPU machine)"
-    );
+    let mut config = config;
+    config.lipsync.device = Device::Cuda(ordinal);
+    config.lipsync.devices.clear();
+    if config.wav2lip_model().is_none() {
+        println!(
+            "session end to end: SKIPPED, no lip-sync model configured (lipsync.model or FACECAST_WAV2LIP_MODEL)"
+        );
+    } else {
+        match session_end_to_end(config, &args.avatar) {
+            Ok(line) => println!("session end to end: {line}"),
+            Err(e) => {
+                println!("session end to end: {e:#} FAILED");
+                failures.push("session");
+            }
+        }
+    }
     anyhow::ensure!(
         failures.is_empty(),
         "selftest failed: {}",
@@ -164,4 +181,61 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<()> {
     );
     println!("selftest passed");
     Ok(())
+}
+
+/// One photo-avatar session, live on `config`'s GPU, saying a sentence: its frames in 4 s, the
+/// frames repeated (late or failed), and the frames the model ran.
+fn session_end_to_end(config: Config, avatar: &str) -> anyhow::Result<String> {
+    use crate::session::{CreateSession, Registry};
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    crate::serve::prepare_lipsync(&config)?;
+    let config = Arc::new(config);
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let registry = Registry::new(config.clone(), metrics.clone());
+        let session = registry
+            .create(CreateSession {
+                avatar: Some(avatar.to_owned()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let count = || {
+            (
+                metrics.frames_produced.with_label_values(&[&session.id]).get(),
+                metrics.frames_repeated.with_label_values(&[&session.id]).get(),
+            )
+        };
+        let inferred = || -> u64 {
+            gstfacecastlipsync::wav2lip_batcher::loaded()
+                .iter()
+                .map(|m| m.stats.frames.load(Ordering::Relaxed))
+                .sum()
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (before, inferred_before) = (count(), inferred());
+        session.say(
+            "Hello! I am talking on the graphics card now, one frame after another.",
+            None,
+        );
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let wall = started.elapsed().as_secs_f64();
+        let (after, ran) = (count(), inferred() - inferred_before);
+        registry.end(&session.id, "selftest");
+        let (frames, repeated) = (after.0 - before.0, after.1 - before.1);
+        let fps = frames as f64 / wall;
+        let line = format!(
+            "{frames} frames in {wall:.1} s ({fps:.1} fps of {}), {repeated} repeated, {ran} frames through the model",
+            config.video.fps
+        );
+        anyhow::ensure!(
+            fps >= config.video.fps as f64 * 0.95 && repeated == 0 && ran > 0,
+            "{line}"
+        );
+        Ok(line)
+    })
 }
