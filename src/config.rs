@@ -301,7 +301,7 @@ pub struct LipSyncConfig {
     /// Longest wait for more frames to fill a batch, in ms.
     pub batch_wait_ms: u32,
     /// How long a live frame may wait for its batch, in ms, before the previous frame is
-    /// shown instead (counted in `facecast_frames_repeated_total`): the stream never stalls.
+    /// shown instead (counted in `facecast_frames_repeated_total`); 0 (the default): wait.
     pub frame_budget_ms: u32,
     /// Frames a second the device holds live with none repeated (`facecast bench --serve
     /// --avatar …`). Photo-avatar sessions beyond `max_load` of it are refused (503
@@ -333,7 +333,7 @@ impl Default for LipSyncConfig {
             devices: Vec::new(),
             batch_size: 8,
             batch_wait_ms: 8,
-            frame_budget_ms: 120,
+            frame_budget_ms: 0,
             capacity_fps: None,
             max_load: 0.9,
             gpu_memory_reserve_mb: 1024,

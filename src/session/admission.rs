@@ -4,8 +4,9 @@
 //!
 //! Three signals, checked in this order:
 //! - **live lateness**: the device's sessions repeated a late or failed frame in the last
-//!   [`BUSY_WINDOW`] (`lipsync` shows the previous frame when one misses its frame budget).
-//!   That is the device at its capacity, measured as it runs: `gpu_busy` (`cpu_busy`).
+//!   [`BUSY_WINDOW`] (`lipsync` shows the previous frame when one fails, or misses its frame
+//!   budget where one is set). That is the device at its limit, measured as it runs:
+//!   `gpu_busy` (`cpu_busy`).
 //! - **configured capacity**: `[lipsync] capacity_fps`, the frames a second the device held
 //!   with none repeated (`facecast bench --serve --avatar …`). Each session reserves its frame
 //!   rate; beyond `max_load` of the capacity: `gpu_busy` (`cpu_busy`).

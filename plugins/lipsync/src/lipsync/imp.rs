@@ -29,9 +29,10 @@ const PHONEME_HISTORY: gst::ClockTime = gst::ClockTime::from_mseconds(500);
 const DEFAULT_DEVICE: &str = "cpu";
 const DEFAULT_BATCH_SIZE: u32 = 4;
 const DEFAULT_BATCH_WAIT_MS: u32 = 8;
-/// Live: how long a frame may wait for its batch before the previous frame is shown instead.
-/// Above the batch wait and a loaded GPU's batch time, well under what viewers notice.
-const DEFAULT_FRAME_BUDGET_MS: u32 = 120;
+/// Live: how long a frame may wait for its batch before the previous frame is shown instead
+/// (0: wait). Off by default: counted from the hand-over, a budget below the engine's latency
+/// turns every frame late (see the module's notes).
+const DEFAULT_FRAME_BUDGET_MS: u32 = 0;
 
 /// Posted (at most once per run of failures) when the engine fails a frame and the previous
 /// frame is shown instead: field `message`.
@@ -572,7 +573,7 @@ impl ObjectImpl for LipSync {
                     .build(),
                 glib::ParamSpecUInt::builder("frame-budget")
                     .nick("Frame budget")
-                    .blurb("Live: ms a frame may wait for the engine before the previous frame is shown instead (0 = wait)")
+                    .blurb("Live: ms a frame may wait for the engine before the previous frame is shown instead (0 = wait, the default)")
                     .maximum(10_000)
                     .default_value(DEFAULT_FRAME_BUDGET_MS)
                     .mutable_playing()

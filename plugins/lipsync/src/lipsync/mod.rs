@@ -15,11 +15,14 @@
 //! `facecast/emotion` events on the audio pad set the expression, eased in over a few frames.
 //! Output frames carry the face meta with the pose they show.
 //!
-//! **Live, the stream never stalls.** A frame the engine has not finished within
-//! `frame-budget` ms (default 120) of being handed over, or one it failed, is replaced by the
-//! previous frame (`frames-repeated` counts them); a failure also posts one
-//! `facecast/lipsync-error` element message (field `message`) per run of failed frames. Offline
-//! (not live), every frame is waited for and a failure is an error.
+//! **Live, one failed batch never ends the stream.** A frame the engine failed is replaced by
+//! the previous frame (`frames-repeated` counts them), and one `facecast/lipsync-error` element
+//! message (field `message`) is posted per run of failed frames. With `frame-budget` ms set
+//! (default 0: off), a frame not finished within that time of being handed over is replaced
+//! too. The budget counts from the hand-over, and each late frame holds the element for the
+//! whole budget: a stream whose frames all take longer falls to 1000/budget frames a second
+//! (seen on a GPU, see README), so set it only well above the engine's latency. Offline (not
+//! live), every frame is waited for and a failure is an error.
 //!
 //! ```text
 //! gst-launch-1.0 lipsync name=ls ! videoconvert ! autovideosink \
