@@ -113,14 +113,9 @@ pub struct SharedModel {
 pub struct PendingInference(mpsc::Receiver<Result<Vec<f32>, String>>);
 
 impl PendingInference {
-    /// The frame's output: 3·96·96 values, BGR in 0..1, planar.
-    pub fn wait(self) -> Result<Vec<f32>, ModelError> {
-        self.wait_until(None)
-    }
-
-    /// As [`wait`](Self::wait), but gives up at `deadline` with [`ModelError::Late`] (the
-    /// answer, when it comes, is thrown away).
-    pub fn wait_until(self, deadline: Option<Instant>) -> Result<Vec<f32>, ModelError> {
+    /// The frame's output: 3·96·96 values, BGR in 0..1, planar. With a `deadline`, gives up
+    /// then with [`ModelError::Late`] (the answer, when it comes, is thrown away).
+    pub fn wait(self, deadline: Option<Instant>) -> Result<Vec<f32>, ModelError> {
         let stopped = || ModelError::Run("the model's worker stopped".into());
         let answer = match deadline {
             None => self.0.recv().map_err(|_| stopped())?,

@@ -44,9 +44,39 @@ fn run(batch: u32) -> Run {
     run_with(batch, "saw")
 }
 
+/// Plays `description` to its end: every sample its `out` appsink got (none for 60 s ends it),
+/// and the pipeline, still playing. A pipeline error fails the test.
+fn play(description: &str) -> (Vec<gst::Sample>, gst::Pipeline) {
+    let pipeline = gst::parse::launch(description)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let out = pipeline
+        .by_name("out")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut samples = Vec::new();
+    while let Some(sample) = out.try_pull_sample(gst::ClockTime::from_seconds(60)) {
+        samples.push(sample);
+        if out.is_eos() {
+            break;
+        }
+    }
+    if let Some(msg) = pipeline
+        .bus()
+        .unwrap()
+        .pop_filtered(&[gst::MessageType::Error])
+    {
+        panic!("pipeline error: {msg:?}");
+    }
+    (samples, pipeline)
+}
+
 fn run_with(batch: u32, wave: &str) -> Run {
     setup();
-    let pipeline = gst::parse::launch(&format!(
+    let (samples, pipeline) = play(&format!(
         "audiotestsrc wave={wave} freq=140 volume=0.5 num-buffers=50 samplesperbuffer=441 \
            ! audio/x-raw,rate=22050,channels=1,format=S16LE ! ls.audio \
          avatarsrc avatar=astronaut ! tee name=t ! queue ! ls.video \
@@ -54,46 +84,26 @@ fn run_with(batch: u32, wave: &str) -> Run {
          lipsync name=ls engine=wav2lip model={} batch-size={batch} threads=2 \
            ! appsink name=out sync=false",
         facecast_testkit::wav2lip_model().display()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let out = pipeline
-        .by_name("out")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    ));
     let avatar_sink = pipeline
         .by_name("avatar")
         .unwrap()
         .downcast::<gst_app::AppSink>()
         .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let mut frames = Vec::new();
-    let mut info = None;
-    while let Some(sample) = out.try_pull_sample(gst::ClockTime::from_seconds(60)) {
-        info.get_or_insert_with(|| {
-            gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap()
-        });
-        frames.push(sample.buffer_owned().unwrap());
-        if out.is_eos() {
-            break;
-        }
-    }
     let avatar = avatar_sink
         .try_pull_sample(gst::ClockTime::from_seconds(5))
         .or_else(|| avatar_sink.try_pull_preroll(gst::ClockTime::from_seconds(1)))
         .and_then(|s| s.buffer_owned())
         .expect("an avatar frame");
-    let bus = pipeline.bus().unwrap();
-    if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
-        panic!("pipeline error: {msg:?}");
-    }
     pipeline.set_state(gst::State::Null).unwrap();
+    let info = samples
+        .first()
+        .map(|s| gst_video::VideoInfo::from_caps(s.caps().unwrap()).unwrap())
+        .expect("frames came out");
     Run {
-        frames,
+        frames: samples.iter().map(|s| s.buffer_owned().unwrap()).collect(),
         avatar,
-        info: info.expect("frames came out"),
+        info,
     }
 }
 
@@ -204,36 +214,20 @@ fn silence_on_a_photo_is_inferred_once() {
 /// the frames and `frames-repeated`.
 fn run_live(budget: u32) -> (Vec<gst::Buffer>, u64) {
     setup();
-    let pipeline = gst::parse::launch(&format!(
+    let (samples, pipeline) = play(&format!(
         "audiotestsrc is-live=true wave=saw freq=140 volume=0.5 num-buffers=50 samplesperbuffer=441 \
            ! audio/x-raw,rate=22050,channels=1,format=S16LE ! ls.audio \
          avatarsrc avatar=astronaut is-live=true ! queue ! ls.video \
          lipsync name=ls engine=wav2lip model={} batch-size=8 batch-wait=200 threads=2 \
            frame-budget={budget} ! appsink name=out sync=false",
         facecast_testkit::wav2lip_model().display()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let out = pipeline
-        .by_name("out")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let mut frames = Vec::new();
-    while let Some(sample) = out.try_pull_sample(gst::ClockTime::from_seconds(30)) {
-        frames.push(sample.buffer_owned().unwrap());
-    }
-    let bus = pipeline.bus().unwrap();
-    if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
-        panic!("pipeline error: {msg:?}");
-    }
+    ));
     let repeated = pipeline
         .by_name("ls")
         .unwrap()
         .property::<u64>("frames-repeated");
     pipeline.set_state(gst::State::Null).unwrap();
+    let frames = samples.iter().map(|s| s.buffer_owned().unwrap()).collect();
     (frames, repeated)
 }
 

@@ -280,7 +280,7 @@ impl LipSyncEngine for Wav2LipEngine {
         let pending = self.model.submit(mel, face_tensor(&crop))?;
         let remember = silent_key.map(|k| (k, self.silent_inbox.clone()));
         Ok(Rendered::Pending(PendingFrame::new(move |deadline| {
-            let output = pending.wait_until(deadline)?;
+            let output = pending.wait(deadline)?;
             if let Some((key, inbox)) = remember {
                 inbox.lock().unwrap().push((key, Arc::new(output.clone())));
             }
