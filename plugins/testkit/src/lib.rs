@@ -56,6 +56,13 @@ pub fn wav2lip_model() -> PathBuf {
     asset(".cache/models/wav2lip_w025_seed7.onnx")
 }
 
+/// A Wav2Lip-shaped model whose runs fail inside ONNX Runtime on real audio (its warm-up
+/// passes): what a CUDA or ONNX Runtime fault in a batch looks like to the engine.
+pub fn faulty_wav2lip_model() -> PathBuf {
+    onnx_runtime();
+    asset(".cache/models/wav2lip_faulty.onnx")
+}
+
 /// The YuNet face detector, with ONNX Runtime loaded.
 pub fn yunet() -> PathBuf {
     onnx_runtime();

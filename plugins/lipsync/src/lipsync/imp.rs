@@ -29,9 +29,9 @@ const PHONEME_HISTORY: gst::ClockTime = gst::ClockTime::from_mseconds(500);
 const DEFAULT_DEVICE: &str = "cpu";
 const DEFAULT_BATCH_SIZE: u32 = 4;
 const DEFAULT_BATCH_WAIT_MS: u32 = 8;
-/// Live: how long a frame may wait for its batch before the previous frame is shown instead
-/// (0: wait). Off by default: counted from the hand-over, a budget below the engine's latency
-/// turns every frame late (see the module's notes).
+/// Live: how long past its due time a frame may still come from the engine before the previous
+/// frame is shown instead (0: always wait). Off by default, so that a slow engine slows the
+/// stream rather than freezing the face; servers set it (see `frame_deadline`).
 const DEFAULT_FRAME_BUDGET_MS: u32 = 0;
 
 /// Posted (at most once per run of failures) when the engine fails a frame and the previous
@@ -129,7 +129,7 @@ struct Queued {
     n: u64,
     start: gst::ClockTime,
     duration: gst::ClockTime,
-    /// When it was handed over: its deadline counts from here.
+    /// When it was handed over (for the log).
     queued_at: std::time::Instant,
     /// The avatar frame it starts from: shown unchanged if it fails before any frame was pushed.
     avatar: gst::Buffer,
@@ -161,6 +161,24 @@ fn frame_offset(n: u64, fps: gst::Fraction) -> gst::ClockTime {
     gst::ClockTime::SECOND
         .mul_div_floor(n * fps.denom() as u64, fps.numer() as u64)
         .unwrap_or_default()
+}
+
+/// Live: how long a frame ending at running time `end` may still be waited for, given the
+/// pipeline clock's `now`, its `base_time`, the element's whole `latency` and the frame
+/// `budget`. A frame is due when the aggregator would have timed out on it (its end plus the
+/// latency); the budget is the time past that the engine is given. Counting from the due time
+/// rather than from the hand-over matters when the element falls behind: a frame handed over
+/// already late gets no wait at all, so the stream catches up instead of every frame waiting a
+/// whole budget (which caps it at 1000/budget fps for good).
+fn frame_deadline(
+    now: gst::ClockTime,
+    base_time: gst::ClockTime,
+    end: gst::ClockTime,
+    latency: gst::ClockTime,
+    budget: gst::ClockTime,
+) -> std::time::Duration {
+    let due = base_time + end + latency + budget;
+    std::time::Duration::from_nanos(due.saturating_sub(now).nseconds())
 }
 
 fn running_time(
@@ -451,15 +469,37 @@ impl LipSync {
     /// batch never ends it. Offline, frames are waited for, and a failure is an error.
     fn push_pending(&self) -> Result<(), gst::FlowError> {
         let budget = self.settings.lock().unwrap().frame_budget_ms;
-        let live = self.obj().latency().is_some();
+        let obj = self.obj();
+        let latency = obj.latency();
+        let live = latency.is_some();
+        // The pipeline clock, to find each frame's due time (live only).
+        let clock = (live && budget > 0)
+            .then(|| obj.clock().zip(obj.base_time()))
+            .flatten();
         loop {
             // The state is not locked while the engine finishes a frame.
             let Some(queued) = self.state.lock().unwrap().pending.pop_front() else {
                 return Ok(());
             };
-            let deadline = (live && budget > 0)
-                .then(|| queued.queued_at + std::time::Duration::from_millis(budget as u64));
-            let buffer = match queued.frame.finish_by(deadline) {
+            let deadline = clock.as_ref().map(|(clock, base_time)| {
+                std::time::Instant::now()
+                    + frame_deadline(
+                        clock.time(),
+                        *base_time,
+                        queued.start + queued.duration,
+                        latency.unwrap_or_default(),
+                        gst::ClockTime::from_mseconds(budget as u64),
+                    )
+            });
+            let result = queued.frame.finish_by(deadline);
+            gst::trace!(
+                CAT,
+                imp = self,
+                "frame {} answered {} ms after its hand-over",
+                queued.n,
+                queued.queued_at.elapsed().as_millis()
+            );
+            let buffer = match result {
                 Ok(output) => {
                     let buffer = stamp(output.buffer, queued.n, queued.start, queued.duration);
                     let mut state = self.state.lock().unwrap();
@@ -573,7 +613,7 @@ impl ObjectImpl for LipSync {
                     .build(),
                 glib::ParamSpecUInt::builder("frame-budget")
                     .nick("Frame budget")
-                    .blurb("Live: ms a frame may wait for the engine before the previous frame is shown instead (0 = wait, the default)")
+                    .blurb("Live: ms past its due time (its end plus the pipeline latency) a frame may wait for the engine before the previous frame is shown instead (0 = wait, the default)")
                     .maximum(10_000)
                     .default_value(DEFAULT_FRAME_BUDGET_MS)
                     .mutable_playing()
@@ -929,5 +969,33 @@ impl AggregatorImpl for LipSync {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::frame_deadline;
+    use std::time::Duration;
+
+    fn ms(v: u64) -> gst::ClockTime {
+        gst::ClockTime::from_mseconds(v)
+    }
+
+    #[test]
+    fn a_frame_waits_until_its_due_time_plus_the_budget() {
+        // Frame ending at 1 s, 250 ms of latency, 100 ms budget: due at base + 1.35 s.
+        let wait = frame_deadline(ms(5_000 + 1_300), ms(5_000), ms(1_000), ms(250), ms(100));
+        assert_eq!(wait, Duration::from_millis(50));
+        // Handed over early (audio came ahead of time): it may wait longer.
+        let wait = frame_deadline(ms(5_000 + 800), ms(5_000), ms(1_000), ms(250), ms(100));
+        assert_eq!(wait, Duration::from_millis(550));
+    }
+
+    #[test]
+    fn a_frame_handed_over_after_its_due_time_gets_no_wait() {
+        // The element fell 2 s behind: the frame is repeated at once unless already done, so
+        // the stream catches up instead of waiting a whole budget per frame.
+        let wait = frame_deadline(ms(5_000 + 3_350), ms(5_000), ms(1_000), ms(250), ms(100));
+        assert_eq!(wait, Duration::ZERO);
     }
 }
