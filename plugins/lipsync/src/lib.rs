@@ -6,13 +6,15 @@
 //! - [`timeline`]: the audio and phonemes kept around the frame being drawn.
 //! - `mouth`: co-articulation and attack/release dynamics of the mouth.
 //! - `audio_features`: mouth shapes estimated from audio without phoneme events.
-//! - `mel`: the Wav2Lip mel spectrogram, and `resample` to its 16 kHz.
+//! - `mel`: the Wav2Lip mel spectrogram, and `resample` to its 16 kHz; `mel_window`: the
+//!   model's mel input per frame, each row computed once.
 //! - [`wav2lip_model`]: a Wav2Lip-class ONNX model; [`wav2lip_batcher`]: one per process, batched.
 
 mod audio_features;
 pub mod engine;
 mod lipsync;
 mod mel;
+mod mel_window;
 mod mouth;
 mod resample;
 pub mod timeline;

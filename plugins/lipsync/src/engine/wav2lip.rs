@@ -12,9 +12,8 @@
 //! with a face meta works too, cropped on the fly with a mask placed from the box.
 
 use super::{EngineError, FrameJob, FrameOutput, LipSyncEngine, PendingFrame, Rendered};
-use crate::mel::{MelSpectrogram, HOP, N_FFT, SAMPLE_RATE, WINDOW_FRAMES};
-use crate::resample::SincResampler;
-use crate::wav2lip_batcher::{SharedModel, FACE_LEN, MEL_LEN};
+use crate::mel_window::MelWindows;
+use crate::wav2lip_batcher::{SharedModel, FACE_LEN};
 use facecast_avatars::cache::CachedAvatar;
 use facecast_avatars::crop::{crop_face, default_landmarks, mouth_mask};
 use facecast_avatars::store::AvatarStore;
@@ -22,11 +21,6 @@ use facecast_avatars::CROP_SIZE;
 use facecast_common::{FaceInfo, Rect};
 use std::sync::{Arc, Mutex};
 
-/// 16 kHz samples one frame's mel window reads: the sample before (pre-emphasis), then 16 hops
-/// of 200 with an 800-sample FFT window.
-const WINDOW_SAMPLES: usize = 1 + (WINDOW_FRAMES - 1) * HOP + N_FFT;
-/// Mel frame k is centred on sample 200 k; its FFT window starts 400 samples earlier.
-const WINDOW_LEAD: i64 = (N_FFT / 2) as i64 + 1;
 /// Normalised mel values at or below this are silence (digital silence gives exactly −4).
 const SILENT_MEL: f32 = -3.99;
 
@@ -37,10 +31,7 @@ type SilentInbox = Arc<Mutex<Vec<(SilentKey, Arc<Vec<f32>>)>>>;
 pub struct Wav2LipEngine {
     model: Arc<SharedModel>,
     store: &'static AvatarStore,
-    mel: MelSpectrogram,
-    resampler: Option<(u32, SincResampler)>,
-    source: Vec<f32>,
-    audio16k: Vec<f32>,
+    mel: MelWindows,
     /// The registered avatar the frames come from, once looked up.
     avatar: Option<Arc<CachedAvatar>>,
     /// The model's output for a silent window, per avatar frame: silence always gives the same
@@ -59,60 +50,13 @@ impl Wav2LipEngine {
         Self {
             model,
             store,
-            mel: MelSpectrogram::new(),
-            resampler: None,
-            source: Vec::new(),
-            audio16k: Vec::new(),
+            mel: MelWindows::default(),
             avatar: None,
             silent: Default::default(),
             silent_inbox: Default::default(),
             warned_no_face: false,
             no_face_frames: 0,
         }
-    }
-
-    /// The frame's mel window as the model takes it: [1, 80, 16], mel bins by time.
-    fn mel_window(&mut self, job: &FrameJob) -> Vec<f32> {
-        let since = (job.start - job.origin).nseconds();
-        // Wav2Lip: int(i · 80 / fps), i.e. the mel frame at the frame's start.
-        let k0 = (since as u128 * (SAMPLE_RATE as u128 / HOP as u128) / 1_000_000_000) as i64;
-        let first16k = k0 * HOP as i64 - WINDOW_LEAD;
-        let rate = job.audio.rate();
-        if rate == SAMPLE_RATE {
-            job.audio
-                .samples_from(job.origin, first16k, WINDOW_SAMPLES, &mut self.audio16k);
-        } else {
-            let resampler = match &self.resampler {
-                Some((r, res)) if *r == rate => res,
-                _ => {
-                    &self
-                        .resampler
-                        .insert((rate, SincResampler::new(rate, SAMPLE_RATE)))
-                        .1
-                }
-            };
-            let step = rate as f64 / SAMPLE_RATE as f64;
-            let p0 = first16k as f64 * step;
-            let margin = SincResampler::margin();
-            let src_first = p0.floor() as i64 - margin;
-            let span = (WINDOW_SAMPLES as f64 * step).ceil() as usize + 2 * margin as usize + 1;
-            job.audio
-                .samples_from(job.origin, src_first, span, &mut self.source);
-            self.audio16k.clear();
-            for j in 0..WINDOW_SAMPLES {
-                let pos = (first16k + j as i64) as f64 * step;
-                self.audio16k
-                    .push(resampler.at(&self.source, src_first, pos));
-            }
-        }
-        let rows = self.mel.compute_window(&self.audio16k, WINDOW_FRAMES);
-        let mut out = vec![0f32; MEL_LEN];
-        for (t, row) in rows.iter().enumerate() {
-            for (m, &v) in row.iter().enumerate() {
-                out[m * WINDOW_FRAMES + t] = v;
-            }
-        }
-        out
     }
 
     /// The frame's face crop and blend mask: cached for registered avatars, else computed.
@@ -177,7 +121,8 @@ pub fn paste(frame: &mut [u8], stride: usize, rect: Rect, output: &[f32], mask: 
     let sample = |data: &dyn Fn(usize) -> f32, u: f32, v: f32| {
         let u = u.clamp(0.0, (n - 1) as f32);
         let v = v.clamp(0.0, (n - 1) as f32);
-        let (x0, y0) = (u.floor() as usize, v.floor() as usize);
+        // Both are clamped to ≥ 0, where truncation is floor (and needs no libm call).
+        let (x0, y0) = (u as usize, v as usize);
         let (x1, y1) = ((x0 + 1).min(n - 1), (y0 + 1).min(n - 1));
         let (wx, wy) = (u - x0 as f32, v - y0 as f32);
         let top = data(y0 * n + x0) * (1.0 - wx) + data(y0 * n + x1) * wx;
@@ -200,7 +145,8 @@ pub fn paste(frame: &mut [u8], stride: usize, rect: Rect, output: &[f32], mask: 
             for (ch, p) in [(0usize, 2usize), (1, 1), (2, 0)] {
                 let model = sample(&|i| output[p * plane + i], u, v).clamp(0.0, 1.0) * 255.0;
                 let old = frame[px + ch] as f32;
-                frame[px + ch] = (old + (model - old) * alpha).round() as u8;
+                // In 0..=255: adding ½ and truncating rounds as `round` does, without libm.
+                frame[px + ch] = (old + (model - old) * alpha + 0.5) as u8;
             }
         }
     }
@@ -221,7 +167,10 @@ impl LipSyncEngine for Wav2LipEngine {
         gst::ClockTime::from_mseconds(50)
     }
 
-    fn reset(&mut self) {}
+    fn reset(&mut self) {
+        // A flush: the kept mel rows belong to the audio before it.
+        self.mel = MelWindows::default();
+    }
 
     fn max_in_flight(&self) -> usize {
         self.model.key().max_batch.max(1)
@@ -258,7 +207,7 @@ impl LipSyncEngine for Wav2LipEngine {
         for (key, output) in self.silent_inbox.lock().unwrap().drain(..) {
             self.silent.insert(key, output);
         }
-        let mel = self.mel_window(job);
+        let mel = self.mel.window(job.audio, job.origin, job.start);
         // Silence (every mel value at its floor) on a frame already seen silent: reuse.
         let silent_key = mel
             .iter()
