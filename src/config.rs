@@ -300,8 +300,9 @@ pub struct LipSyncConfig {
     pub batch_size: u32,
     /// Longest wait for more frames to fill a batch, in ms.
     pub batch_wait_ms: u32,
-    /// How long a live frame may wait for its batch, in ms, before the previous frame is
-    /// shown instead (counted in `facecast_frames_repeated_total`); 0 (the default): wait.
+    /// How long past its due time (its end plus the pipeline latency) a live frame may wait for
+    /// its batch, in ms, before the previous frame is shown instead (counted in
+    /// `facecast_frames_repeated_total`); 0 (the default): wait.
     pub frame_budget_ms: u32,
     /// Frames a second the device holds live with none repeated (`facecast bench --serve
     /// --avatar …`). Photo-avatar sessions beyond `max_load` of it are refused (503
