@@ -21,6 +21,7 @@ const ROW_SAMPLES: usize = 1 + N_FFT;
 /// Mel row k is centred on sample 200 k; its FFT window starts 400 samples earlier.
 const WINDOW_LEAD: i64 = (N_FFT / 2) as i64 + 1;
 
+#[derive(Default)]
 pub struct MelWindows {
     mel: MelSpectrogram,
     resampler: Option<(u32, SincResampler)>,
@@ -34,21 +35,6 @@ pub struct MelWindows {
     /// 16 kHz samples `first_sample..` (index 0 at the origin).
     first_sample: i64,
     samples: Vec<f32>,
-}
-
-impl Default for MelWindows {
-    fn default() -> Self {
-        Self {
-            mel: MelSpectrogram::new(),
-            resampler: None,
-            source: Vec::new(),
-            stream: None,
-            first_row: 0,
-            rows: VecDeque::new(),
-            first_sample: 0,
-            samples: Vec::new(),
-        }
-    }
 }
 
 impl MelWindows {
