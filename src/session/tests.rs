@@ -247,3 +247,52 @@ async fn the_session_cap_is_exact_under_concurrent_creates() {
     registry.end_all("test over");
     assert_eq!(registry.len(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_lip_sync_model_repeats_frames_reports_once_and_the_session_goes_on() {
+    let mut config = photo_config();
+    // Every batch fails inside ONNX Runtime once real audio (even silence) comes in.
+    facecast_testkit::faulty_wav2lip_model();
+    config.lipsync.model = Some("wav2lip_faulty.onnx".into());
+    config.lipsync.batch_size = 2;
+    let registry = registry(config);
+    let session = registry
+        .create(CreateSession {
+            avatar: Some("session-astro".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let metric = |m: &prometheus::IntCounterVec| m.with_label_values(&[&session.id]).get();
+    let metrics = registry.metrics.clone();
+    // The failure is reported as it happens (an `error` event, counted in this metric, which
+    // the same bus handler increments): wait for it.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while metric(&metrics.lipsync_errors) == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("a lip-sync error reported within 10 s");
+    // The stream goes on at its pace, every frame the previous one, and no further report
+    // for the same run of failures.
+    let mut events = session.subscribe();
+    let before = metric(&metrics.frames_produced);
+    let repeated_before = metric(&metrics.frames_repeated);
+    session.say("Still here.", None);
+    next_event(&mut events, |e| {
+        matches!(e, SessionEvent::SpeechEnded { .. })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let produced = metric(&metrics.frames_produced) - before;
+    let repeated = metric(&metrics.frames_repeated) - repeated_before;
+    assert!(produced >= 25, "{produced} frames");
+    assert!(
+        repeated + 5 >= produced,
+        "{repeated} of {produced} repeated"
+    );
+    assert_eq!(metric(&metrics.lipsync_errors), 1);
+    assert!(registry.get(&session.id).is_ok(), "the session ended");
+    registry.end(&session.id, "test over");
+}
