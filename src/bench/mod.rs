@@ -528,6 +528,8 @@ fn wav2lip_bench(path: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()>
 }
 
 /// Frames per second through `Wav2LipEngine` (what `lipsync engine=wav2lip` runs per frame).
+/// As in a server, where each session's `lipsync` prepares its own frames on its own streaming
+/// thread, one engine per core prepares a share of each batch and all feed the shared batcher.
 fn engine_path_bench(
     path: &std::path::Path,
     device: facecast_onnx::Device,
@@ -538,10 +540,10 @@ fn engine_path_bench(
     use facecast_common::{FaceInfo, Rect};
     use gstfacecastlipsync::engine::wav2lip::Wav2LipEngine;
     use gstfacecastlipsync::wav2lip_batcher::{shared, ModelKey};
+    use std::sync::Barrier;
     // All `batch` frames are prepared before any is collected: let the batcher wait for them.
     let key = ModelKey::new(path, device, batch as u32, 500, threads as u32);
     let model = shared(&key)?;
-    let mut engine = Wav2LipEngine::new(model, AvatarStore::global());
     let size = 512u32;
     let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgba, size, size)
         .fps(gst::Fraction::new(25, 1))
@@ -566,38 +568,76 @@ fn engine_path_bench(
     let expression = BlendshapeWeights::default();
     let frame_time = gst::ClockTime::from_mseconds(40);
     let rounds = 12usize;
-    let mut fps = Vec::new();
-    for round in 0..rounds + 2 {
-        let t = Instant::now();
-        let mut pending = Vec::with_capacity(batch);
-        for i in 0..batch {
-            let n = ((round * batch + i) % 200) as u64;
-            let job = FrameJob {
-                index: n,
-                origin: gst::ClockTime::ZERO,
-                start: frame_time * n,
-                duration: frame_time,
-                audio: &audio,
-                phonemes: &phonemes,
-                video: &frame,
-                video_info: &info,
-                expression: &expression,
-            };
-            pending.push(engine.render(&job)?);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, batch.max(1));
+    // Main and the workers meet at the start and the end of every round.
+    let (start, done) = (Barrier::new(workers + 1), Barrier::new(workers + 1));
+    let mut fps = std::thread::scope(|s| -> anyhow::Result<Vec<f64>> {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let (model, start, done) = (model.clone(), &start, &done);
+                let (audio, phonemes, frame, info, expression) =
+                    (&audio, &phonemes, &frame, &info, &expression);
+                s.spawn(move || -> anyhow::Result<()> {
+                    let mut engine = Wav2LipEngine::new(model, AvatarStore::global());
+                    let share = batch / workers + usize::from(w < batch % workers);
+                    let mut failure = None;
+                    for round in 0..rounds + 2 {
+                        start.wait();
+                        let mut run = || -> anyhow::Result<()> {
+                            let mut pending = Vec::with_capacity(share);
+                            for i in 0..share {
+                                let n = ((round * batch + w * share + i) % 200) as u64;
+                                let job = FrameJob {
+                                    index: n,
+                                    origin: gst::ClockTime::ZERO,
+                                    start: frame_time * n,
+                                    duration: frame_time,
+                                    audio,
+                                    phonemes,
+                                    video: frame,
+                                    video_info: info,
+                                    expression,
+                                };
+                                pending.push(engine.render(&job)?);
+                            }
+                            for p in pending {
+                                let out = match p {
+                                    Rendered::Done(out) => *out,
+                                    Rendered::Pending(p) => p.finish()?,
+                                };
+                                std::hint::black_box(out.buffer);
+                            }
+                            Ok(())
+                        };
+                        // Keep meeting the others after a failure, so that no one waits forever.
+                        if let Err(e) = run() {
+                            failure.get_or_insert(e);
+                        }
+                        done.wait();
+                    }
+                    failure.map_or(Ok(()), Err)
+                })
+            })
+            .collect();
+        let mut fps = Vec::new();
+        for round in 0..rounds + 2 {
+            start.wait();
+            let t = Instant::now();
+            done.wait();
+            if round >= 2 {
+                fps.push(batch as f64 / t.elapsed().as_secs_f64());
+            }
         }
-        for p in pending {
-            let out = match p {
-                Rendered::Done(out) => *out,
-                Rendered::Pending(p) => p.finish()?,
-            };
-            std::hint::black_box(out.buffer);
+        for h in handles {
+            h.join().expect("an engine thread panicked")?;
         }
-        if round >= 2 {
-            fps.push(batch as f64 / t.elapsed().as_secs_f64());
-        }
-    }
+        Ok(fps)
+    })?;
     println!(
-        "lipsync engine path (512x512 frames, mel + crop + model + blend), batch {batch:>3}: median {:.0} frames/s ({rounds} rounds)",
+        "lipsync engine path (512x512 frames, mel + crop + model + blend, frames prepared on {workers} thread{}), batch {batch:>3}: median {:.0} frames/s ({rounds} rounds)",
+        if workers == 1 { "" } else { "s" },
         median(&mut fps)
     );
     Ok(())
