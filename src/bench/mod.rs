@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 mod listen;
 mod restream;
 mod serve;
+mod threads;
 #[cfg(test)]
 pub(crate) use listen::{sound_span, spoken_48k, OutputAudio};
 

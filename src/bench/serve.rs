@@ -4,7 +4,7 @@
 //! frame dropped or repeated: with the built-in face, or a registered photo avatar through the
 //! lip-sync model on a chosen device (then with the lipsync frame delay and the GPU's load).
 
-use super::{listen, percentile, process_cpu_time, restream, BenchArgs, PARAGRAPH};
+use super::{listen, percentile, process_cpu_time, restream, threads, BenchArgs, PARAGRAPH};
 use gst::prelude::*;
 use std::time::{Duration, Instant};
 
@@ -144,10 +144,13 @@ pub(super) fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
             let delays = FrameDelays::watch(&sessions);
             let gpu = GpuSampler::start(config.lipsync.device);
             let cpu0 = process_cpu_time();
+            let threads0 = threads::ThreadTimes::now();
             let t0 = Instant::now();
             tokio::time::sleep(Duration::from_secs(args.step_secs)).await;
             let wall = t0.elapsed().as_secs_f64();
             let cpu = process_cpu_time().zip(cpu0).map(|(a, b)| (a - b).as_secs_f64());
+            let by_thread =
+                threads::ThreadTimes::now().since(&threads0, Duration::from_secs_f64(wall));
             let gpu = gpu.stop();
             let mut delays = delays.take();
             let after: Vec<_> = sessions.iter().map(|s| count(&s.id)).collect();
@@ -194,6 +197,16 @@ pub(super) fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
                 gpu.map(|g| format!(", {g}")).unwrap_or_default(),
                 if ok { "" } else { "  <- not sustained" }
             );
+            // Where the CPU went: the costliest kinds of thread (GStreamer names streaming
+            // threads after their pad; the kernel cuts names at 15 characters).
+            let top: Vec<String> = by_thread
+                .iter()
+                .take(6)
+                .map(|k| format!("{} {:.2} ({} threads)", k.name, k.cores, k.threads))
+                .collect();
+            if !top.is_empty() {
+                println!("    cores by thread: {}", top.join(", "));
+            }
             for s in &sessions {
                 registry.end(&s.id, "bench");
             }
