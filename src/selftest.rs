@@ -10,7 +10,8 @@
 //!   decoder).
 //! - A live session end to end: the avatar talking through the configured lip-sync model on
 //!   this GPU, as `facecast serve` runs it, for a few seconds: frames at the stream's rate,
-//!   none repeated, the model answering (skipped, saying so, without a configured model).
+//!   none repeated (each frame within 100 ms of its due time, or the configured frame budget),
+//!   the model answering (skipped, saying so, without a configured model).
 //!
 //! Exits with failure if a kernel disagrees, the GPU cannot be opened, NVML does not answer or
 //! the session does not keep its pace.
@@ -161,6 +162,11 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<()> {
     let mut config = config;
     config.lipsync.device = Device::Cuda(ordinal);
     config.lipsync.devices.clear();
+    // Frames must also come on time: each within 100 ms of its due time (unless the
+    // configuration sets its own budget), else it is repeated and the check fails.
+    if config.lipsync.frame_budget_ms == 0 {
+        config.lipsync.frame_budget_ms = SESSION_FRAME_BUDGET_MS;
+    }
     if config.wav2lip_model().is_none() {
         println!(
             "session end to end: SKIPPED, no lip-sync model configured (lipsync.model or FACECAST_WAV2LIP_MODEL)"
@@ -182,6 +188,9 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<()> {
     println!("selftest passed");
     Ok(())
 }
+
+/// The frame budget of the session check when the configuration sets none (ms past due time).
+const SESSION_FRAME_BUDGET_MS: u32 = 100;
 
 /// One photo-avatar session, live on `config`'s GPU, saying a sentence: its frames in 4 s, the
 /// frames repeated (late or failed), and the frames the model ran.
@@ -229,8 +238,9 @@ fn session_end_to_end(config: Config, avatar: &str) -> anyhow::Result<String> {
         let (frames, repeated) = (after.0 - before.0, after.1 - before.1);
         let fps = frames as f64 / wall;
         let line = format!(
-            "{frames} frames in {wall:.1} s ({fps:.1} fps of {}), {repeated} repeated, {ran} frames through the model",
-            config.video.fps
+            "{frames} frames in {wall:.1} s ({fps:.1} fps of {}), {repeated} repeated (frame budget {} ms), {ran} frames through the model",
+            config.video.fps,
+            config.lipsync.frame_budget_ms
         );
         anyhow::ensure!(
             fps >= config.video.fps as f64 * 0.95 && repeated == 0 && ran > 0,
