@@ -121,23 +121,49 @@ pub struct SharedModel {
 /// A frame submitted to the model; [`wait`](PendingInference::wait) blocks for its output.
 pub struct PendingInference(mpsc::Receiver<Result<Vec<f32>, String>>);
 
+/// What waiting for a frame until a deadline gave.
+pub enum Waited {
+    Answer(Result<Vec<f32>, ModelError>),
+    /// Not answered by the deadline: the frame, whose answer may still be taken later.
+    Late(PendingInference),
+}
+
 impl PendingInference {
     /// The frame's output: 3·96·96 values, BGR in 0..1, planar. With a `deadline`, gives up
     /// then with [`ModelError::Late`] (the answer, when it comes, is thrown away).
     pub fn wait(self, deadline: Option<Instant>) -> Result<Vec<f32>, ModelError> {
+        match self.wait_by(deadline) {
+            Waited::Answer(answer) => answer,
+            Waited::Late(_) => Err(ModelError::Late),
+        }
+    }
+
+    /// Like [`wait`](Self::wait), but a late frame is given back.
+    pub fn wait_by(self, deadline: Option<Instant>) -> Waited {
         let stopped = || ModelError::Run("the model's worker stopped".into());
         let answer = match deadline {
-            None => self.0.recv().map_err(|_| stopped())?,
+            None => self.0.recv().map_err(|_| stopped()),
             Some(at) => match self
                 .0
                 .recv_timeout(at.saturating_duration_since(Instant::now()))
             {
-                Ok(answer) => answer,
-                Err(mpsc::RecvTimeoutError::Timeout) => return Err(ModelError::Late),
-                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(stopped()),
+                Ok(answer) => Ok(answer),
+                Err(mpsc::RecvTimeoutError::Timeout) => return Waited::Late(self),
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err(stopped()),
             },
         };
-        answer.map_err(ModelError::Run)
+        Waited::Answer(answer.and_then(|a| a.map_err(ModelError::Run)))
+    }
+
+    /// The answer if it has come, without waiting.
+    pub fn try_answer(&self) -> Option<Result<Vec<f32>, ModelError>> {
+        match self.0.try_recv() {
+            Ok(answer) => Some(answer.map_err(ModelError::Run)),
+            Err(mpsc::TryRecvError::Empty) => None,
+            Err(mpsc::TryRecvError::Disconnected) => {
+                Some(Err(ModelError::Run("the model's worker stopped".into())))
+            }
+        }
     }
 }
 

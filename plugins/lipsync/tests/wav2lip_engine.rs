@@ -228,9 +228,18 @@ fn run_live(
     model: &std::path::Path,
     settings: &str,
 ) -> (Vec<gst::Buffer>, u64, Vec<gst::Structure>) {
+    run_live_wave(model, settings, "saw")
+}
+
+/// [`run_live`] with the audio's `wave` (audiotestsrc's: `saw`, `silence`).
+fn run_live_wave(
+    model: &std::path::Path,
+    settings: &str,
+    wave: &str,
+) -> (Vec<gst::Buffer>, u64, Vec<gst::Structure>) {
     setup();
     let (samples, pipeline, errors) = play(&format!(
-        "audiotestsrc is-live=true wave=saw freq=140 volume=0.5 num-buffers=50 samplesperbuffer=441 \
+        "audiotestsrc is-live=true wave={wave} freq=140 volume=0.5 num-buffers=50 samplesperbuffer=441 \
            ! audio/x-raw,rate=22050,channels=1,format=S16LE ! ls.audio \
          avatarsrc avatar=astronaut is-live=true ! queue ! ls.video \
          lipsync name=ls engine=wav2lip model={} threads=2 {settings} \
@@ -300,4 +309,38 @@ fn live_frames_past_their_budget_repeat_the_previous_one_and_the_stream_goes_on(
         .filter(|f| f.map_readable().unwrap().as_slice() != first.as_slice())
         .count();
     assert!(moved > waited.len() / 2, "only {moved} frames repainted");
+}
+
+#[test]
+fn a_silent_frame_answered_after_its_deadline_still_spares_the_next_ones_an_inference() {
+    // Every frame misses its 1 ms budget while the first batch gathers for 200 ms. The idle
+    // photo's silent output, once it comes, is kept anyway: the frames after it reuse it
+    // instead of each going through the model (as on a busy GPU, where that would feed the
+    // overload).
+    let model = facecast_testkit::wav2lip_model();
+    let inferred = || -> u64 {
+        gstfacecastlipsync::wav2lip_batcher::loaded()
+            .iter()
+            .filter(|m| m.key().max_batch == 7 && m.key().path == model)
+            .map(|m| m.stats.frames.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    };
+    let (frames, repeated, _) = run_live_wave(
+        &model,
+        "batch-size=7 batch-wait=200 frame-budget=1",
+        "silence",
+    );
+    assert!((24..=26).contains(&frames.len()), "{} frames", frames.len());
+    assert!(repeated >= 1, "the first frames were late");
+    assert!(
+        inferred() <= 14,
+        "{} of {} silent frames went through the model",
+        inferred(),
+        frames.len()
+    );
+    assert!(
+        repeated + 5 <= frames.len() as u64,
+        "{repeated} of {} frames repeated: the kept output was not used",
+        frames.len()
+    );
 }

@@ -13,7 +13,8 @@
 
 use super::{EngineError, FrameJob, FrameOutput, LipSyncEngine, PendingFrame, Rendered};
 use crate::mel_window::MelWindows;
-use crate::wav2lip_batcher::{SharedModel, FACE_LEN};
+use crate::wav2lip_batcher::{PendingInference, SharedModel, Waited, FACE_LEN};
+use crate::wav2lip_model::ModelError;
 use facecast_avatars::cache::CachedAvatar;
 use facecast_avatars::crop::{crop_face, default_landmarks, mouth_mask};
 use facecast_avatars::store::AvatarStore;
@@ -26,7 +27,14 @@ const SILENT_MEL: f32 = -3.99;
 
 /// An avatar frame (its index, or `u32::MAX` when unknown) and face box.
 type SilentKey = (u32, Rect);
-type SilentInbox = Arc<Mutex<Vec<(SilentKey, Arc<Vec<f32>>)>>>;
+/// Silent outputs on their way into the engine's cache, from frames that were pending.
+#[derive(Default)]
+struct SilentInbox {
+    done: Vec<(SilentKey, Arc<Vec<f32>>)>,
+    /// Silent frames shown late (repeated) whose answer had not come: it still fills the
+    /// cache when it does, or an idle avatar on a busy GPU would be inferred every frame.
+    late: Vec<(SilentKey, PendingInference)>,
+}
 
 pub struct Wav2LipEngine {
     model: Arc<SharedModel>,
@@ -38,7 +46,7 @@ pub struct Wav2LipEngine {
     /// closed mouth, so an idle photo avatar costs no inference after its first frame.
     silent: std::collections::HashMap<SilentKey, Arc<Vec<f32>>>,
     /// Silent outputs computed by pending frames, moved into `silent` on the next frame.
-    silent_inbox: SilentInbox,
+    silent_inbox: Arc<Mutex<SilentInbox>>,
     /// Whether a frame without a face meta has been reported.
     pub warned_no_face: bool,
     /// Set when a frame had no face meta (the element warns once).
@@ -204,8 +212,22 @@ impl LipSyncEngine for Wav2LipEngine {
             lookup.face = rect;
             self.crop_and_mask(&lookup, map.as_slice(), stride)
         };
-        for (key, output) in self.silent_inbox.lock().unwrap().drain(..) {
-            self.silent.insert(key, output);
+        {
+            let inbox = self.silent_inbox.clone();
+            let mut inbox = inbox.lock().unwrap();
+            for (key, output) in inbox.done.drain(..) {
+                self.silent.insert(key, output);
+            }
+            inbox
+                .late
+                .retain(|(key, pending)| match pending.try_answer() {
+                    None => true,
+                    Some(Ok(output)) => {
+                        self.silent.insert(*key, Arc::new(output));
+                        false
+                    }
+                    Some(Err(_)) => false,
+                });
         }
         let mel = self.mel.window(job.audio, job.origin, job.start);
         // Silence (every mel value at its floor) on a frame already seen silent: reuse.
@@ -229,9 +251,21 @@ impl LipSyncEngine for Wav2LipEngine {
         let pending = self.model.submit(mel, face_tensor(&crop))?;
         let remember = silent_key.map(|k| (k, self.silent_inbox.clone()));
         Ok(Rendered::Pending(PendingFrame::new(move |deadline| {
-            let output = pending.wait(deadline)?;
+            let output = match pending.wait_by(deadline) {
+                Waited::Answer(answer) => answer?,
+                Waited::Late(pending) => {
+                    if let Some((key, inbox)) = remember {
+                        inbox.lock().unwrap().late.push((key, pending));
+                    }
+                    return Err(ModelError::Late.into());
+                }
+            };
             if let Some((key, inbox)) = remember {
-                inbox.lock().unwrap().push((key, Arc::new(output.clone())));
+                inbox
+                    .lock()
+                    .unwrap()
+                    .done
+                    .push((key, Arc::new(output.clone())));
             }
             {
                 let b = buffer.make_mut();
