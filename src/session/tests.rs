@@ -91,6 +91,14 @@ fn photo_config() -> Config {
     config
 }
 
+/// A session of the astronaut registered by [`photo_config`].
+fn photo() -> CreateSession {
+    CreateSession {
+        avatar: Some("session-astro".into()),
+        ..Default::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn photo_avatar_sessions_past_the_devices_capacity_get_busy_and_the_builtin_face_does_not_count(
 ) {
@@ -102,10 +110,6 @@ async fn photo_avatar_sessions_past_the_devices_capacity_get_busy_and_the_builti
     // this machine is (lateness is admission's own unit test).
     config.lipsync.frame_budget_ms = 0;
     let registry = registry(config);
-    let photo = || CreateSession {
-        avatar: Some("session-astro".into()),
-        ..Default::default()
-    };
     let first = registry.create(photo()).await.unwrap();
     let refused = registry.create(photo()).await.err().unwrap();
     let api = crate::error::ApiError::from(refused);
@@ -128,13 +132,7 @@ async fn a_photo_avatar_session_talks_with_wav2lip() {
     let mut config = photo_config();
     config.lipsync.batch_size = 3;
     let registry = registry(config);
-    let session = registry
-        .create(CreateSession {
-            avatar: Some("session-astro".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let session = registry.create(photo()).await.unwrap();
     assert_eq!(session.info().engine, "wav2lip");
     let mut events = session.subscribe();
     let inferred = || -> u64 {
@@ -256,13 +254,7 @@ async fn a_failing_lip_sync_model_repeats_frames_reports_once_and_the_session_go
     config.lipsync.model = Some("wav2lip_faulty.onnx".into());
     config.lipsync.batch_size = 2;
     let registry = registry(config);
-    let session = registry
-        .create(CreateSession {
-            avatar: Some("session-astro".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let session = registry.create(photo()).await.unwrap();
     let metric = |m: &prometheus::IntCounterVec| m.with_label_values(&[&session.id]).get();
     let metrics = registry.metrics.clone();
     // The failure is reported as it happens (an `error` event, counted in this metric, which

@@ -255,6 +255,21 @@ fn run_live_wave(
     (frames, repeated, errors)
 }
 
+/// A live second in which no frame was ever finished: 25 frames at a steady 40 ms (no gap, no
+/// stall), every one counted as repeated, each the avatar frame itself, unchanged.
+fn assert_every_frame_repeats_the_avatar(frames: &[gst::Buffer], repeated: u64) {
+    assert!((24..=26).contains(&frames.len()), "{} frames", frames.len());
+    for (n, f) in frames.iter().enumerate() {
+        let expected = frames[0].pts().unwrap() + gst::ClockTime::from_mseconds(40 * n as u64);
+        assert_eq!(f.pts(), Some(expected), "frame {n}: no gap, no stall");
+    }
+    assert_eq!(repeated, frames.len() as u64, "every frame repeated");
+    let first = frames[0].map_readable().unwrap();
+    for f in &frames[1..] {
+        assert_eq!(f.map_readable().unwrap().as_slice(), first.as_slice());
+    }
+}
+
 #[test]
 fn live_frames_whose_batch_fails_repeat_the_previous_one_and_one_error_is_posted() {
     // Every batch fails inside ONNX Runtime (the model rejects real audio at run time).
@@ -262,17 +277,7 @@ fn live_frames_whose_batch_fails_repeat_the_previous_one_and_one_error_is_posted
         &facecast_testkit::faulty_wav2lip_model(),
         "batch-size=8 batch-wait=20",
     );
-    assert!((24..=26).contains(&frames.len()), "{} frames", frames.len());
-    for (n, f) in frames.iter().enumerate() {
-        let expected = frames[0].pts().unwrap() + gst::ClockTime::from_mseconds(40 * n as u64);
-        assert_eq!(f.pts(), Some(expected), "frame {n}: no gap, no stall");
-    }
-    assert_eq!(repeated, frames.len() as u64, "every frame's batch failed");
-    // Nothing ever succeeded: the avatar frame itself is shown, unchanged.
-    let first = frames[0].map_readable().unwrap();
-    for f in &frames[1..] {
-        assert_eq!(f.map_readable().unwrap().as_slice(), first.as_slice());
-    }
+    assert_every_frame_repeats_the_avatar(&frames, repeated);
     // One message for the run of failures, saying what failed.
     assert_eq!(errors.len(), 1, "{errors:?}");
     let message = errors[0].get::<String>("message").unwrap();
@@ -288,17 +293,8 @@ fn live_frames_past_their_budget_repeat_the_previous_one_and_the_stream_goes_on(
     // (longer than the audio lasts): every frame is answered after its deadline.
     let model = facecast_testkit::wav2lip_model();
     let (late, repeated, _) = run_live(&model, "batch-size=256 batch-wait=1000 frame-budget=1");
-    assert!((24..=26).contains(&late.len()), "{} frames", late.len());
-    for (n, f) in late.iter().enumerate() {
-        let expected = late[0].pts().unwrap() + gst::ClockTime::from_mseconds(40 * n as u64);
-        assert_eq!(f.pts(), Some(expected), "frame {n}: no gap, no stall");
-    }
-    assert_eq!(repeated, late.len() as u64, "every frame was late");
-    // Nothing was ever finished in time: the avatar frame itself is shown, unchanged.
+    assert_every_frame_repeats_the_avatar(&late, repeated);
     let first = late[0].map_readable().unwrap();
-    for f in &late[1..] {
-        assert_eq!(f.map_readable().unwrap().as_slice(), first.as_slice());
-    }
 
     // Without a budget the same stream waits for every frame, and they talk.
     let (waited, repeated, _) = run_live(&model, "batch-size=8 batch-wait=200 frame-budget=0");
