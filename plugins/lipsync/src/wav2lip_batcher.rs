@@ -128,28 +128,24 @@ pub enum Waited {
     Late(PendingInference),
 }
 
-impl PendingInference {
-    /// The frame's output: 3·96·96 values, BGR in 0..1, planar. With a `deadline`, gives up
-    /// then with [`ModelError::Late`] (the answer, when it comes, is thrown away).
-    pub fn wait(self, deadline: Option<Instant>) -> Result<Vec<f32>, ModelError> {
-        match self.wait_by(deadline) {
-            Waited::Answer(answer) => answer,
-            Waited::Late(_) => Err(ModelError::Late),
-        }
-    }
+/// The error of a frame whose model worker has gone.
+fn worker_stopped() -> ModelError {
+    ModelError::Run("the model's worker stopped".into())
+}
 
-    /// Like [`wait`](Self::wait), but a late frame is given back.
-    pub fn wait_by(self, deadline: Option<Instant>) -> Waited {
-        let stopped = || ModelError::Run("the model's worker stopped".into());
+impl PendingInference {
+    /// The frame's output: 3·96·96 values, BGR in 0..1, planar. With a `deadline`, a frame not
+    /// answered by then is given back as [`Waited::Late`], its answer still to come.
+    pub fn wait(self, deadline: Option<Instant>) -> Waited {
         let answer = match deadline {
-            None => self.0.recv().map_err(|_| stopped()),
+            None => self.0.recv().map_err(|_| worker_stopped()),
             Some(at) => match self
                 .0
                 .recv_timeout(at.saturating_duration_since(Instant::now()))
             {
                 Ok(answer) => Ok(answer),
                 Err(mpsc::RecvTimeoutError::Timeout) => return Waited::Late(self),
-                Err(mpsc::RecvTimeoutError::Disconnected) => Err(stopped()),
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err(worker_stopped()),
             },
         };
         Waited::Answer(answer.and_then(|a| a.map_err(ModelError::Run)))
@@ -160,9 +156,7 @@ impl PendingInference {
         match self.0.try_recv() {
             Ok(answer) => Some(answer.map_err(ModelError::Run)),
             Err(mpsc::TryRecvError::Empty) => None,
-            Err(mpsc::TryRecvError::Disconnected) => {
-                Some(Err(ModelError::Run("the model's worker stopped".into())))
-            }
+            Err(mpsc::TryRecvError::Disconnected) => Some(Err(worker_stopped())),
         }
     }
 }
@@ -191,7 +185,7 @@ impl SharedModel {
                 submitted: Instant::now(),
                 reply,
             })
-            .map_err(|_| ModelError::Run("the model's worker stopped".into()))?;
+            .map_err(|_| worker_stopped())?;
         Ok(PendingInference(answer))
     }
 }

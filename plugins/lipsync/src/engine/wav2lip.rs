@@ -251,7 +251,7 @@ impl LipSyncEngine for Wav2LipEngine {
         let pending = self.model.submit(mel, face_tensor(&crop))?;
         let remember = silent_key.map(|k| (k, self.silent_inbox.clone()));
         Ok(Rendered::Pending(PendingFrame::new(move |deadline| {
-            let output = match pending.wait_by(deadline) {
+            let output = match pending.wait(deadline) {
                 Waited::Answer(answer) => answer?,
                 Waited::Late(pending) => {
                     if let Some((key, inbox)) = remember {

@@ -30,8 +30,8 @@ const DEFAULT_DEVICE: &str = "cpu";
 const DEFAULT_BATCH_SIZE: u32 = 4;
 const DEFAULT_BATCH_WAIT_MS: u32 = 8;
 /// Live: how long past its due time a frame may still come from the engine before the previous
-/// frame is shown instead (0: always wait). Off by default, so that a slow engine slows the
-/// stream rather than freezing the face; servers set it (see `frame_deadline`).
+/// frame is shown instead (0: always wait; see `frame_deadline`). Off by default: a slow engine
+/// then delays the stream rather than freezing the face, until a user chooses otherwise.
 const DEFAULT_FRAME_BUDGET_MS: u32 = 0;
 
 /// Posted (at most once per run of failures) when the engine fails a frame and the previous
