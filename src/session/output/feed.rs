@@ -120,7 +120,10 @@ impl Feed {
         for tap in self.taps.drain(..) {
             session.untap(tap);
         }
-        for e in self.elements.drain(..) {
+        // Sinks before their queues: while the session pauses on its way to a stop, an
+        // appsink holds its queue's thread waiting to preroll, and stopping that queue first
+        // would wait for that thread for ever.
+        for e in self.elements.drain(..).rev() {
             let _ = e.set_state(gst::State::Null);
             let _ = session.pipeline.remove(&e);
         }
@@ -157,4 +160,55 @@ fn forward(current: &Mutex<Current>, stream: Encoded, pad: &gst::Pad, sample: &g
         out.set_dts(pts);
     }
     inlet.push(stream, sample.caps(), out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::session::tests::registry;
+    use crate::session::CreateSession;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// A session on its way to a stop pauses first, and a paused appsink holds its queue's
+    /// thread until it plays again. The feed must still leave (an output stopping while its
+    /// session ends once hung the server here).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_feed_leaves_while_its_sinks_hold_their_queues() {
+        let data = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        (config.video.width, config.video.height) = (256, 256);
+        config.data_dir = data.path().to_owned();
+        let registry = registry(config);
+        let session = registry.create(CreateSession::default()).await.unwrap();
+        let mut feed = Feed::attach(session.pipeline(), "held").unwrap();
+        let (arrived, arrivals) = mpsc::channel();
+        for sink in feed.elements.iter().filter(|e| e.is::<gst_app::AppSink>()) {
+            let arrived = arrived.clone();
+            sink.static_pad("sink")
+                .unwrap()
+                .add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
+                    let _ = arrived.send(pad.parent_element().unwrap().name());
+                    gst::PadProbeReturn::Remove
+                });
+            sink.set_state(gst::State::Paused).unwrap();
+        }
+        let mut held: Vec<_> = (0..2)
+            .map(|_| arrivals.recv_timeout(Duration::from_secs(10)).unwrap())
+            .collect();
+        held.sort();
+        assert_eq!(held, ["held-Aac", "held-H264"]);
+
+        let (done, detached) = mpsc::channel();
+        let s = session.clone();
+        std::thread::spawn(move || {
+            feed.detach(s.pipeline());
+            let _ = done.send(());
+        });
+        detached
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the feed did not leave the session within 10 s");
+        registry.end(&session.id, "done");
+    }
 }

@@ -112,7 +112,9 @@ impl Output {
     }
 
     /// Stops the output now and waits (up to two seconds) for its muxer to write what it
-    /// holds; its task then reports it stopped. Blocking.
+    /// holds; its task then reports it stopped. Blocking. When this returns the output has
+    /// left the session's pipeline, whichever of this and the output's task took it out: the
+    /// caller may stop that pipeline next.
     pub fn stop(&self, session: &Session) {
         let _ = self.stop.send(true);
         if let Some(feed) = self.feed.lock().unwrap().as_ref() {
@@ -121,8 +123,16 @@ impl Output {
         if let Some(c) = self.connection.lock().unwrap().take() {
             c.finish(Duration::from_secs(2));
         }
-        if let Some(mut feed) = self.feed.lock().unwrap().take() {
-            feed.detach(session.pipeline());
+        self.detach_feed(session);
+    }
+
+    /// Takes the feed out of the session. The lock is held until it is out, so a second
+    /// caller waits for the first rather than finding nothing and going on while the feed's
+    /// elements are still stopping.
+    fn detach_feed(&self, session: &Session) {
+        let mut feed = self.feed.lock().unwrap();
+        if let Some(mut f) = feed.take() {
+            f.detach(session.pipeline());
         }
     }
 }
@@ -279,9 +289,9 @@ impl Supervisor {
         if let Some(c) = last {
             let _ = tokio::task::spawn_blocking(move || c.finish(Duration::from_secs(2))).await;
         }
-        let feed = o.feed.lock().unwrap().take();
-        if let (Some(mut feed), Some(session)) = (feed, self.session.upgrade()) {
-            let _ = tokio::task::spawn_blocking(move || feed.detach(session.pipeline())).await;
+        if let Some(session) = self.session.upgrade() {
+            let o = o.clone();
+            let _ = tokio::task::spawn_blocking(move || o.detach_feed(&session)).await;
         }
         match &failed {
             Some(message) => o.set_state(OutputState::Failed, Some(message.clone())),
