@@ -6,7 +6,7 @@
 //!         (listen=drive: speechsynth ! audiomixer "voice_in" ! 48 kHz mono ─ tee, and the
 //!          publisher's decoded voice joins the mixer: it is the avatar's voice)
 //! face    avatarsrc is-live ! caps ! queue ──────────────────────────────── lipsync.video
-//!         lipsync ! queue (leaky) ! videoconvert ─ tee "video_raw"
+//!         lipsync ! queue (leaky) ! deltaconvert ─ tee "video_raw"   (I420: only what changed)
 //! encode  video_raw ─ vp8enc | x264enc ─ tee "video_out"          (the viewers' codec)
 //!         video_raw ─ queue (leaky) ! x264enc ─ tee                (H.264 for outputs, on demand)
 //!         audio_raw ─ opusenc ─ tee "audio_out"                    (Opus for viewers)
@@ -344,7 +344,10 @@ impl SessionPipeline {
             .property("max-size-bytes", 0u32)
             .property_from_str("leaky", "downstream")
             .build()?;
-        let vconvert = make("videoconvert", None)?;
+        // To I420, converting only the pixels that changed: a photo avatar's frames differ
+        // in the face box alone, and videoconvert's whole frames were half the CPU of this
+        // branch (0.33 of 0.67 ms a 512×512 frame with x264, against 0.03 ms now).
+        let vconvert = make("deltaconvert", None)?;
         let video_raw = gst::ElementFactory::make("tee")
             .name("video_raw")
             .property("allow-not-linked", true)

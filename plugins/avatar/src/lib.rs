@@ -6,14 +6,19 @@
 //! - [`AvatarSrc`] (`avatarsrc`): the GStreamer source that plays either kind of avatar, with a
 //!   face meta on every frame. Registered photo/video avatars (registration, cache, store) live
 //!   in the plain library `facecast-avatars`, which the server uses too.
+//! - [`DeltaConvert`] (`deltaconvert`): the talking frames to I420 for an encoder, converting
+//!   only the pixels that changed (with [`changed`], where two frames differ).
 //!
 //! `lipsync` links this crate to redraw frames with a speaking mouth.
 
 mod avatarsrc;
+pub mod changed;
+mod deltaconvert;
 pub mod idle;
 pub mod render;
 
 pub use avatarsrc::AvatarSrc;
+pub use deltaconvert::DeltaConvert;
 
 gst::plugin_define!(
     facecastavatar,
@@ -28,5 +33,6 @@ gst::plugin_define!(
 );
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), gst::glib::BoolError> {
-    avatarsrc::register(plugin)
+    avatarsrc::register(plugin)?;
+    deltaconvert::register(plugin)
 }
