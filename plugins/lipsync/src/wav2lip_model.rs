@@ -8,8 +8,9 @@
 //! does not fit is refused with what was expected.
 
 use facecast_onnx::{session_builder, Device, RuntimeError};
+use ort::logging::LogLevel;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
-use ort::session::{IoBinding, Session};
+use ort::session::{IoBinding, RunOptions, Session};
 use ort::value::{Tensor, TensorRef};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,10 @@ pub struct Wav2LipModel {
     pinned_failed: Option<String>,
     /// Names taken from the model's shapes rather than from `io` (see `check`).
     inferred: Vec<String>,
+    /// Every run's options: ONNX Runtime prints nothing of its own when a run fails. The
+    /// error comes back to the caller, which reports it once per run of failures; ONNX
+    /// Runtime would print it again for every failed batch, at the frame rate.
+    quiet: RunOptions,
 }
 
 /// Inputs and output of one batch size in page-locked (pinned) host memory, bound to the model.
@@ -82,6 +87,13 @@ struct PinnedBatch {
     face: Tensor<f32>,
     // The allocator must outlive the tensors it made.
     _input: Allocator,
+}
+
+/// Run options under which ONNX Runtime logs only fatal errors.
+fn quiet_runs() -> ort::Result<RunOptions> {
+    let mut options = RunOptions::new()?;
+    options.set_log_level(LogLevel::Fatal)?;
+    Ok(options)
 }
 
 impl Wav2LipModel {
@@ -112,6 +124,7 @@ impl Wav2LipModel {
             pinned: HashMap::new(),
             pinned_failed: None,
             inferred: Vec::new(),
+            quiet: quiet_runs().map_err(load)?,
         };
         model.inferred = model.check(path)?;
         Ok(model)
@@ -256,7 +269,10 @@ impl Wav2LipModel {
         let face_t = TensorRef::from_array_view(([n, 6, 96, 96], face)).map_err(run)?;
         let outputs = self
             .session
-            .run(ort::inputs![self.io.mel.as_str() => mel_t, self.io.face.as_str() => face_t])
+            .run_with_options(
+                ort::inputs![self.io.mel.as_str() => mel_t, self.io.face.as_str() => face_t],
+                &self.quiet,
+            )
             .map_err(run)?;
         let (_, data) = outputs[self.io.output.as_str()]
             .try_extract_tensor::<f32>()
@@ -279,7 +295,10 @@ impl Wav2LipModel {
         let batch = self.pinned.get_mut(&n).expect("inserted above");
         batch.mel.extract_tensor_mut().1.copy_from_slice(mel);
         batch.face.extract_tensor_mut().1.copy_from_slice(face);
-        let outputs = self.session.run_binding(&batch.binding).map_err(run)?;
+        let outputs = self
+            .session
+            .run_binding_with_options(&batch.binding, &self.quiet)
+            .map_err(run)?;
         let (_, data) = outputs[self.io.output.as_str()]
             .try_extract_tensor::<f32>()
             .map_err(run)?;

@@ -146,3 +146,49 @@ fn names_left_at_their_defaults_are_taken_from_the_shapes() {
         "{text}"
     );
 }
+
+/// A model that fails at run time fails quietly: the error comes back to the caller, which
+/// reports it once per run of failures, and ONNX Runtime prints nothing of its own (it used to
+/// print an error line for every failed batch: a broken model filled the server's log at the
+/// frame rate). ONNX Runtime writes to the process's stderr, so this runs in a child process
+/// whose stderr the test reads.
+#[test]
+fn failed_runs_are_returned_not_printed() {
+    const CHILD: &str = "FACECAST_FAILING_RUNS_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let mut model = Wav2LipModel::load(
+            facecast_testkit::onnx_runtime(),
+            &facecast_testkit::faulty_wav2lip_model(),
+            ModelIo::default(),
+            Device::Cpu,
+            1,
+        )
+        .unwrap();
+        let (mel, face) = inputs(2);
+        let failed = (0..5)
+            .filter(|_| matches!(model.infer(2, &mel, &face), Err(ModelError::Run(_))))
+            .count();
+        println!("failed runs: {failed}");
+        return;
+    }
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "failed_runs_are_returned_not_printed",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr),
+    );
+    assert!(child.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("failed runs: 5"), "{stdout}");
+    assert!(
+        !stderr.contains("[E:onnxruntime"),
+        "ONNX Runtime printed its own errors:\n{stderr}"
+    );
+}
