@@ -207,7 +207,8 @@ fn build(args: &RenderArgs) -> anyhow::Result<RenderPipeline> {
     let aconvert = make("audioconvert")?;
     let aresample = make("audioresample")?;
     let aac = make("avenc_aac")?;
-    let vconvert = make("videoconvert")?;
+    // Only the pixels that changed are converted (a photo avatar: its face box).
+    let vconvert = make("deltaconvert")?;
     let x264 = gst::ElementFactory::make("x264enc")
         .property_from_str("speed-preset", "faster")
         .build()
