@@ -32,10 +32,13 @@ pub fn viewer_video(config: &Config) -> anyhow::Result<Vec<gst::Element>> {
     match v.codec {
         // Real-time VP8: one thread per session (sessions run in parallel), constant bitrate,
         // a keyframe every two seconds so a joining viewer waits little even without asking.
+        // libvpx's fastest real-time speed: on a 512×512 portrait with a moving box it took
+        // half the CPU of speed 8 (0.55 against 1.1 ms a frame here) at the same bitrate and a
+        // luma PSNR 0.04 dB lower (47.74 against 47.78 dB).
         VideoCodec::Vp8 => Ok(vec![gst::ElementFactory::make("vp8enc")
             .name("encoder")
             .property("deadline", 1i64)
-            .property("cpu-used", 8i32)
+            .property("cpu-used", 16i32)
             .property("threads", 1i32)
             .property_from_str("end-usage", "cbr")
             .property("target-bitrate", (v.bitrate_kbps * 1000) as i32)
@@ -65,6 +68,13 @@ pub fn output_video(config: &Config) -> anyhow::Result<Vec<gst::Element>> {
     })
 }
 
+/// The finest quantiser x264 may use. Left at its default (10), x264 spends the whole
+/// bitrate on a talking head that barely changes, coding detail nobody can see: on a 512×512
+/// portrait with a moving box, a floor of 20 took x264 from 0.59 to 0.21 ms of CPU a frame and
+/// from 1,100 to 235 kbit/s, at a luma PSNR of 42.8 dB (51.6 without it). Content that needs
+/// the bitrate (noise) is coded as before.
+const X264_MIN_QP: u32 = 20;
+
 /// NVENC when the GPU has it (nvcodec registers it only where CUDA loads), x264 otherwise;
 /// both without B-frames or look-ahead, so a frame leaves at once. Parameter sets go with
 /// every keyframe (a restream or viewer may join at any one).
@@ -85,6 +95,7 @@ fn h264(want: &H264) -> anyhow::Result<Vec<gst::Element>> {
             .property("key-int-max", want.keyframe_frames)
             .property("bframes", 0u32)
             .property("threads", 1u32)
+            .property("qp-min", X264_MIN_QP)
     };
     if let Some(name) = want.name {
         encoder = encoder.name(name);
