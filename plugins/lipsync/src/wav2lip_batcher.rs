@@ -9,6 +9,13 @@
 //! batch, and answers each frame on its own channel. One live session at 25 fps mostly runs
 //! batches of one; several sessions, or an offline render that submits frames ahead, share
 //! batches, which is where a GPU gets its throughput.
+//!
+//! A frame may come with the instant after which its answer is of no use (a live frame past its
+//! frame budget is replaced by the previous one anyway). Such a frame that would expire before
+//! its batch ends (reckoned from the last batch's run time) is left out and answered "expired"
+//! at once: an overloaded model spends
+//! itself on frames that can still be shown, instead of falling further behind on ones that
+//! cannot.
 
 use crate::wav2lip_model::{runtime, ModelError, ModelIo, Wav2LipModel};
 use facecast_onnx::Device;
@@ -96,7 +103,26 @@ struct Request {
     mel: Vec<f32>,
     face: Vec<f32>,
     submitted: Instant,
-    reply: mpsc::SyncSender<Result<Vec<f32>, String>>,
+    /// After this, the answer is of no use: the frame is left out of its batch.
+    expires: Option<Instant>,
+    reply: mpsc::SyncSender<Result<Vec<f32>, Unanswered>>,
+}
+
+/// Why a frame got no output.
+enum Unanswered {
+    /// It expired before its batch ran, and was left out.
+    Expired,
+    /// Its batch failed (ONNX Runtime's message).
+    Failed(String),
+}
+
+impl From<Unanswered> for ModelError {
+    fn from(u: Unanswered) -> Self {
+        match u {
+            Unanswered::Expired => ModelError::Late,
+            Unanswered::Failed(message) => ModelError::Run(message),
+        }
+    }
 }
 
 /// Counters of a shared model, for metrics and benchmarks.
@@ -106,6 +132,8 @@ pub struct BatchStats {
     pub frames: AtomicU64,
     /// Total time spent in inference, in microseconds.
     pub inference_us: AtomicU64,
+    /// Frames left out because they expired before their batch ran.
+    pub expired: AtomicU64,
 }
 
 /// A handle on a shared model.
@@ -119,7 +147,7 @@ pub struct SharedModel {
 }
 
 /// A frame submitted to the model; [`wait`](PendingInference::wait) blocks for its output.
-pub struct PendingInference(mpsc::Receiver<Result<Vec<f32>, String>>);
+pub struct PendingInference(mpsc::Receiver<Result<Vec<f32>, Unanswered>>);
 
 /// What waiting for a frame until a deadline gave.
 pub enum Waited {
@@ -148,13 +176,13 @@ impl PendingInference {
                 Err(mpsc::RecvTimeoutError::Disconnected) => Err(worker_stopped()),
             },
         };
-        Waited::Answer(answer.and_then(|a| a.map_err(ModelError::Run)))
+        Waited::Answer(answer.and_then(|a| a.map_err(ModelError::from)))
     }
 
     /// The answer if it has come, without waiting.
     pub fn try_answer(&self) -> Option<Result<Vec<f32>, ModelError>> {
         match self.0.try_recv() {
-            Ok(answer) => Some(answer.map_err(ModelError::Run)),
+            Ok(answer) => Some(answer.map_err(ModelError::from)),
             Err(mpsc::TryRecvError::Empty) => None,
             Err(mpsc::TryRecvError::Disconnected) => Some(Err(worker_stopped())),
         }
@@ -166,8 +194,14 @@ impl SharedModel {
         &self.key
     }
 
-    /// Queues one frame: `mel` is 80·16 values, `face` 6·96·96.
-    pub fn submit(&self, mel: Vec<f32>, face: Vec<f32>) -> Result<PendingInference, ModelError> {
+    /// Queues one frame: `mel` is 80·16 values, `face` 6·96·96. A frame still queued at
+    /// `expires` is not run: it is answered [`ModelError::Late`].
+    pub fn submit(
+        &self,
+        mel: Vec<f32>,
+        face: Vec<f32>,
+        expires: Option<Instant>,
+    ) -> Result<PendingInference, ModelError> {
         if mel.len() != MEL_LEN || face.len() != FACE_LEN {
             return Err(ModelError::Run(format!(
                 "a frame needs {MEL_LEN} mel and {FACE_LEN} face values, got {} and {}",
@@ -183,6 +217,7 @@ impl SharedModel {
                 mel,
                 face,
                 submitted: Instant::now(),
+                expires,
                 reply,
             })
             .map_err(|_| worker_stopped())?;
@@ -295,6 +330,9 @@ fn run_batches(
 ) {
     let mut mel = Vec::with_capacity(max_batch * MEL_LEN);
     let mut face = Vec::with_capacity(max_batch * FACE_LEN);
+    // How long the last batch took: a frame that would expire before a batch like it ends is
+    // left out too (it would be answered too late to be shown).
+    let mut last_run = Duration::ZERO;
     while let Ok(first) = requests.recv() {
         let gathering = Instant::now();
         let deadline = gathering + max_wait;
@@ -305,6 +343,27 @@ fn run_batches(
                 Ok(r) => batch.push(r),
                 Err(_) => break,
             }
+        }
+        let done_by = Instant::now() + last_run;
+        let (expired, live): (Vec<Request>, Vec<Request>) = batch
+            .into_iter()
+            .partition(|r| r.expires.is_some_and(|at| at <= done_by));
+        if !expired.is_empty() {
+            gst::debug!(
+                CAT,
+                "{} frames expired before their batch ran",
+                expired.len()
+            );
+            stats
+                .expired
+                .fetch_add(expired.len() as u64, Ordering::Relaxed);
+            for r in expired {
+                let _ = r.reply.send(Err(Unanswered::Expired));
+            }
+        }
+        let batch = live;
+        if batch.is_empty() {
+            continue;
         }
         mel.clear();
         face.clear();
@@ -330,9 +389,10 @@ fn run_batches(
             started.duration_since(gathering),
             started.elapsed()
         );
+        last_run = started.elapsed();
         stats
             .inference_us
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            .fetch_add(last_run.as_micros() as u64, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats
             .frames
@@ -346,7 +406,7 @@ fn run_batches(
             Err(e) => {
                 let message = e.to_string();
                 for r in batch {
-                    let _ = r.reply.send(Err(message.clone()));
+                    let _ = r.reply.send(Err(Unanswered::Failed(message.clone())));
                 }
             }
         }

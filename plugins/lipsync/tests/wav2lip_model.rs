@@ -192,3 +192,34 @@ fn failed_runs_are_returned_not_printed() {
         "ONNX Runtime printed its own errors:\n{stderr}"
     );
 }
+
+/// A frame still queued after its `expires` instant is left out of its batch and answered late
+/// at once; the others in the batch are run as usual.
+#[test]
+fn frames_that_expire_before_their_batch_runs_are_left_out() {
+    use gstfacecastlipsync::wav2lip_batcher::{shared, ModelKey, Waited};
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+    let (_, path) = assets();
+    // Its own key (batch 6, 150 ms wait): the counters are this test's alone.
+    let model = shared(&ModelKey::new(&path, Device::Cpu, 6, 150, 1)).unwrap();
+    let (mel, face) = inputs(1);
+    let soon = Instant::now() + Duration::from_millis(20);
+    let frames: Vec<_> = [None, Some(soon), None, Some(soon), Some(soon)]
+        .into_iter()
+        .map(|expires| model.submit(mel.clone(), face.clone(), expires).unwrap())
+        .collect();
+    // The batch gathers for 150 ms, so the three frames expiring after 20 ms are left out.
+    let answers: Vec<_> = frames.into_iter().map(|f| f.wait(None)).collect();
+    let kinds: Vec<&str> = answers
+        .iter()
+        .map(|a| match a {
+            Waited::Answer(Ok(out)) if out.len() == 3 * 96 * 96 => "output",
+            Waited::Answer(Err(ModelError::Late)) => "late",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["output", "late", "output", "late", "late"]);
+    assert_eq!(model.stats.expired.load(Ordering::Relaxed), 3);
+    assert_eq!(model.stats.frames.load(Ordering::Relaxed), 2);
+}

@@ -24,6 +24,9 @@ pub struct FrameJob<'a> {
     /// Running time of the output frame and its duration.
     pub start: gst::ClockTime,
     pub duration: gst::ClockTime,
+    /// Live with a frame budget: the instant after which the frame is of no use (the previous
+    /// one is shown instead). An engine may skip work for it after that.
+    pub deadline: Option<Instant>,
     /// The audio around the frame (at least `history` before and `lookahead` after it).
     pub audio: &'a AudioTimeline,
     /// Phonemes announced in-band, if the audio came with them.

@@ -248,7 +248,14 @@ impl LipSyncEngine for Wav2LipEngine {
                 mouth: None,
             })));
         }
-        let pending = self.model.submit(mel, face_tensor(&crop))?;
+        // A speaking frame past its deadline is not worth running; a silent one is (its
+        // answer fills the idle cache, late or not).
+        let expires = if silent_key.is_some() {
+            None
+        } else {
+            job.deadline
+        };
+        let pending = self.model.submit(mel, face_tensor(&crop), expires)?;
         let remember = silent_key.map(|k| (k, self.silent_inbox.clone()));
         Ok(Rendered::Pending(PendingFrame::new(move |deadline| {
             let output = match pending.wait(deadline) {

@@ -131,6 +131,8 @@ struct Queued {
     duration: gst::ClockTime,
     /// When it was handed over (for the log).
     queued_at: std::time::Instant,
+    /// Live with a frame budget: when it must be ready (else the previous frame is shown).
+    deadline: Option<std::time::Instant>,
     /// The avatar frame it starts from: shown unchanged if it fails before any frame was pushed.
     avatar: gst::Buffer,
     frame: PendingFrame,
@@ -179,6 +181,29 @@ fn frame_deadline(
 ) -> std::time::Duration {
     let due = base_time + end + latency + budget;
     std::time::Duration::from_nanos(due.saturating_sub(now).nseconds())
+}
+
+/// What a live frame's deadline is reckoned from: the pipeline clock and base time, the
+/// element's latency and the frame budget. `None` offline or without a budget.
+struct DeadlineClock {
+    clock: gst::Clock,
+    base_time: gst::ClockTime,
+    latency: gst::ClockTime,
+    budget: gst::ClockTime,
+}
+
+impl DeadlineClock {
+    /// The instant by which a frame ending at running time `end` must be ready.
+    fn deadline(&self, end: gst::ClockTime) -> std::time::Instant {
+        std::time::Instant::now()
+            + frame_deadline(
+                self.clock.time(),
+                self.base_time,
+                end,
+                self.latency,
+                self.budget,
+            )
+    }
 }
 
 fn running_time(
@@ -285,8 +310,26 @@ impl LipSync {
         Ok(())
     }
 
+    /// Live with a frame budget: how frames' deadlines are found (read before the state is
+    /// locked: it asks the element and its clock).
+    fn deadline_clock(&self) -> Option<DeadlineClock> {
+        let budget = self.settings.lock().unwrap().frame_budget_ms;
+        let obj = self.obj();
+        let latency = obj.latency()?;
+        if budget == 0 {
+            return None;
+        }
+        Some(DeadlineClock {
+            clock: obj.clock()?,
+            base_time: obj.base_time()?,
+            latency,
+            budget: gst::ClockTime::from_mseconds(budget as u64),
+        })
+    }
+
     /// Decides and, when possible, draws the next output frame.
     fn next_frame(&self, timeout: bool) -> Result<Next, gst::FlowError> {
+        let deadlines = self.deadline_clock();
         let mut guard = self.state.lock().unwrap();
         let state = &mut *guard;
         let Some(video_info) = state.video_info.clone() else {
@@ -420,11 +463,13 @@ impl LipSync {
         let duration = end - start;
         let expression = *state.expression.advance(duration.seconds_f32());
         let audio = state.audio.as_ref().expect("ready implies audio");
+        let deadline = deadlines.as_ref().map(|d| d.deadline(end));
         let job = FrameJob {
             index: n,
             origin,
             start,
             duration,
+            deadline,
             audio,
             phonemes: &state.phonemes,
             video: &video,
@@ -448,6 +493,7 @@ impl LipSync {
             start,
             duration,
             queued_at: std::time::Instant::now(),
+            deadline,
             avatar: video,
             frame: pending,
         });
@@ -468,30 +514,13 @@ impl LipSync {
     /// previous frame (counted in `frames-repeated`), so the stream never stalls and one bad
     /// batch never ends it. Offline, frames are waited for, and a failure is an error.
     fn push_pending(&self) -> Result<(), gst::FlowError> {
-        let budget = self.settings.lock().unwrap().frame_budget_ms;
-        let obj = self.obj();
-        let latency = obj.latency();
-        let live = latency.is_some();
-        // The pipeline clock, to find each frame's due time (live only).
-        let clock = (live && budget > 0)
-            .then(|| obj.clock().zip(obj.base_time()))
-            .flatten();
+        let live = self.obj().latency().is_some();
         loop {
             // The state is not locked while the engine finishes a frame.
             let Some(queued) = self.state.lock().unwrap().pending.pop_front() else {
                 return Ok(());
             };
-            let deadline = clock.as_ref().map(|(clock, base_time)| {
-                std::time::Instant::now()
-                    + frame_deadline(
-                        clock.time(),
-                        *base_time,
-                        queued.start + queued.duration,
-                        latency.unwrap_or_default(),
-                        gst::ClockTime::from_mseconds(budget as u64),
-                    )
-            });
-            let result = queued.frame.finish_by(deadline);
+            let result = queued.frame.finish_by(queued.deadline);
             gst::trace!(
                 CAT,
                 imp = self,
