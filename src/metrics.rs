@@ -47,6 +47,7 @@ pub struct Metrics {
     avatar_cache_hits: IntCounter,
     avatar_cache_misses: IntCounter,
     wav2lip_frames: IntCounter,
+    wav2lip_frames_expired: IntCounter,
     wav2lip_batches: IntCounter,
     wav2lip_inference_seconds: Counter,
 }
@@ -162,6 +163,10 @@ impl Metrics {
             "wav2lip_frames_total",
             "Frames run through the lip-sync model",
         );
+        let wav2lip_frames_expired = counter(
+            "wav2lip_frames_expired_total",
+            "Frames left out of a lip-sync batch: they would have been ready after their deadline",
+        );
         let wav2lip_batches = counter("wav2lip_batches_total", "Lip-sync model runs (batches)");
         let wav2lip_inference_seconds = Counter::new(
             "wav2lip_inference_seconds_total",
@@ -172,6 +177,7 @@ impl Metrics {
             Box::new(avatar_cache_hits.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(avatar_cache_misses.clone()),
             Box::new(wav2lip_frames.clone()),
+            Box::new(wav2lip_frames_expired.clone()),
             Box::new(wav2lip_batches.clone()),
             Box::new(wav2lip_inference_seconds.clone()),
             Box::new(sessions_active.clone()),
@@ -218,6 +224,7 @@ impl Metrics {
             avatar_cache_hits,
             avatar_cache_misses,
             wav2lip_frames,
+            wav2lip_frames_expired,
             wav2lip_batches,
             wav2lip_inference_seconds,
         }
@@ -229,13 +236,15 @@ impl Metrics {
         let store = AvatarStore::global();
         catch_up(&self.avatar_cache_hits, store.hits());
         catch_up(&self.avatar_cache_misses, store.misses());
-        let (mut frames, mut batches, mut us) = (0, 0, 0);
+        let (mut frames, mut expired, mut batches, mut us) = (0, 0, 0, 0);
         for model in wav2lip_batcher::loaded() {
             frames += model.stats.frames.load(Ordering::Relaxed);
+            expired += model.stats.expired.load(Ordering::Relaxed);
             batches += model.stats.batches.load(Ordering::Relaxed);
             us += model.stats.inference_us.load(Ordering::Relaxed);
         }
         catch_up(&self.wav2lip_frames, frames);
+        catch_up(&self.wav2lip_frames_expired, expired);
         catch_up(&self.wav2lip_batches, batches);
         let secs = us as f64 / 1e6;
         self.wav2lip_inference_seconds

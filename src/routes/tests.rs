@@ -537,6 +537,8 @@ async fn cors_health_and_metrics() {
         "facecast_viewers",
         "facecast_frames_produced_total",
         "facecast_say_to_first_frame_seconds",
+        "facecast_wav2lip_frames_total",
+        "facecast_wav2lip_frames_expired_total",
     ] {
         assert!(text.contains(name), "{name} missing");
     }
