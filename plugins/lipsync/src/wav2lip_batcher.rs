@@ -13,9 +13,8 @@
 //! A frame may come with the instant after which its answer is of no use (a live frame past its
 //! frame budget is replaced by the previous one anyway). Such a frame that would expire before
 //! its batch ends (reckoned from the last batch's run time) is left out and answered "expired"
-//! at once: an overloaded model spends
-//! itself on frames that can still be shown, instead of falling further behind on ones that
-//! cannot.
+//! at once: an overloaded model spends itself on frames that can still be shown, instead of
+//! falling further behind on ones that cannot.
 
 use crate::wav2lip_model::{runtime, ModelError, ModelIo, Wav2LipModel};
 use facecast_onnx::Device;
@@ -345,7 +344,7 @@ fn run_batches(
             }
         }
         let done_by = Instant::now() + last_run;
-        let (expired, live): (Vec<Request>, Vec<Request>) = batch
+        let (expired, batch): (Vec<Request>, Vec<Request>) = batch
             .into_iter()
             .partition(|r| r.expires.is_some_and(|at| at <= done_by));
         if !expired.is_empty() {
@@ -361,7 +360,6 @@ fn run_batches(
                 let _ = r.reply.send(Err(Unanswered::Expired));
             }
         }
-        let batch = live;
         if batch.is_empty() {
             continue;
         }

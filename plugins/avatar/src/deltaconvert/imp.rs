@@ -18,9 +18,9 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 /// blocks, and a box that stays put while a mouth moves inside it keeps its converter.
 const BLOCK: u32 = 16;
 
-/// When more than half of a frame changed, comparing frames costs more than it saves: the next
-/// `WHOLE_FRAMES` frames are converted whole, straight into the output, and the one after is
-/// compared again. (The built-in face sways its whole head: its box is 80 % of the frame, and
+/// When more than half of a frame changed (or there is no frame before it), comparing frames
+/// costs more than it saves: that frame and the next `WHOLE_FRAMES - 1` are converted whole,
+/// straight into the output, and the one after is compared again. (The built-in face sways its whole head: its box is 80 % of the frame, and
 /// comparing every frame made its encoder thread 13 % slower than `videoconvert`.)
 const WHOLE_SHARE: f64 = 0.5;
 const WHOLE_FRAMES: u32 = 25;
@@ -265,53 +265,55 @@ impl VideoFilterImpl for DeltaConvert {
             );
             gst::FlowError::Error
         };
-        if state.whole_left > 0 {
-            state.whole_left -= 1;
-            state.convert_whole(inframe, outframe).map_err(failed)?;
-            state.previous = None;
-            if state.whole_left == 0 {
-                // The next frame is compared with this one.
-                outframe
-                    .copy(&mut state.picture.as_mut_video_frame_ref())
-                    .map_err(|_| gst::FlowError::Error)?;
-                state.previous = Some(inframe.buffer().to_owned());
-            }
-            return Ok(gst::FlowSuccess::Ok);
-        }
         let (w, h) = (inframe.width(), inframe.height());
-        let whole = Rect { x: 0, y: 0, w, h };
-        let changed = match &state.previous {
-            None => Some(whole),
-            Some(previous) if previous.as_ptr() == inframe.buffer().as_ptr() => None,
-            Some(previous) => {
-                let before =
-                    gst_video::VideoFrameRef::from_buffer_ref_readable(previous, &state.in_info)
-                        .map_err(|_| gst::FlowError::Error)?;
-                let (a, b) = (plane(&before)?, plane(inframe)?);
-                let (sa, sb) = (before.plane_stride()[0], inframe.plane_stride()[0]);
-                changed_box(a, sa as usize, b, sb as usize, w as usize, h as usize)
-                    .map(|r| round_out(r, BLOCK, w, h))
+        if state.whole_left == 0 {
+            let changed = match &state.previous {
+                None => Some(Rect { x: 0, y: 0, w, h }),
+                Some(previous) if previous.as_ptr() == inframe.buffer().as_ptr() => None,
+                Some(previous) => {
+                    let before = gst_video::VideoFrameRef::from_buffer_ref_readable(
+                        previous,
+                        &state.in_info,
+                    )
+                    .map_err(|_| gst::FlowError::Error)?;
+                    let (a, b) = (plane(&before)?, plane(inframe)?);
+                    let (sa, sb) = (before.plane_stride()[0], inframe.plane_stride()[0]);
+                    changed_box(a, sa as usize, b, sb as usize, w as usize, h as usize)
+                        .map(|r| round_out(r, BLOCK, w, h))
+                }
+            };
+            let share = changed.map_or(0.0, |r| f64::from(r.w * r.h) / f64::from(w * h));
+            if share <= WHOLE_SHARE {
+                if let Some(rect) = changed {
+                    gst::log!(CAT, imp = self, "converting {rect:?}");
+                    state.convert(inframe, rect).map_err(failed)?;
+                }
+                state.previous = Some(inframe.buffer().to_owned());
+                state
+                    .picture
+                    .as_video_frame_ref()
+                    .copy(outframe)
+                    .map_err(|_| gst::FlowError::Error)?;
+                return Ok(gst::FlowSuccess::Ok);
             }
-        };
-        if let Some(rect) = changed {
-            gst::log!(CAT, imp = self, "converting {rect:?}");
-            state.convert(inframe, rect).map_err(failed)?;
-            let share = f64::from(rect.w * rect.h) / f64::from(w * h);
-            if share > WHOLE_SHARE {
-                gst::log!(
-                    CAT,
-                    imp = self,
-                    "{share:.2} of the frame changed: converting whole frames"
-                );
-                state.whole_left = WHOLE_FRAMES;
-            }
+            gst::log!(
+                CAT,
+                imp = self,
+                "{share:.2} of the frame changed: converting whole frames"
+            );
+            state.whole_left = WHOLE_FRAMES;
         }
-        state.previous = Some(inframe.buffer().to_owned());
-        state
-            .picture
-            .as_video_frame_ref()
-            .copy(outframe)
-            .map_err(|_| gst::FlowError::Error)?;
+        // Whole frames, straight into the output, without comparing.
+        state.whole_left -= 1;
+        state.convert_whole(inframe, outframe).map_err(failed)?;
+        state.previous = None;
+        if state.whole_left == 0 {
+            // The next frame is compared with this one.
+            outframe
+                .copy(&mut state.picture.as_mut_video_frame_ref())
+                .map_err(|_| gst::FlowError::Error)?;
+            state.previous = Some(inframe.buffer().to_owned());
+        }
         Ok(gst::FlowSuccess::Ok)
     }
 }
