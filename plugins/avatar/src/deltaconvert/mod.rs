@@ -9,8 +9,9 @@
 //! picture, and sends a copy. The conversion
 //! is GStreamer's own (`GstVideoConverter`, which `videoconvert` uses), so the output is
 //! `videoconvert`'s. Where more than half of a frame changed (the built-in face sways its whole
-//! head; a video avatar changes everywhere), comparing would cost more than it saves: the next
-//! 25 frames are converted whole, as `videoconvert` would, before one is compared again.
+//! head; a video avatar changes everywhere), comparing would cost more than it saves: that
+//! frame and the next 24 are converted whole, as `videoconvert` would, before one is compared
+//! again.
 //!
 //! ```text
 //! gst-launch-1.0 avatarsrc num-buffers=100 ! deltaconvert ! x264enc ! mp4mux ! filesink location=face.mp4
