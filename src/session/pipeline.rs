@@ -328,11 +328,7 @@ impl SessionPipeline {
             .name("audio_raw")
             .property("allow-not-linked", true)
             .build()?;
-        let opus = gst::ElementFactory::make("opusenc")
-            .property("bitrate", 48_000i32)
-            .property_from_str("frame-size", "20")
-            .build()
-            .context("GStreamer element 'opusenc' is missing: run scripts/install-deps.sh")?;
+        let opus = encoders::viewer_audio()?;
         let audio_out = gst::ElementFactory::make("tee")
             .name("audio_out")
             .property("allow-not-linked", true)
