@@ -302,7 +302,9 @@ pub struct LipSyncConfig {
     pub batch_wait_ms: u32,
     /// How long past its due time (its end plus the pipeline latency) a live frame may wait for
     /// its batch, in ms, before the previous frame is shown instead (counted in
-    /// `facecast_frames_repeated_total`); 0 (the default): wait.
+    /// `facecast_frames_repeated_total`); 0: wait. The default, 100, keeps an overloaded
+    /// server's streams live rather than falling ever further behind, and its repeated frames
+    /// tell admission to refuse new sessions.
     pub frame_budget_ms: u32,
     /// Frames a second the device holds live with none repeated (`facecast bench --serve
     /// --avatar …`). Photo-avatar sessions beyond `max_load` of it are refused (503
@@ -334,7 +336,7 @@ impl Default for LipSyncConfig {
             devices: Vec::new(),
             batch_size: 8,
             batch_wait_ms: 8,
-            frame_budget_ms: 0,
+            frame_budget_ms: 100,
             capacity_fps: None,
             max_load: 0.9,
             gpu_memory_reserve_mb: 1024,

@@ -88,6 +88,10 @@ fn photo_config() -> Config {
     };
     config.lipsync.model = Some("wav2lip_w025_seed7.onnx".into());
     config.lipsync.threads = 1;
+    // Frames wait for the model: on a busy test machine a frame budget would repeat frames and
+    // make admission refuse sessions, which is not what these tests are about (the budget has
+    // its own tests in the lipsync crate, on a test clock).
+    config.lipsync.frame_budget_ms = 0;
     config
 }
 
@@ -106,9 +110,8 @@ async fn photo_avatar_sessions_past_the_devices_capacity_get_busy_and_the_builti
     // One 25 fps session fits in 90 % of 30 frames/s; a second does not.
     config.lipsync.capacity_fps = Some(30.0);
     config.lipsync.batch_size = 2;
-    // Frames wait for the model (none repeated): only the capacity refuses, however loaded
-    // this machine is (lateness is admission's own unit test).
-    config.lipsync.frame_budget_ms = 0;
+    // Frames wait for the model (none repeated, `photo_config`): only the capacity refuses,
+    // however loaded this machine is (lateness is admission's own unit test).
     let registry = registry(config);
     let first = registry.create(photo()).await.unwrap();
     let refused = registry.create(photo()).await.err().unwrap();
