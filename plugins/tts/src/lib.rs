@@ -3,13 +3,11 @@
 //! - [`espeak`]: the espeak-ng engine (process-wide, serialised), its phoneme events, and its
 //!   phonemizer.
 //! - [`piper`]: Piper neural voices (ONNX, through `ort`), phonemes and timing from espeak-ng.
-//! - `align`: espeak-ng's phoneme times moved onto a Piper voice's audio.
 //! - `speaker`: either of them, behind one interface.
 //! - `pauses`: where an utterance is silent, so that its phonemes end where their sound does.
 //! - [`SpeechSynth`] (`speechsynth`): the GStreamer element that queues utterances and streams
 //!   their audio with `facecast/phoneme` events in-band, and [`SpeechEngine`], which engine speaks.
 
-mod align;
 pub mod espeak;
 mod pauses;
 pub mod piper;
