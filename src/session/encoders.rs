@@ -128,6 +128,9 @@ fn h264(want: &H264) -> anyhow::Result<Vec<gst::Element>> {
     Ok(vec![encoder, caps, parse])
 }
 
+/// The highest complexity at which libopus skips its per-frame signal analysis.
+const OPUS_COMPLEXITY: i32 = 6;
+
 /// Opus for viewers, from the session's 48 kHz mono voice: 48 kbit/s in 20 ms frames, at
 /// complexity 6. From 7 up, libopus first runs its signal analysis (speech or music, tonality)
 /// on every frame, which here cost more than the coding itself: over 2 min of speech (espeak-ng,
@@ -142,9 +145,6 @@ pub fn viewer_audio() -> anyhow::Result<gst::Element> {
         .build()
         .with_context(|| missing("opusenc"))
 }
-
-/// The highest complexity at which libopus skips its per-frame signal analysis.
-const OPUS_COMPLEXITY: i32 = 6;
 
 /// AAC-LC for outputs, from the session's 48 kHz mono sound: `voaacenc` (plugins-bad) where
 /// present, at less than half the CPU of `avenc_aac` (1.5 % against 3.6 % of a core here),

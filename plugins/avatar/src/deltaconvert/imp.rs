@@ -20,8 +20,9 @@ const BLOCK: u32 = 16;
 
 /// When more than half of a frame changed (or there is no frame before it), comparing frames
 /// costs more than it saves: that frame and the next `WHOLE_FRAMES - 1` are converted whole,
-/// straight into the output, and the one after is compared again. (The built-in face sways its whole head: its box is 80 % of the frame, and
-/// comparing every frame made its encoder thread 13 % slower than `videoconvert`.)
+/// straight into the output, and the one after is compared again. (The built-in face sways
+/// its whole head: its box is 80 % of the frame, and comparing every frame made its encoder
+/// thread 13 % slower than `videoconvert`.)
 const WHOLE_SHARE: f64 = 0.5;
 const WHOLE_FRAMES: u32 = 25;
 

@@ -314,15 +314,14 @@ impl LipSync {
     /// locked: it asks the element and its clock).
     fn deadline_clock(&self) -> Option<DeadlineClock> {
         let budget = self.settings.lock().unwrap().frame_budget_ms;
-        let obj = self.obj();
-        let latency = obj.latency()?;
         if budget == 0 {
             return None;
         }
+        let obj = self.obj();
         Some(DeadlineClock {
             clock: obj.clock()?,
             base_time: obj.base_time()?,
-            latency,
+            latency: obj.latency()?,
             budget: gst::ClockTime::from_mseconds(budget as u64),
         })
     }
