@@ -2,8 +2,9 @@
 //!
 //! - The lip-sync kernels against their CPU references (`facecast-gpu`), which the tests check
 //!   against the Wav2Lip engine's CPU path: on real frames of a registered avatar (its frames,
-//!   face boxes and masks from the cache), the crop, the fp16 face tensor and the paste must
-//!   agree within one level of 8-bit colour.
+//!   face boxes and masks from the cache), the crop, the face inputs (fp16, and the fp32 one
+//!   the live path writes into the model's input) and the paste must agree within one level of
+//!   8-bit colour.
 //! - The kernels' time per frame for 1, 32 and 128 faces at once, on a frame resident on the
 //!   GPU.
 //! - NVML's readings of the GPU (name, memory, utilisation, temperature, power, encoder,
@@ -68,6 +69,7 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<()> {
     let pitch = w * 4;
     let mut frame = vec![0u8; avatar.frame_size()];
     let (mut crop_diff, mut tensor_diff, mut paste_diff, mut i420_diff) = (0u8, 0f32, 0u8, 0u8);
+    let mut input_diff = 0f32;
     let checked = args.frames.clamp(1, avatar.frame_count());
     let mut first_box = None;
     for i in 0..checked {
@@ -86,6 +88,13 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<()> {
         let want_tensor = reference::face_tensor(&want_crop);
         let tensor = gpu.face_tensors(&want_crop, 1)?;
         tensor_diff = tensor_diff.max(reference::max_tensor_difference(&tensor, &want_tensor));
+        let want_input = reference::face_input_f32(&want_crop);
+        let input = gpu.face_inputs(&want_crop, 1)?;
+        input_diff = input
+            .iter()
+            .zip(&want_input)
+            .map(|(a, b)| (a - b).abs() * 255.0)
+            .fold(input_diff, f32::max);
         // A model output with the face's own content: the whole crop's B, G, R planes.
         let output = &want_tensor[3 * CROP * CROP..];
         let mut want_frame = frame.clone();
@@ -100,6 +109,7 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<()> {
     for (kernel, diff) in [
         ("crop_face", crop_diff as f32),
         ("face_tensor (fp16)", tensor_diff),
+        ("face_input (fp32)", input_diff),
         ("paste", paste_diff as f32),
         ("rgba_to_i420", i420_diff as f32),
     ] {

@@ -74,9 +74,10 @@ pub(crate) fn prepare_lipsync(config: &Config) -> anyhow::Result<()> {
             }
         }
         eprintln!(
-            "lip-sync model {} loaded on {device} in {:.2} s",
+            "lip-sync model {} loaded on {device} in {:.2} s, face inputs {}",
             model.display(),
-            shared.load_time.as_secs_f64()
+            shared.load_time.as_secs_f64(),
+            shared.face_inputs
         );
     }
     Ok(())

@@ -639,8 +639,9 @@ fn engine_path_bench(
         Ok(fps)
     })?;
     println!(
-        "lipsync engine path (512x512 frames, mel + crop + model + blend, frames prepared on {workers} thread{}), batch {batch:>3}: median {:.0} frames/s ({rounds} rounds)",
+        "lipsync engine path (512x512 frames, mel + crop + model + blend, frames prepared on {workers} thread{}, face inputs {}), batch {batch:>3}: median {:.0} frames/s ({rounds} rounds)",
         if workers == 1 { "" } else { "s" },
+        model.face_inputs,
         median(&mut fps)
     );
     Ok(())

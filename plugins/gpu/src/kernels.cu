@@ -72,6 +72,25 @@ extern "C" __global__ void face_tensor(const unsigned char* crops, unsigned shor
     }
 }
 
+// The same input in fp32, for models whose inputs are fp32 (published Wav2Lip exports, and
+// fp16 networks that cast their fp32 inputs inside): written straight into the model's input
+// tensor on the GPU. The CPU path (the lip-sync engine's) is the same division, so the two
+// agree exactly.
+extern "C" __global__ void face_input_f32(const unsigned char* crops, float* out) {
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    int b = blockIdx.z;
+    if (x >= CROP || y >= CROP) return;
+    const int plane = CROP * CROP;
+    const unsigned char* p = crops + (size_t)b * plane * 3 + (y * CROP + x) * 3;
+    float* o = out + (size_t)b * 6 * plane + y * CROP + x;
+    for (int c = 0; c < 3; c++) {
+        float v = (float)p[2 - c] / 255.0f;
+        o[c * plane] = y < CROP / 2 ? v : 0.0f;
+        o[(3 + c) * plane] = v;
+    }
+}
+
 // Bilinear sample of a CROP x CROP plane at (u, v), clamped to its edge.
 __device__ __forceinline__ float sample_u8(const unsigned char* p, float u, float v) {
     u = fminf(fmaxf(u, 0.0f), (float)(CROP - 1));

@@ -71,6 +71,24 @@ pub fn face_tensor(crop: &[u8]) -> Vec<f16> {
     out
 }
 
+/// `face_input_f32`: the same input in fp32, as the model's input tensor takes it.
+pub fn face_input_f32(crop: &[u8]) -> Vec<f32> {
+    let plane = CROP * CROP;
+    let mut out = vec![0f32; 6 * plane];
+    for y in 0..CROP {
+        for x in 0..CROP {
+            let p = (y * CROP + x) * 3;
+            let o = y * CROP + x;
+            for c in 0..3 {
+                let v = crop[p + 2 - c] as f32 / 255.0;
+                out[c * plane + o] = if y < CROP / 2 { v } else { 0.0 };
+                out[(3 + c) * plane + o] = v;
+            }
+        }
+    }
+    out
+}
+
 fn sample(p: impl Fn(usize) -> f32, u: f32, v: f32) -> f32 {
     let last = (CROP - 1) as f32;
     let (u, v) = (u.max(0.0).min(last), v.max(0.0).min(last));

@@ -16,7 +16,9 @@
 //! at once: an overloaded model spends itself on frames that can still be shown, instead of
 //! falling further behind on ones that cannot.
 
-use crate::wav2lip_model::{runtime, ModelError, ModelIo, Wav2LipModel};
+use crate::wav2lip_model::{
+    runtime, FrameInput, ModelError, ModelIo, Wav2LipModel, CROP_LEN, MEL_LEN,
+};
 use facecast_onnx::Device;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -32,10 +34,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
         Some("facecast Wav2Lip batch worker"),
     )
 });
-
-pub const MEL_LEN: usize = 80 * 16;
-pub const FACE_LEN: usize = 6 * 96 * 96;
-pub const OUT_LEN: usize = 3 * 96 * 96;
 
 /// What identifies a loaded model: two sessions asking for the same key share it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -100,7 +98,9 @@ impl From<&ModelIoKey> for ModelIo {
 
 struct Request {
     mel: Vec<f32>,
-    face: Vec<f32>,
+    /// The face crop (96×96 RGB): the worker builds the model's input from it, on the GPU
+    /// where it can (eight times fewer bytes to move than the input itself).
+    crop: Vec<u8>,
     submitted: Instant,
     /// After this, the answer is of no use: the frame is left out of its batch.
     expires: Option<Instant>,
@@ -143,6 +143,9 @@ pub struct SharedModel {
     pub load_time: Duration,
     /// Input and output names taken from the model's shapes, one note each (for the log).
     pub inferred_names: Vec<String>,
+    /// Where face inputs are built, after warm-up (for the log): see
+    /// [`Wav2LipModel::face_inputs`].
+    pub face_inputs: String,
 }
 
 /// A frame submitted to the model; [`wait`](PendingInference::wait) blocks for its output.
@@ -193,19 +196,19 @@ impl SharedModel {
         &self.key
     }
 
-    /// Queues one frame: `mel` is 80·16 values, `face` 6·96·96. A frame still queued at
-    /// `expires` is not run: it is answered [`ModelError::Late`].
+    /// Queues one frame: `mel` is 80·16 values, `crop` the 96×96 RGB face crop. A frame
+    /// still queued at `expires` is not run: it is answered [`ModelError::Late`].
     pub fn submit(
         &self,
         mel: Vec<f32>,
-        face: Vec<f32>,
+        crop: Vec<u8>,
         expires: Option<Instant>,
     ) -> Result<PendingInference, ModelError> {
-        if mel.len() != MEL_LEN || face.len() != FACE_LEN {
+        if mel.len() != MEL_LEN || crop.len() != CROP_LEN {
             return Err(ModelError::Run(format!(
-                "a frame needs {MEL_LEN} mel and {FACE_LEN} face values, got {} and {}",
+                "a frame needs {MEL_LEN} mel values and a {CROP_LEN}-byte crop, got {} and {}",
                 mel.len(),
-                face.len()
+                crop.len()
             )));
         }
         let (reply, answer) = mpsc::sync_channel(1);
@@ -214,7 +217,7 @@ impl SharedModel {
             .unwrap()
             .send(Request {
                 mel,
-                face,
+                crop,
                 submitted: Instant::now(),
                 expires,
                 reply,
@@ -249,9 +252,24 @@ pub fn shared(key: &ModelKey) -> Result<Arc<SharedModel>, ModelError> {
     // run of the same shape), so one session fed varying batches stalls every stream behind it.
     // On a CPU any shape runs at once, and one session serves them all.
     let shapes = if pad { gpu_batch_shapes(n) } else { vec![n] };
+    // On a GPU, the kernels that build face inputs from crops there (compiled once, shared by
+    // the shapes' sessions); without them the inputs are built on the CPU.
+    let gpu = match key.device {
+        Device::Cuda(id) => match facecast_gpu::cuda::Gpu::open(id.max(0) as usize) {
+            Ok(gpu) => Some(Arc::new(gpu)),
+            Err(e) => {
+                gst::warning!(CAT, "face inputs built on the CPU: {e}");
+                None
+            }
+        },
+        Device::Cpu => None,
+    };
     let mut sessions = Vec::with_capacity(shapes.len());
     for &size in &shapes {
-        let model = Wav2LipModel::load(env, &key.path, (&key.io).into(), key.device, threads)?;
+        let mut model = Wav2LipModel::load(env, &key.path, (&key.io).into(), key.device, threads)?;
+        if let Some(gpu) = &gpu {
+            model.set_gpu(gpu.clone());
+        }
         sessions.push((size, model));
     }
     let inferred_names = sessions[0].1.inferred_names().to_vec();
@@ -266,36 +284,44 @@ pub fn shared(key: &ModelKey) -> Result<Arc<SharedModel>, ModelError> {
             // Warmed up on the thread that runs them: on a GPU, ONNX Runtime makes its
             // per-thread state (CUDA stream, cuDNN and cuBLAS handles) on a thread's first run.
             let mut sessions = sessions;
-            let _ = ready_tx.send(warm_up(&mut sessions));
+            let _ = ready_tx.send(warm_up(&mut sessions).map(|()| sessions[0].1.face_inputs()));
             run_batches(sessions, rx, n, max_wait, pad, &worker_stats)
         })
         .map_err(|e| ModelError::Run(format!("cannot start the model's worker: {e}")))?;
-    ready
+    let face_inputs = ready
         .recv()
         .map_err(|_| ModelError::Run("the model's worker stopped while warming up".into()))??;
     let load_time = started.elapsed();
+    gst::info!(CAT, "{}: face inputs {face_inputs}", key.path.display());
     let shared = Arc::new(SharedModel {
         key: key.clone(),
         requests: Mutex::new(tx),
         stats,
         load_time,
         inferred_names,
+        face_inputs,
     });
     models.insert(key.clone(), shared.clone());
     Ok(shared)
 }
 
-/// Runs each session once at its batch shape: the first run of a shape plans memory and, on a
-/// GPU, searches convolution algorithms (seconds), which must not happen mid-stream.
+/// Runs each session once at its batch shape, as live frames run: the first run of a shape
+/// plans memory and, on a GPU, searches convolution algorithms (seconds), which must not
+/// happen mid-stream; and a GPU that cannot build face inputs falls back here, before any
+/// stream.
 fn warm_up(models: &mut [(usize, Wav2LipModel)]) -> Result<(), ModelError> {
+    let (mel, crop) = (vec![0.0; MEL_LEN], vec![128u8; CROP_LEN]);
     for (size, model) in models {
         let started = Instant::now();
         let size = *size;
-        model.infer(
-            size,
-            &vec![0.0; size * MEL_LEN],
-            &vec![0.5; size * FACE_LEN],
-        )?;
+        let frames = vec![
+            FrameInput {
+                mel: &mel,
+                crop: &crop
+            };
+            size
+        ];
+        model.run_frames(size, &frames, |_, _| ())?;
         gst::debug!(CAT, "warm-up of batch {size}: {:?}", started.elapsed());
     }
     Ok(())
@@ -327,8 +353,6 @@ fn run_batches(
     pad: bool,
     stats: &BatchStats,
 ) {
-    let mut mel = Vec::with_capacity(max_batch * MEL_LEN);
-    let mut face = Vec::with_capacity(max_batch * FACE_LEN);
     // How long the last batch took: a frame that would expire before a batch like it ends is
     // left out too (it would be answered too late to be shown).
     let mut last_run = Duration::ZERO;
@@ -363,22 +387,24 @@ fn run_batches(
         if batch.is_empty() {
             continue;
         }
-        mel.clear();
-        face.clear();
-        for r in &batch {
-            mel.extend_from_slice(&r.mel);
-            face.extend_from_slice(&r.face);
-        }
         let slot = models
             .iter()
             .position(|(s, _)| !pad || *s >= batch.len())
             .unwrap_or(models.len() - 1);
         let (shape, model) = &mut models[slot];
         let size = if pad { *shape } else { batch.len() };
-        mel.resize(size * MEL_LEN, 0.0);
-        face.resize(size * FACE_LEN, 0.0);
+        let frames: Vec<FrameInput> = batch
+            .iter()
+            .map(|r| FrameInput {
+                mel: &r.mel,
+                crop: &r.crop,
+            })
+            .collect();
         let started = Instant::now();
-        let result = model.infer(size, &mel, &face);
+        // Each frame's answer is sent as soon as it is copied out, in order.
+        let result = model.run_frames(size, &frames, |i, out| {
+            let _ = batch[i].reply.send(Ok(out.to_vec()));
+        });
         gst::debug!(
             CAT,
             "batch of {} (shape {size}): oldest frame queued {:?} before, gathered in {:?}, ran in {:?}",
@@ -395,17 +421,10 @@ fn run_batches(
         stats
             .frames
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        match result {
-            Ok(out) => {
-                for (r, chunk) in batch.into_iter().zip(out.chunks_exact(OUT_LEN)) {
-                    let _ = r.reply.send(Ok(chunk.to_vec()));
-                }
-            }
-            Err(e) => {
-                let message = e.to_string();
-                for r in batch {
-                    let _ = r.reply.send(Err(Unanswered::Failed(message.clone())));
-                }
+        if let Err(e) = result {
+            let message = e.to_string();
+            for r in batch {
+                let _ = r.reply.send(Err(Unanswered::Failed(message.clone())));
             }
         }
     }

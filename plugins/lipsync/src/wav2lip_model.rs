@@ -6,7 +6,14 @@
 //! A model must have the inputs and output the engine feeds: by default `mel` [N,1,80,16] and
 //! `face` [N,6,96,96] → [N,3,96,96]; names are configurable for other exports, and a model that
 //! does not fit is refused with what was expected.
+//!
+//! Live frames come as [`FrameInput`]s (a mel window and an 8-bit face crop) and are run by
+//! [`Wav2LipModel::run_frames`]. On a GPU their inputs and output live in page-locked host
+//! memory bound to the model, and the face input is built on the GPU from the crops (the
+//! `facecast-gpu` kernel writing into ONNX Runtime's input tensor) where the kernels compile;
+//! elsewhere it is built on the CPU, into the batch's input directly.
 
+use facecast_gpu::cuda::Gpu;
 use facecast_onnx::{session_builder, Device, RuntimeError};
 use ort::logging::LogLevel;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
@@ -14,8 +21,52 @@ use ort::session::{IoBinding, RunOptions, Session};
 use ort::value::{Tensor, TensorRef};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use facecast_onnx::runtime;
+
+/// Values of one frame's mel input (80 mel bands × 16 frames).
+pub const MEL_LEN: usize = 80 * 16;
+/// Values of one frame's face input: 6 channels of 96×96.
+pub const FACE_LEN: usize = 6 * 96 * 96;
+/// Values of one frame's output: 3 channels of 96×96.
+pub const OUT_LEN: usize = 3 * 96 * 96;
+/// Bytes of one face crop: 96×96 RGB.
+pub const CROP_LEN: usize = 96 * 96 * 3;
+
+/// One frame of a batch: its mel window (`MEL_LEN` values) and its face crop (`CROP_LEN`
+/// bytes, RGB).
+#[derive(Debug, Clone, Copy)]
+pub struct FrameInput<'a> {
+    pub mel: &'a [f32],
+    pub crop: &'a [u8],
+}
+
+/// The model's face input from a crop, written to `out` (`FACE_LEN` values): the crop with
+/// its lower half zeroed (what to draw), then the whole crop (who to draw), both B, G, R in
+/// 0..1. (The CPU path; `facecast-gpu`'s `face_input_f32` kernel does the same division.)
+pub fn face_input_into(crop: &[u8], out: &mut [f32]) {
+    let n = 96;
+    let plane = n * n;
+    for y in 0..n {
+        for x in 0..n {
+            let p = (y * n + x) * 3;
+            let o = y * n + x;
+            for (c, rgb) in [(0, 2), (1, 1), (2, 0)] {
+                let v = crop[p + rgb] as f32 / 255.0;
+                out[c * plane + o] = if y < n / 2 { v } else { 0.0 };
+                out[(3 + c) * plane + o] = v;
+            }
+        }
+    }
+}
+
+/// [`face_input_into`] into a new tensor.
+pub fn face_input(crop: &[u8]) -> Vec<f32> {
+    let mut out = vec![0f32; FACE_LEN];
+    face_input_into(crop, &mut out);
+    out
+}
 
 /// Input and output names of a Wav2Lip-class model.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,10 +117,19 @@ pub struct Wav2LipModel {
     session: Session,
     io: ModelIo,
     device: Device,
-    /// On a GPU: page-locked buffers and their binding, per batch size (see `infer_pinned`).
-    pinned: HashMap<usize, PinnedBatch>,
+    /// On a GPU: page-locked buffers and their binding, per batch size and where the face
+    /// input is built (see `run_pinned`).
+    pinned: HashMap<(usize, FaceSide), PinnedBatch>,
     /// Set when ONNX Runtime refused pinned buffers: ordinary tensors are used from then on.
     pinned_failed: Option<String>,
+    /// The GPU's kernels, which build the face input from crops on the GPU (see `set_gpu`).
+    gpu: Option<Arc<Gpu>>,
+    /// Why face inputs are built on the CPU on a GPU device, once that was tried and failed.
+    gpu_failed: Option<String>,
+    /// Reused host buffers: inputs of the CPU path, crops on their way to the GPU.
+    host_mel: Vec<f32>,
+    host_face: Vec<f32>,
+    staging: Vec<u8>,
     /// Names taken from the model's shapes rather than from `io` (see `check`).
     inferred: Vec<String>,
     /// Every run's options: ONNX Runtime prints nothing of its own when a run fails. The
@@ -78,15 +138,26 @@ pub struct Wav2LipModel {
     quiet: RunOptions,
 }
 
-/// Inputs and output of one batch size in page-locked (pinned) host memory, bound to the model.
-/// Copies between pinned memory and the GPU run at full bus speed and need no staging copy;
-/// with ordinary (pageable) tensors ONNX Runtime stages every run's inputs and output.
+/// Where a batch's face input is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum FaceSide {
+    /// On the CPU, into page-locked host memory.
+    Host,
+    /// On the GPU, from crops, into device memory.
+    Device,
+}
+
+/// Inputs and output of one batch size bound to the model: the mel input and the output in
+/// page-locked (pinned) host memory, the face input there too or on the GPU. Copies between
+/// pinned memory and the GPU run at full bus speed and need no staging copy; with ordinary
+/// (pageable) tensors ONNX Runtime stages every run's inputs and output.
 struct PinnedBatch {
     binding: IoBinding,
     mel: Tensor<f32>,
     face: Tensor<f32>,
-    // The allocator must outlive the tensors it made.
-    _input: Allocator,
+    output: Tensor<f32>,
+    // The allocators must outlive the tensors they made.
+    _allocators: Vec<Allocator>,
 }
 
 /// Run options under which ONNX Runtime logs only fatal errors.
@@ -123,6 +194,11 @@ impl Wav2LipModel {
             device,
             pinned: HashMap::new(),
             pinned_failed: None,
+            gpu: None,
+            gpu_failed: None,
+            host_mel: Vec::new(),
+            host_face: Vec::new(),
+            staging: Vec::new(),
             inferred: Vec::new(),
             quiet: quiet_runs().map_err(load)?,
         };
@@ -242,29 +318,212 @@ impl Wav2LipModel {
         &self.io
     }
 
+    /// Builds face inputs on `gpu` (the model's own GPU) from now on, where it can.
+    pub fn set_gpu(&mut self, gpu: Arc<Gpu>) {
+        self.gpu = Some(gpu);
+    }
+
+    /// Where [`run_frames`](Self::run_frames) builds face inputs, for the log: on the GPU, or
+    /// on the CPU and why.
+    pub fn face_inputs(&self) -> String {
+        match (&self.gpu, &self.gpu_failed, self.device) {
+            (Some(gpu), _, _) => format!("built on the GPU ({}, {})", gpu.name, gpu.arch),
+            (None, Some(why), _) => format!("built on the CPU: the GPU's kernels failed ({why})"),
+            (None, None, Device::Cpu) => "built on the CPU".into(),
+            (None, None, Device::Cuda(_)) => {
+                "built on the CPU (the GPU's kernels are not loaded)".into()
+            }
+        }
+    }
+
     /// Runs `n` frames: `mel` holds n·80·16 values, `face` n·6·96·96; returns n·3·96·96 values
     /// (BGR in 0..1, NCHW).
     pub fn infer(&mut self, n: usize, mel: &[f32], face: &[f32]) -> Result<Vec<f32>, ModelError> {
-        let run = |e: ort::Error| ModelError::Run(e.to_string());
-        if mel.len() != n * 80 * 16 || face.len() != n * 6 * 96 * 96 {
+        if mel.len() != n * MEL_LEN || face.len() != n * FACE_LEN {
             return Err(ModelError::Run(format!(
                 "{n} frames need {} mel and {} face values, got {} and {}",
-                n * 80 * 16,
-                n * 6 * 96 * 96,
+                n * MEL_LEN,
+                n * FACE_LEN,
                 mel.len(),
                 face.len()
             )));
         }
         if let (Device::Cuda(id), None) = (self.device, &self.pinned_failed) {
-            match self.infer_pinned(id, n, mel, face) {
-                Ok(out) => return Ok(out),
-                Err(e) => {
-                    // Keep working without them; the reason is kept for `pinned_failure`.
-                    self.pinned.clear();
-                    self.pinned_failed = Some(e.to_string());
-                }
+            let mut out = Vec::with_capacity(n * OUT_LEN);
+            let pinned = self.run_pinned(id, n, FaceSide::Host, |batch| {
+                batch.mel.extract_tensor_mut().1.copy_from_slice(mel);
+                batch.face.extract_tensor_mut().1.copy_from_slice(face);
+                Ok(())
+            });
+            match pinned.map(|batch| out.extend_from_slice(batch.output.extract_tensor().1)) {
+                Ok(()) => return Ok(out),
+                Err(e) => self.pinned_refused(e),
             }
         }
+        self.run_host(n, mel, face)
+    }
+
+    /// Runs `frames` as one batch of `shape` frames (at least as many; the rows past them
+    /// hold what an earlier batch left, and their outputs are not read), calling `each` with
+    /// every frame's index and output (`OUT_LEN` values, BGR in 0..1, planar).
+    pub fn run_frames(
+        &mut self,
+        shape: usize,
+        frames: &[FrameInput<'_>],
+        mut each: impl FnMut(usize, &[f32]),
+    ) -> Result<(), ModelError> {
+        if frames.len() > shape {
+            return Err(ModelError::Run(format!(
+                "{} frames do not fit a batch of {shape}",
+                frames.len()
+            )));
+        }
+        if let Some(bad) = frames
+            .iter()
+            .find(|f| f.mel.len() != MEL_LEN || f.crop.len() != CROP_LEN)
+        {
+            return Err(ModelError::Run(format!(
+                "a frame needs {MEL_LEN} mel values and a {CROP_LEN}-byte crop, got {} and {}",
+                bad.mel.len(),
+                bad.crop.len()
+            )));
+        }
+        if let (Device::Cuda(id), None) = (self.device, &self.pinned_failed) {
+            if self.gpu.is_some() {
+                match self.run_frames_pinned(id, shape, frames, FaceSide::Device) {
+                    Ok(()) => {
+                        self.answer(shape, frames.len(), FaceSide::Device, each);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        // Keep working with inputs built on the CPU; the reason is logged by
+                        // whoever reads `face_inputs`.
+                        self.gpu = None;
+                        self.gpu_failed = Some(e.to_string());
+                        self.pinned.retain(|(_, side), _| *side == FaceSide::Host);
+                    }
+                }
+            }
+            match self.run_frames_pinned(id, shape, frames, FaceSide::Host) {
+                Ok(()) => {
+                    self.answer(shape, frames.len(), FaceSide::Host, each);
+                    return Ok(());
+                }
+                Err(e) => self.pinned_refused(e),
+            }
+        }
+        // Ordinary tensors: the CPU, or a GPU whose ONNX Runtime refused pinned buffers. A
+        // GPU runs the batch at its shape (other shapes would be re-planned); a CPU at its size.
+        let n = if self.device == Device::Cpu {
+            frames.len()
+        } else {
+            shape
+        };
+        let mut mel = std::mem::take(&mut self.host_mel);
+        let mut face = std::mem::take(&mut self.host_face);
+        mel.resize(n * MEL_LEN, 0.0);
+        face.resize(n * FACE_LEN, 0.0);
+        for (i, f) in frames.iter().enumerate() {
+            mel[i * MEL_LEN..(i + 1) * MEL_LEN].copy_from_slice(f.mel);
+            face_input_into(f.crop, &mut face[i * FACE_LEN..(i + 1) * FACE_LEN]);
+        }
+        let result = self.run_host(n, &mel, &face);
+        (self.host_mel, self.host_face) = (mel, face);
+        for (i, out) in result?.chunks_exact(OUT_LEN).take(frames.len()).enumerate() {
+            each(i, out);
+        }
+        Ok(())
+    }
+
+    /// Hands each frame its output from the pinned batch that just ran.
+    fn answer(
+        &mut self,
+        shape: usize,
+        frames: usize,
+        side: FaceSide,
+        mut each: impl FnMut(usize, &[f32]),
+    ) {
+        let batch = self.pinned.get(&(shape, side)).expect("it just ran");
+        let (_, out) = batch.output.extract_tensor();
+        for (i, out) in out.chunks_exact(OUT_LEN).take(frames).enumerate() {
+            each(i, out);
+        }
+    }
+
+    /// Fills a pinned batch with `frames` (face inputs built on `side`) and runs it.
+    fn run_frames_pinned(
+        &mut self,
+        id: i32,
+        shape: usize,
+        frames: &[FrameInput<'_>],
+        side: FaceSide,
+    ) -> Result<(), ModelError> {
+        let gpu = self.gpu.clone();
+        let mut staging = std::mem::take(&mut self.staging);
+        let result = self
+            .run_pinned(id, shape, side, |batch| {
+                let (_, mel) = batch.mel.extract_tensor_mut();
+                for (f, row) in frames.iter().zip(mel.chunks_exact_mut(MEL_LEN)) {
+                    row.copy_from_slice(f.mel);
+                }
+                match (side, &gpu) {
+                    (FaceSide::Device, Some(gpu)) => {
+                        staging.clear();
+                        for f in frames {
+                            staging.extend_from_slice(f.crop);
+                        }
+                        let dst = batch.face.data_ptr_mut() as u64;
+                        // SAFETY: `dst` is the batch's face input, allocated by ONNX
+                        // Runtime's CUDA provider on this GPU (the primary context) for
+                        // `shape` ≥ frames.len() faces; nothing else uses it between runs.
+                        unsafe { gpu.face_inputs_into(&staging, frames.len(), dst) }
+                            .map_err(|e| ModelError::Run(e.to_string()))
+                    }
+                    _ => {
+                        let (_, face) = batch.face.extract_tensor_mut();
+                        for (f, row) in frames.iter().zip(face.chunks_exact_mut(FACE_LEN)) {
+                            face_input_into(f.crop, row);
+                        }
+                        Ok(())
+                    }
+                }
+            })
+            .map(|_| ());
+        self.staging = staging;
+        result
+    }
+
+    /// Runs the pinned batch of `n` frames after `fill` has written its inputs.
+    fn run_pinned(
+        &mut self,
+        id: i32,
+        n: usize,
+        side: FaceSide,
+        fill: impl FnOnce(&mut PinnedBatch) -> Result<(), ModelError>,
+    ) -> Result<&mut PinnedBatch, ModelError> {
+        let run = |e: ort::Error| ModelError::Run(e.to_string());
+        if !self.pinned.contains_key(&(n, side)) {
+            let batch = self.pinned_batch(id, n, side).map_err(run)?;
+            self.pinned.insert((n, side), batch);
+        }
+        let batch = self.pinned.get_mut(&(n, side)).expect("inserted above");
+        fill(batch)?;
+        // The output is written into the batch's own pinned tensor.
+        self.session
+            .run_binding_with_options(&batch.binding, &self.quiet)
+            .map_err(run)?;
+        Ok(batch)
+    }
+
+    /// Gives up pinned buffers after ONNX Runtime refused them (kept for `pinned_failure`).
+    fn pinned_refused(&mut self, e: ModelError) {
+        self.pinned.clear();
+        self.pinned_failed = Some(e.to_string());
+    }
+
+    /// Runs `n` frames from ordinary host tensors.
+    fn run_host(&mut self, n: usize, mel: &[f32], face: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let run = |e: ort::Error| ModelError::Run(e.to_string());
         let mel_t = TensorRef::from_array_view(([n, 1, 80, 16], mel)).map_err(run)?;
         let face_t = TensorRef::from_array_view(([n, 6, 96, 96], face)).map_err(run)?;
         let outputs = self
@@ -280,38 +539,13 @@ impl Wav2LipModel {
         Ok(data.to_vec())
     }
 
-    fn infer_pinned(
-        &mut self,
-        id: i32,
-        n: usize,
-        mel: &[f32],
-        face: &[f32],
-    ) -> Result<Vec<f32>, ModelError> {
-        let run = |e: ort::Error| ModelError::Run(e.to_string());
-        if !self.pinned.contains_key(&n) {
-            let batch = self.pinned_batch(id, n).map_err(run)?;
-            self.pinned.insert(n, batch);
-        }
-        let batch = self.pinned.get_mut(&n).expect("inserted above");
-        batch.mel.extract_tensor_mut().1.copy_from_slice(mel);
-        batch.face.extract_tensor_mut().1.copy_from_slice(face);
-        let outputs = self
-            .session
-            .run_binding_with_options(&batch.binding, &self.quiet)
-            .map_err(run)?;
-        let (_, data) = outputs[self.io.output.as_str()]
-            .try_extract_tensor::<f32>()
-            .map_err(run)?;
-        Ok(data.to_vec())
-    }
-
     /// Why pinned buffers are not used on this GPU, if they were refused.
     pub fn pinned_failure(&self) -> Option<&str> {
         self.pinned_failed.as_deref()
     }
 
-    fn pinned_batch(&self, id: i32, n: usize) -> ort::Result<PinnedBatch> {
-        let memory = |kind| {
+    fn pinned_batch(&self, id: i32, n: usize, side: FaceSide) -> ort::Result<PinnedBatch> {
+        let pinned = |kind| {
             MemoryInfo::new(
                 AllocationDevice::CUDA_PINNED,
                 id,
@@ -319,25 +553,39 @@ impl Wav2LipModel {
                 kind,
             )
         };
-        let input = Allocator::new(&self.session, memory(MemoryType::CPUInput)?)?;
+        let input = Allocator::new(&self.session, pinned(MemoryType::CPUInput)?)?;
+        let output = Allocator::new(&self.session, pinned(MemoryType::CPUOutput)?)?;
         let mel = Tensor::<f32>::new(&input, [n, 1, 80, 16])?;
-        let face = Tensor::<f32>::new(&input, [n, 6, 96, 96])?;
+        let mut allocators = Vec::new();
+        let face = match side {
+            FaceSide::Host => Tensor::<f32>::new(&input, [n, 6, 96, 96])?,
+            FaceSide::Device => {
+                let device = Allocator::new(
+                    &self.session,
+                    MemoryInfo::new(
+                        AllocationDevice::CUDA,
+                        id,
+                        AllocatorType::Device,
+                        MemoryType::Default,
+                    )?,
+                )?;
+                let face = Tensor::<f32>::new(&device, [n, 6, 96, 96])?;
+                allocators.push(device);
+                face
+            }
+        };
+        let mut out = Tensor::<f32>::new(&output, [n, 3, 96, 96])?;
         let mut binding = self.session.create_binding()?;
         binding.bind_input(self.io.mel.as_str(), &mel)?;
         binding.bind_input(self.io.face.as_str(), &face)?;
-        // The output comes back to ordinary host memory (ONNX Runtime allocates it).
-        let host = MemoryInfo::new(
-            AllocationDevice::CPU,
-            0,
-            AllocatorType::Device,
-            MemoryType::Default,
-        )?;
-        binding.bind_output_to_device(self.io.output.as_str(), &host)?;
+        binding.bind_output(self.io.output.as_str(), &mut out)?;
+        allocators.extend([input, output]);
         Ok(PinnedBatch {
             binding,
             mel,
             face,
-            _input: input,
+            output: out,
+            _allocators: allocators,
         })
     }
 
@@ -396,5 +644,23 @@ impl Wav2LipModel {
             drop(self.session.run_binding(&binding).map_err(run)?);
         }
         Ok(Some((n * runs) as f64 / started.elapsed().as_secs_f64()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_face_input_masks_the_lower_half_of_the_first_copy() {
+        let crop: Vec<u8> = (0..96 * 96).flat_map(|_| [255u8, 128, 0]).collect();
+        let t = face_input(&crop);
+        let plane = 96 * 96;
+        // Channel 0 is blue (0), channel 2 red (1.0).
+        assert_eq!(t[0], 0.0);
+        assert_eq!(t[2 * plane], 1.0);
+        assert_eq!(t[2 * plane + 47 * 96], 1.0);
+        assert_eq!(t[2 * plane + 48 * 96], 0.0, "lower half zeroed");
+        assert_eq!(t[5 * plane + 95 * 96], 1.0, "reference kept whole");
     }
 }

@@ -6,7 +6,8 @@ use facecast_avatars::crop::{crop_face, default_landmarks, mouth_mask};
 use facecast_common::Rect;
 use facecast_gpu::f16;
 use facecast_gpu::reference::{self, FaceBox, CROP};
-use gstfacecastlipsync::engine::wav2lip::{face_tensor, paste};
+use gstfacecastlipsync::engine::wav2lip::paste;
+use gstfacecastlipsync::wav2lip_model::face_input;
 
 struct Case {
     frame: Vec<u8>,
@@ -58,7 +59,7 @@ fn the_fp16_face_tensor_is_the_engines_to_half_precision() {
     for _ in 0..20 {
         let crop: Vec<u8> = (0..CROP * CROP * 3).map(|_| rng.u8(..)).collect();
         let half = reference::face_tensor(&crop);
-        let full = face_tensor(&crop);
+        let full = face_input(&crop);
         assert_eq!(half.len(), full.len());
         for (i, (h, f)) in half.iter().zip(&full).enumerate() {
             // fp16 keeps 11 significant bits: within 2^-11 of values in 0..1.
@@ -71,6 +72,15 @@ fn the_fp16_face_tensor_is_the_engines_to_half_precision() {
         assert!(half[48 * CROP..CROP * CROP]
             .iter()
             .all(|v| v.to_f32() == 0.0));
+    }
+}
+
+#[test]
+fn the_fp32_face_input_reference_is_the_engines_exactly() {
+    let mut rng = fastrand::Rng::with_seed(fastrand::u64(..));
+    for _ in 0..20 {
+        let crop: Vec<u8> = (0..CROP * CROP * 3).map(|_| rng.u8(..)).collect();
+        assert_eq!(reference::face_input_f32(&crop), face_input(&crop));
     }
 }
 

@@ -2,7 +2,9 @@
 //! (`scripts/fetch-test-assets.sh`, which `make test` runs first).
 
 use facecast_onnx::Device;
-use gstfacecastlipsync::wav2lip_model::{ModelError, ModelIo, Wav2LipModel};
+use gstfacecastlipsync::wav2lip_model::{
+    face_input, FrameInput, ModelError, ModelIo, Wav2LipModel,
+};
 use std::path::{Path, PathBuf};
 
 fn assets() -> (&'static ort::environment::Environment, PathBuf) {
@@ -58,6 +60,56 @@ fn runs_and_batches_agree() {
         .iter()
         .zip(&batched[..27648])
         .any(|(a, b)| (a - b).abs() > 1e-4));
+}
+
+/// Live frames (mel windows and 8-bit crops, run by `run_frames`) give what the model gives
+/// for the same inputs as tensors, each frame its own output, in order; a frame of the wrong
+/// size, or more frames than the batch holds, is refused.
+#[test]
+fn frames_from_crops_give_the_models_outputs() {
+    let (env, path) = assets();
+    let mut model = Wav2LipModel::load(env, &path, ModelIo::default(), Device::Cpu, 2).unwrap();
+    let (mel, _) = inputs(3);
+    let crops: Vec<Vec<u8>> = (0..3)
+        .map(|k| {
+            (0..96 * 96 * 3)
+                .map(|i| ((i * 31 + k * 97) % 256) as u8)
+                .collect()
+        })
+        .collect();
+    let face: Vec<f32> = crops.iter().flat_map(|c| face_input(c)).collect();
+    let want = model.infer(3, &mel, &face).unwrap();
+    let frames: Vec<FrameInput> = crops
+        .iter()
+        .enumerate()
+        .map(|(i, crop)| FrameInput {
+            mel: &mel[i * 1280..(i + 1) * 1280],
+            crop,
+        })
+        .collect();
+    let mut got = vec![Vec::new(); 3];
+    model
+        .run_frames(4, &frames, |i, out| got[i] = out.to_vec())
+        .unwrap();
+    for (i, out) in got.iter().enumerate() {
+        assert_eq!(
+            out.as_slice(),
+            &want[i * 27648..(i + 1) * 27648],
+            "frame {i}"
+        );
+    }
+    let short = [FrameInput {
+        mel: &mel[..1280],
+        crop: &crops[0][..100],
+    }];
+    assert!(matches!(
+        model.run_frames(1, &short, |_, _| ()),
+        Err(ModelError::Run(m)) if m.contains("crop")
+    ));
+    assert!(matches!(
+        model.run_frames(2, &frames, |_, _| ()),
+        Err(ModelError::Run(m)) if m.contains("do not fit")
+    ));
 }
 
 #[test]
@@ -203,11 +255,12 @@ fn frames_that_expire_before_their_batch_runs_are_left_out() {
     let (_, path) = assets();
     // Its own key (batch 6, 150 ms wait): the counters are this test's alone.
     let model = shared(&ModelKey::new(&path, Device::Cpu, 6, 150, 1)).unwrap();
-    let (mel, face) = inputs(1);
+    let (mel, _) = inputs(1);
+    let crop = vec![128u8; 96 * 96 * 3];
     let soon = Instant::now() + Duration::from_millis(20);
     let frames: Vec<_> = [None, Some(soon), None, Some(soon), Some(soon)]
         .into_iter()
-        .map(|expires| model.submit(mel.clone(), face.clone(), expires).unwrap())
+        .map(|expires| model.submit(mel.clone(), crop.clone(), expires).unwrap())
         .collect();
     // The batch gathers for 150 ms, so the three frames expiring after 20 ms are left out.
     let answers: Vec<_> = frames.into_iter().map(|f| f.wait(None)).collect();

@@ -13,7 +13,7 @@
 
 use super::{EngineError, FrameJob, FrameOutput, LipSyncEngine, PendingFrame, Rendered};
 use crate::mel_window::MelWindows;
-use crate::wav2lip_batcher::{PendingInference, SharedModel, Waited, FACE_LEN};
+use crate::wav2lip_batcher::{PendingInference, SharedModel, Waited};
 use crate::wav2lip_model::ModelError;
 use facecast_avatars::cache::CachedAvatar;
 use facecast_avatars::crop::{crop_face, default_landmarks, mouth_mask};
@@ -99,30 +99,9 @@ impl Wav2LipEngine {
     }
 }
 
-/// The model's face input: the crop with its lower half zeroed, then the whole crop (BGR, 0..1).
-/// (The CPU path; `facecast-gpu`'s kernels are checked against it.)
-pub fn face_tensor(crop: &[u8]) -> Vec<f32> {
-    let n = CROP_SIZE;
-    let plane = n * n;
-    let mut out = vec![0f32; FACE_LEN];
-    for y in 0..n {
-        for x in 0..n {
-            let p = (y * n + x) * 3;
-            let o = y * n + x;
-            for (c, rgb) in [(0, 2), (1, 1), (2, 0)] {
-                let v = crop[p + rgb] as f32 / 255.0;
-                if y < n / 2 {
-                    out[c * plane + o] = v;
-                }
-                out[(3 + c) * plane + o] = v;
-            }
-        }
-    }
-    out
-}
-
 /// Blends the model's output (planar BGR 0..1, 96×96) into `rect` of an RGBA frame through
-/// `mask`, both resized to the box bilinearly. (The CPU path, like [`face_tensor`].)
+/// `mask`, both resized to the box bilinearly. (The CPU path; `facecast-gpu`'s `paste` kernel
+/// is checked against it.)
 pub fn paste(frame: &mut [u8], stride: usize, rect: Rect, output: &[f32], mask: &[u8]) {
     let n = CROP_SIZE;
     let plane = n * n;
@@ -270,7 +249,7 @@ impl LipSyncEngine for Wav2LipEngine {
         } else {
             job.deadline
         };
-        let pending = self.model.submit(mel, face_tensor(&crop), expires)?;
+        let pending = self.model.submit(mel, crop, expires)?;
         let remember = silent_key.map(|k| (k, self.silent_inbox.clone()));
         Ok(Rendered::Pending(PendingFrame::new(move |deadline| {
             let output = match pending.wait(deadline) {
@@ -305,21 +284,6 @@ impl LipSyncEngine for Wav2LipEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn face_tensor_masks_the_lower_half_of_the_first_copy() {
-        let crop: Vec<u8> = (0..CROP_SIZE * CROP_SIZE)
-            .flat_map(|_| [255u8, 128, 0])
-            .collect();
-        let t = face_tensor(&crop);
-        let plane = CROP_SIZE * CROP_SIZE;
-        // Channel 0 is blue (0), channel 2 red (1.0).
-        assert_eq!(t[0], 0.0);
-        assert_eq!(t[2 * plane], 1.0);
-        assert_eq!(t[2 * plane + 47 * CROP_SIZE], 1.0);
-        assert_eq!(t[2 * plane + 48 * CROP_SIZE], 0.0, "lower half zeroed");
-        assert_eq!(t[5 * plane + 95 * CROP_SIZE], 1.0, "reference kept whole");
-    }
 
     #[test]
     fn paste_touches_only_the_masked_box() {
