@@ -504,17 +504,13 @@ fn wav2lip_bench(path: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()>
         if let Some(why) = model.pinned_failure() {
             println!("  (pinned host buffers refused, ordinary tensors used: {why})");
         }
-        let mut resident = Vec::new();
-        for _ in 0..5 {
-            match model.resident_throughput(batch, 30) {
-                Ok(Some(fps)) => resident.push(fps),
-                Ok(None) => break,
-                Err(e) => {
-                    println!("  (tensors resident on the GPU: {e})");
-                    break;
-                }
+        let mut resident = match model.resident_throughput(batch, 30, 5) {
+            Ok(fps) => fps.unwrap_or_default(),
+            Err(e) => {
+                println!("  (tensors resident on the GPU: {e})");
+                Vec::new()
             }
-        }
+        };
         if !resident.is_empty() {
             println!(
                 "model only, batch {batch:>3}, tensors resident on the GPU: median {:.0} frames/s (5 x 30 runs)",
@@ -523,6 +519,34 @@ fn wav2lip_bench(path: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()>
         }
     }
     drop(model);
+    if device != Device::Cpu {
+        // CUDA graphs: a session per batch shape, as the live worker keeps, replaying its
+        // recorded launches. ONNX Runtime records on the first run, with the buffers bound.
+        for &batch in &args.batches {
+            let mut graphed =
+                match Wav2LipModel::load_with(env, path, ModelIo::default(), device, threads, true)
+                {
+                    Ok(m) => m,
+                    Err(e) => {
+                        println!("model only, CUDA graphs: not loaded ({e})");
+                        break;
+                    }
+                };
+            let mut fps = match graphed.resident_throughput(batch, 30, 5) {
+                Ok(fps) => fps.unwrap_or_default(),
+                Err(e) => {
+                    println!("model only, batch {batch:>3}, CUDA graphs: {e}");
+                    Vec::new()
+                }
+            };
+            if !fps.is_empty() {
+                println!(
+                    "model only, batch {batch:>3}, tensors resident on the GPU, CUDA graphs: median {:.0} frames/s (5 x 30 runs)",
+                    median(&mut fps)
+                );
+            }
+        }
+    }
     for &batch in &args.batches {
         engine_path_bench(path, device, batch, threads)?;
     }

@@ -14,7 +14,7 @@
 //! elsewhere it is built on the CPU, into the batch's input directly.
 
 use facecast_gpu::cuda::Gpu;
-use facecast_onnx::{session_builder, Device, RuntimeError};
+use facecast_onnx::{cuda_session_builder, Device, RuntimeError};
 use ort::logging::LogLevel;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, RunOptions, Session};
@@ -176,6 +176,21 @@ impl Wav2LipModel {
         device: Device,
         threads: usize,
     ) -> Result<Self, ModelError> {
+        Self::load_with(env, path, io, device, threads, false)
+    }
+
+    /// [`load`](Self::load), with CUDA graphs on a GPU when `cuda_graph` is set: such a model
+    /// runs only with every input and output on the GPU, bound to the same buffers every run
+    /// ([`resident_throughput`](Self::resident_throughput) does; `facecast bench --wav2lip`
+    /// times it).
+    pub fn load_with(
+        env: &ort::environment::Environment,
+        path: &Path,
+        io: ModelIo,
+        device: Device,
+        threads: usize,
+        cuda_graph: bool,
+    ) -> Result<Self, ModelError> {
         if !path.is_file() {
             return Err(ModelError::NotFound(path.to_owned()));
         }
@@ -184,7 +199,7 @@ impl Wav2LipModel {
             device,
             reason: e.to_string(),
         };
-        let session = session_builder(env, device, threads)
+        let session = cuda_session_builder(env, device, threads, cuda_graph)
             .map_err(load)?
             .commit_from_file(path)
             .map_err(load)?;
@@ -590,13 +605,15 @@ impl Wav2LipModel {
     }
 
     /// Frames per second of the model alone with its inputs and output kept on the GPU (copied
-    /// there once), `runs` times at batch `n`: the figure to set beside framework benchmarks,
-    /// which measure the same way. `None` on a CPU.
+    /// there once, bound once), `rounds` rounds of `runs` runs at batch `n`, one figure per
+    /// round: the figure to set beside framework benchmarks, which measure the same way. `None`
+    /// on a CPU.
     pub fn resident_throughput(
         &mut self,
         n: usize,
         runs: usize,
-    ) -> Result<Option<f64>, ModelError> {
+        rounds: usize,
+    ) -> Result<Option<Vec<f64>>, ModelError> {
         let Device::Cuda(id) = self.device else {
             return Ok(None);
         };
@@ -638,12 +655,16 @@ impl Wav2LipModel {
         for _ in 0..3 {
             self.session.run_binding(&binding).map_err(run)?;
         }
-        let started = std::time::Instant::now();
-        for _ in 0..runs {
-            // `run_binding` waits for the GPU before returning.
-            drop(self.session.run_binding(&binding).map_err(run)?);
+        let mut fps = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let started = std::time::Instant::now();
+            for _ in 0..runs {
+                // `run_binding` waits for the GPU before returning.
+                drop(self.session.run_binding(&binding).map_err(run)?);
+            }
+            fps.push((n * runs) as f64 / started.elapsed().as_secs_f64());
         }
-        Ok(Some((n * runs) as f64 / started.elapsed().as_secs_f64()))
+        Ok(Some(fps))
     }
 }
 

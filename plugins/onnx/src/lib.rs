@@ -173,6 +173,19 @@ pub fn session_builder(
     device: Device,
     threads: usize,
 ) -> ort::Result<ort::session::builder::SessionBuilder> {
+    cuda_session_builder(env, device, threads, false)
+}
+
+/// [`session_builder`], with CUDA graphs on a GPU when `cuda_graph` is set: the first run
+/// records every kernel launch and later runs replay them at once. ONNX Runtime allows it only
+/// for a model run wholly on the GPU, with its inputs and outputs bound to the same device
+/// buffers every run (IoBinding).
+pub fn cuda_session_builder(
+    env: &ort::environment::Environment,
+    device: Device,
+    threads: usize,
+    cuda_graph: bool,
+) -> ort::Result<ort::session::builder::SessionBuilder> {
     let builder = ort::session::Session::builder(env)?
         .with_intra_threads(threads.max(1))
         .map_err(|e| -> ort::Error { e.into() })?;
@@ -183,6 +196,7 @@ pub fn session_builder(
                 .with_device_id(id)
                 // Tensor cores work on channels-last data: ONNX Runtime converts once, at load.
                 .with_prefer_nhwc(true)
+                .with_cuda_graph(cuda_graph)
                 .build()
                 .error_on_failure()])
             .map_err(|e| -> ort::Error { e.into() }),
