@@ -284,7 +284,14 @@ pub fn shared(key: &ModelKey) -> Result<Arc<SharedModel>, ModelError> {
             // Warmed up on the thread that runs them: on a GPU, ONNX Runtime makes its
             // per-thread state (CUDA stream, cuDNN and cuBLAS handles) on a thread's first run.
             let mut sessions = sessions;
-            let _ = ready_tx.send(warm_up(&mut sessions).map(|()| sessions[0].1.face_inputs()));
+            // Any shape's session that fell back says why.
+            let _ = ready_tx.send(warm_up(&mut sessions).map(|()| {
+                sessions
+                    .iter()
+                    .map(|(_, m)| m.face_inputs())
+                    .find(|f| !f.starts_with("built on the GPU"))
+                    .unwrap_or_else(|| sessions[0].1.face_inputs())
+            }));
             run_batches(sessions, rx, n, max_wait, pad, &worker_stats)
         })
         .map_err(|e| ModelError::Run(format!("cannot start the model's worker: {e}")))?;
@@ -305,23 +312,12 @@ pub fn shared(key: &ModelKey) -> Result<Arc<SharedModel>, ModelError> {
     Ok(shared)
 }
 
-/// Runs each session once at its batch shape, as live frames run: the first run of a shape
-/// plans memory and, on a GPU, searches convolution algorithms (seconds), which must not
-/// happen mid-stream; and a GPU that cannot build face inputs falls back here, before any
-/// stream.
+/// Warms up each session at its batch shape ([`Wav2LipModel::warm_up`]): nothing is planned or
+/// found wanting mid-stream.
 fn warm_up(models: &mut [(usize, Wav2LipModel)]) -> Result<(), ModelError> {
-    let (mel, crop) = (vec![0.0; MEL_LEN], vec![128u8; CROP_LEN]);
     for (size, model) in models {
         let started = Instant::now();
-        let size = *size;
-        let frames = vec![
-            FrameInput {
-                mel: &mel,
-                crop: &crop
-            };
-            size
-        ];
-        model.run_frames(size, &frames, |_, _| ())?;
+        model.warm_up(*size)?;
         gst::debug!(CAT, "warm-up of batch {size}: {:?}", started.elapsed());
     }
     Ok(())

@@ -8,10 +8,10 @@
 //! does not fit is refused with what was expected.
 //!
 //! Live frames come as [`FrameInput`]s (a mel window and an 8-bit face crop) and are run by
-//! [`Wav2LipModel::run_frames`]. On a GPU their inputs and output live in page-locked host
-//! memory bound to the model, and the face input is built on the GPU from the crops (the
-//! `facecast-gpu` kernel writing into ONNX Runtime's input tensor) where the kernels compile;
-//! elsewhere it is built on the CPU, into the batch's input directly.
+//! [`Wav2LipModel::run_frames`]. On a GPU their inputs are bound to the model: the mel windows in
+//! page-locked host memory, the face input built on the GPU from the crops (the `facecast-gpu`
+//! kernel writing into ONNX Runtime's input tensor) where the kernels load, else on the CPU
+//! into page-locked memory; each frame's output is read where ONNX Runtime put it.
 
 use facecast_gpu::cuda::Gpu;
 use facecast_onnx::{cuda_session_builder, Device, RuntimeError};
@@ -147,15 +147,17 @@ enum FaceSide {
     Device,
 }
 
-/// Inputs and output of one batch size bound to the model: the mel input and the output in
-/// page-locked (pinned) host memory, the face input there too or on the GPU. Copies between
-/// pinned memory and the GPU run at full bus speed and need no staging copy; with ordinary
-/// (pageable) tensors ONNX Runtime stages every run's inputs and output.
+/// Inputs of one batch size bound to the model: the mel input in page-locked (pinned) host
+/// memory, the face input there too or on the GPU. Copies from pinned memory to the GPU run at
+/// full bus speed and need no staging copy; with ordinary (pageable) tensors ONNX Runtime
+/// stages every run's inputs. The output is bound to host memory that ONNX Runtime allocates:
+/// with ONNX Runtime 1.31 an output bound to a pinned tensor of our own fails every run
+/// (its CUDA provider counts pinned memory as the GPU's, and then copies the output onto
+/// itself: "dst_data != src_data"), measured on an H200.
 struct PinnedBatch {
     binding: IoBinding,
     mel: Tensor<f32>,
     face: Tensor<f32>,
-    output: Tensor<f32>,
     // The allocators must outlive the tensors they made.
     _allocators: Vec<Allocator>,
 }
@@ -351,6 +353,59 @@ impl Wav2LipModel {
         }
     }
 
+    /// Runs a batch of `shape` once, as live frames run: the first run of a shape plans memory
+    /// and, on a GPU, searches convolution algorithms (seconds), which must not happen
+    /// mid-stream. With face inputs built on the GPU, their outputs are then compared with
+    /// those of the same frames built on the CPU: inputs that the model does not see as the
+    /// CPU's (a kernel, a pointer or a stream gone wrong) turn the GPU's inputs off, with the
+    /// reason, rather than make every face wrong without an error.
+    pub fn warm_up(&mut self, shape: usize) -> Result<(), ModelError> {
+        // Crops that differ from each other and across the face, so a misplaced input shows.
+        // (The mel windows go the same way on both paths; zeros, as tests' models expect.)
+        let mel = vec![0f32; MEL_LEN];
+        let crops: Vec<Vec<u8>> = (0..shape)
+            .map(|k| {
+                (0..CROP_LEN)
+                    .map(|i| ((i * 7 + k * 31) % 251) as u8)
+                    .collect()
+            })
+            .collect();
+        let frames: Vec<FrameInput> = crops
+            .iter()
+            .map(|crop| FrameInput { mel: &mel, crop })
+            .collect();
+        let mut first = vec![0f32; shape * OUT_LEN];
+        self.run_frames(shape, &frames, |i, out| {
+            first[i * OUT_LEN..(i + 1) * OUT_LEN].copy_from_slice(out)
+        })?;
+        let Device::Cuda(id) = self.device else {
+            return Ok(());
+        };
+        if self.gpu.is_none() || self.pinned_failed.is_some() {
+            return Ok(());
+        }
+        let mut worst = 0f32;
+        self.run_frames_pinned(id, shape, &frames, FaceSide::Host, &mut |i, out| {
+            let gpu = &first[i * OUT_LEN..(i + 1) * OUT_LEN];
+            worst = gpu
+                .iter()
+                .zip(out)
+                .map(|(a, b)| (a - b).abs())
+                .fold(worst, f32::max);
+        })?;
+        // The same inputs give the same outputs up to the convolutions' own run-to-run
+        // differences, far below a level of 8-bit colour.
+        // (A NaN difference is a failure too.)
+        if worst.is_nan() || worst > 0.5 / 255.0 {
+            self.gpu = None;
+            self.gpu_failed = Some(format!(
+                "the outputs of inputs built on the GPU differ from those built on the CPU by up to {worst} (batch of {shape})"
+            ));
+            self.pinned.retain(|(_, side), _| *side == FaceSide::Host);
+        }
+        Ok(())
+    }
+
     /// Runs `n` frames: `mel` holds n·80·16 values, `face` n·6·96·96; returns n·3·96·96 values
     /// (BGR in 0..1, NCHW).
     pub fn infer(&mut self, n: usize, mel: &[f32], face: &[f32]) -> Result<Vec<f32>, ModelError> {
@@ -365,12 +420,18 @@ impl Wav2LipModel {
         }
         if let (Device::Cuda(id), None) = (self.device, &self.pinned_failed) {
             let mut out = Vec::with_capacity(n * OUT_LEN);
-            let pinned = self.run_pinned(id, n, FaceSide::Host, |batch| {
-                batch.mel.extract_tensor_mut().1.copy_from_slice(mel);
-                batch.face.extract_tensor_mut().1.copy_from_slice(face);
-                Ok(())
-            });
-            match pinned.map(|batch| out.extend_from_slice(batch.output.extract_tensor().1)) {
+            let pinned = self.run_pinned(
+                id,
+                n,
+                FaceSide::Host,
+                |batch| {
+                    batch.mel.extract_tensor_mut().1.copy_from_slice(mel);
+                    batch.face.extract_tensor_mut().1.copy_from_slice(face);
+                    Ok(())
+                },
+                |output| out.extend_from_slice(output),
+            );
+            match pinned {
                 Ok(()) => return Ok(out),
                 Err(e) => self.pinned_refused(e),
             }
@@ -405,11 +466,8 @@ impl Wav2LipModel {
         }
         if let (Device::Cuda(id), None) = (self.device, &self.pinned_failed) {
             if self.gpu.is_some() {
-                match self.run_frames_pinned(id, shape, frames, FaceSide::Device) {
-                    Ok(()) => {
-                        self.answer(shape, frames.len(), FaceSide::Device, each);
-                        return Ok(());
-                    }
+                match self.run_frames_pinned(id, shape, frames, FaceSide::Device, &mut each) {
+                    Ok(()) => return Ok(()),
                     Err(e) => {
                         // Keep working with inputs built on the CPU; the reason is logged by
                         // whoever reads `face_inputs`.
@@ -419,11 +477,8 @@ impl Wav2LipModel {
                     }
                 }
             }
-            match self.run_frames_pinned(id, shape, frames, FaceSide::Host) {
-                Ok(()) => {
-                    self.answer(shape, frames.len(), FaceSide::Host, each);
-                    return Ok(());
-                }
+            match self.run_frames_pinned(id, shape, frames, FaceSide::Host, &mut each) {
+                Ok(()) => return Ok(()),
                 Err(e) => self.pinned_refused(e),
             }
         }
@@ -450,33 +505,23 @@ impl Wav2LipModel {
         Ok(())
     }
 
-    /// Hands each frame its output from the pinned batch that just ran.
-    fn answer(
-        &mut self,
-        shape: usize,
-        frames: usize,
-        side: FaceSide,
-        mut each: impl FnMut(usize, &[f32]),
-    ) {
-        let batch = self.pinned.get(&(shape, side)).expect("it just ran");
-        let (_, out) = batch.output.extract_tensor();
-        for (i, out) in out.chunks_exact(OUT_LEN).take(frames).enumerate() {
-            each(i, out);
-        }
-    }
-
-    /// Fills a pinned batch with `frames` (face inputs built on `side`) and runs it.
+    /// Fills a pinned batch with `frames` (face inputs built on `side`), runs it and hands
+    /// each frame its output.
     fn run_frames_pinned(
         &mut self,
         id: i32,
         shape: usize,
         frames: &[FrameInput<'_>],
         side: FaceSide,
+        each: &mut impl FnMut(usize, &[f32]),
     ) -> Result<(), ModelError> {
         let gpu = self.gpu.clone();
         let mut staging = std::mem::take(&mut self.staging);
-        let result = self
-            .run_pinned(id, shape, side, |batch| {
+        let result = self.run_pinned(
+            id,
+            shape,
+            side,
+            |batch| {
                 let (_, mel) = batch.mel.extract_tensor_mut();
                 for (f, row) in frames.iter().zip(mel.chunks_exact_mut(MEL_LEN)) {
                     row.copy_from_slice(f.mel);
@@ -502,20 +547,27 @@ impl Wav2LipModel {
                         Ok(())
                     }
                 }
-            })
-            .map(|_| ());
+            },
+            |output| {
+                for (i, out) in output.chunks_exact(OUT_LEN).take(frames.len()).enumerate() {
+                    each(i, out);
+                }
+            },
+        );
         self.staging = staging;
         result
     }
 
-    /// Runs the pinned batch of `n` frames after `fill` has written its inputs.
+    /// Runs the pinned batch of `n` frames after `fill` has written its inputs, and gives
+    /// `read` its output (`n` frames', where ONNX Runtime put it in host memory).
     fn run_pinned(
         &mut self,
         id: i32,
         n: usize,
         side: FaceSide,
         fill: impl FnOnce(&mut PinnedBatch) -> Result<(), ModelError>,
-    ) -> Result<&mut PinnedBatch, ModelError> {
+        read: impl FnOnce(&[f32]),
+    ) -> Result<(), ModelError> {
         let run = |e: ort::Error| ModelError::Run(e.to_string());
         if !self.pinned.contains_key(&(n, side)) {
             let batch = self.pinned_batch(id, n, side).map_err(run)?;
@@ -523,11 +575,15 @@ impl Wav2LipModel {
         }
         let batch = self.pinned.get_mut(&(n, side)).expect("inserted above");
         fill(batch)?;
-        // The output is written into the batch's own pinned tensor.
-        self.session
+        let outputs = self
+            .session
             .run_binding_with_options(&batch.binding, &self.quiet)
             .map_err(run)?;
-        Ok(batch)
+        let (_, output) = outputs[self.io.output.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(run)?;
+        read(output);
+        Ok(())
     }
 
     /// Gives up pinned buffers after ONNX Runtime refused them (kept for `pinned_failure`).
@@ -569,7 +625,6 @@ impl Wav2LipModel {
             )
         };
         let input = Allocator::new(&self.session, pinned(MemoryType::CPUInput)?)?;
-        let output = Allocator::new(&self.session, pinned(MemoryType::CPUOutput)?)?;
         let mel = Tensor::<f32>::new(&input, [n, 1, 80, 16])?;
         let mut allocators = Vec::new();
         let face = match side {
@@ -589,17 +644,21 @@ impl Wav2LipModel {
                 face
             }
         };
-        let mut out = Tensor::<f32>::new(&output, [n, 3, 96, 96])?;
         let mut binding = self.session.create_binding()?;
         binding.bind_input(self.io.mel.as_str(), &mel)?;
         binding.bind_input(self.io.face.as_str(), &face)?;
-        binding.bind_output(self.io.output.as_str(), &mut out)?;
-        allocators.extend([input, output]);
+        let host = MemoryInfo::new(
+            AllocationDevice::CPU,
+            0,
+            AllocatorType::Device,
+            MemoryType::Default,
+        )?;
+        binding.bind_output_to_device(self.io.output.as_str(), &host)?;
+        allocators.push(input);
         Ok(PinnedBatch {
             binding,
             mel,
             face,
-            output: out,
             _allocators: allocators,
         })
     }
