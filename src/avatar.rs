@@ -159,11 +159,12 @@ fn add_avatar(store: &AvatarStore, add: AddArgs) -> anyhow::Result<()> {
     }
     let face = &store.get(&add.name)?.faces[0];
     println!(
-        "registered '{}': {} frame(s) of {}x{}, face at {},{} {}x{} (first frame), {} bytes in {} ({:.2} s)",
+        "registered '{}': {} frame(s) of {}x{} (decoded by {}), face at {},{} {}x{} (first frame), {} bytes in {} ({:.2} s)",
         reg.info.name,
         reg.frames,
         reg.info.width,
         reg.info.height,
+        reg.decoder,
         face.face.x,
         face.face.y,
         face.face.w,

@@ -31,6 +31,7 @@ fn yunet_finds_the_astronaut() {
         (decoded.width, decoded.height, decoded.frames.len()),
         (512, 512, 1)
     );
+    assert_eq!(decoded.decoder, "pngdec");
     let mut yunet = FaceDetector::load(&detector).unwrap();
     let started = std::time::Instant::now();
     let faces = yunet.detect(&decoded.frames[0], 512, 512).unwrap();
@@ -240,6 +241,20 @@ fn a_video_loop_registers_every_frame() {
     .unwrap();
     assert_eq!(reg.info.kind, SourceKind::Video);
     assert_eq!(reg.frames, 25);
+    // The H.264 decoder GStreamer ranks first here (NVDEC's nvh264dec on a GPU server).
+    let decoder = gst::ElementFactory::find(&reg.decoder).expect("a decoder is named");
+    assert!(
+        decoder
+            .metadata(gst::ELEMENT_METADATA_KLASS)
+            .is_some_and(|k| k.contains("Decoder"))
+            && decoder
+                .static_pad_templates()
+                .iter()
+                .any(|t| t.direction() == gst::PadDirection::Sink
+                    && t.caps().to_string().contains("video/x-h264")),
+        "{}",
+        reg.decoder
+    );
     assert_eq!(reg.info.fps, (25, 1));
     let avatar = store.get("clip").unwrap();
     assert!(avatar

@@ -29,6 +29,9 @@ pub struct Decoded {
     pub fps: (i32, i32),
     /// Tightly packed RGBA frames (`width · height · 4` bytes each).
     pub frames: Vec<Vec<u8>>,
+    /// The decoder `decodebin` chose (its factory, e.g. `avdec_h264`, `nvh264dec` where NVDEC
+    /// ranks first, `pngdec`), or "none" for raw video.
+    pub decoder: String,
 }
 
 /// Decodes `path`, scaling frames down (aspect kept, even sizes) so their height is at most
@@ -84,6 +87,25 @@ pub fn decode(
     src.link(&decodebin).map_err(|e| failed(e.to_string()))?;
     gst::Element::link_many([&convert, &scale, &filter, sink.upcast_ref()])
         .map_err(|e| failed(e.to_string()))?;
+
+    // The decoder decodebin picks by rank (NVDEC's where GStreamer's nvcodec ranks it first),
+    // reported to the user: which one ran is not otherwise visible.
+    let decoder = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+    let chosen = decoder.clone();
+    decodebin.connect("element-added", false, move |args| {
+        let element = args[1].get::<gst::Element>().ok()?;
+        let factory = element.factory()?;
+        if factory
+            .metadata(gst::ELEMENT_METADATA_KLASS)?
+            .contains("Decoder")
+        {
+            chosen
+                .lock()
+                .unwrap()
+                .get_or_insert(factory.name().to_string());
+        }
+        None
+    });
 
     // Link the first video stream decodebin exposes, sized now that its caps are known.
     let convert_weak = convert.downgrade();
@@ -203,10 +225,16 @@ pub fn decode(
     } else {
         (fps.numer(), fps.denom())
     };
+    let decoder = decoder
+        .lock()
+        .unwrap()
+        .take()
+        .unwrap_or_else(|| "none".into());
     Ok(Decoded {
         width: vi.width(),
         height: vi.height(),
         fps,
         frames,
+        decoder,
     })
 }

@@ -97,6 +97,8 @@ pub struct Registration {
     pub frames: usize,
     pub path: PathBuf,
     pub bytes: u64,
+    /// The decoder that read the source (see [`Decoded::decoder`](decode::Decoded)).
+    pub decoder: String,
     /// Things the user should know (several faces, frames without a face).
     pub warnings: Vec<String>,
 }
@@ -222,6 +224,7 @@ pub fn register(
         frames: count,
         path,
         bytes,
+        decoder: decoded.decoder,
         warnings,
     })
 }
