@@ -504,19 +504,7 @@ fn wav2lip_bench(path: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()>
         if let Some(why) = model.pinned_failure() {
             println!("  (pinned host buffers refused, ordinary tensors used: {why})");
         }
-        let mut resident = match model.resident_throughput(batch, 30, 5) {
-            Ok(fps) => fps.unwrap_or_default(),
-            Err(e) => {
-                println!("  (tensors resident on the GPU: {e})");
-                Vec::new()
-            }
-        };
-        if !resident.is_empty() {
-            println!(
-                "model only, batch {batch:>3}, tensors resident on the GPU: median {:.0} frames/s (5 x 30 runs)",
-                median(&mut resident)
-            );
-        }
+        print_resident(&mut model, batch, "tensors resident on the GPU");
     }
     drop(model);
     if device != Device::Cpu {
@@ -532,25 +520,33 @@ fn wav2lip_bench(path: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()>
                         break;
                     }
                 };
-            let mut fps = match graphed.resident_throughput(batch, 30, 5) {
-                Ok(fps) => fps.unwrap_or_default(),
-                Err(e) => {
-                    println!("model only, batch {batch:>3}, CUDA graphs: {e}");
-                    Vec::new()
-                }
-            };
-            if !fps.is_empty() {
-                println!(
-                    "model only, batch {batch:>3}, tensors resident on the GPU, CUDA graphs: median {:.0} frames/s (5 x 30 runs)",
-                    median(&mut fps)
-                );
-            }
+            print_resident(
+                &mut graphed,
+                batch,
+                "tensors resident on the GPU, CUDA graphs",
+            );
         }
     }
     for &batch in &args.batches {
         engine_path_bench(path, device, batch, threads)?;
     }
     Ok(())
+}
+
+/// Prints the model alone at `batch` with its tensors resident on the GPU (nothing on a CPU).
+fn print_resident(
+    model: &mut gstfacecastlipsync::wav2lip_model::Wav2LipModel,
+    batch: usize,
+    what: &str,
+) {
+    match model.resident_throughput(batch, 30, 5) {
+        Ok(Some(mut fps)) => println!(
+            "model only, batch {batch:>3}, {what}: median {:.0} frames/s (5 x 30 runs)",
+            median(&mut fps)
+        ),
+        Ok(None) => {}
+        Err(e) => println!("model only, batch {batch:>3}, {what}: {e}"),
+    }
 }
 
 /// Frames per second through `Wav2LipEngine` (what `lipsync engine=wav2lip` runs per frame).

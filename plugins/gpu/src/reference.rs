@@ -55,20 +55,11 @@ pub fn crop_face(frame: &[u8], pitch: usize, b: FaceBox) -> Vec<u8> {
 /// `face_tensor`: a crop as the model's face input, `[6][CROP][CROP]` fp16: B, G, R with the
 /// lower half zeroed, then B, G, R whole, 0..1.
 pub fn face_tensor(crop: &[u8]) -> Vec<f16> {
-    let plane = CROP * CROP;
-    let mut out = vec![f16::ZERO; 6 * plane];
-    for y in 0..CROP {
-        for x in 0..CROP {
-            let p = (y * CROP + x) * 3;
-            let o = y * CROP + x;
-            for c in 0..3 {
-                let v = crop[p + 2 - c] as f32 / 255.0;
-                out[c * plane + o] = f16::from_f32(if y < CROP / 2 { v } else { 0.0 });
-                out[(3 + c) * plane + o] = f16::from_f32(v);
-            }
-        }
-    }
-    out
+    // The same values as the fp32 input, each rounded to fp16 (as the kernel's `cvt.rn`).
+    face_input_f32(crop)
+        .into_iter()
+        .map(f16::from_f32)
+        .collect()
 }
 
 /// `face_input_f32`: the same input in fp32, as the model's input tensor takes it.
