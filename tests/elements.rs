@@ -152,17 +152,23 @@ fn a_piper_voice_moves_the_lips() {
         run.phonemes.len()
     );
     assert!(run.phonemes.iter().all(|p| p.pts < run.audio_end));
-    // The mouth opens and closes again and again, in both sentences.
+    // The mouth opens and closes again and again, in both sentences. Piper draws its
+    // durations at random, and with them how many syllables the jaw runs together: in 40 runs
+    // here the jaw opened 5–9 times, 2–6 times in the first half and 2–3 in the second. (It
+    // asked for 6 once, the least seen, and failed about one run in 40.)
     let jaws: Vec<f32> = run.frames.iter().map(jaw).collect();
-    let openings = jaws
-        .windows(2)
-        .filter(|w| w[0] < 0.25 && w[1] >= 0.25)
-        .count();
-    assert!(
-        openings >= 6,
-        "the jaw opened only {openings} times: {jaws:?}"
-    );
+    let openings = |jaws: &[f32]| {
+        jaws.windows(2)
+            .filter(|w| w[0] < 0.25 && w[1] >= 0.25)
+            .count()
+    };
     let half = jaws.len() / 2;
+    let (first, second) = (openings(&jaws[..half]), openings(&jaws[half..]));
+    assert!(
+        openings(&jaws) >= 4 && first >= 1 && second >= 1,
+        "the jaw opened {} times ({first} and {second} in the two halves): {jaws:?}",
+        openings(&jaws)
+    );
     assert!(jaws[..half].iter().any(|&j| j > 0.3) && jaws[half..].iter().any(|&j| j > 0.3));
 }
 
