@@ -211,6 +211,8 @@ async fn add(form: warp::multipart::FormData, state: State) -> Result<impl Reply
     struct Registered {
         #[serde(flatten)]
         avatar: AvatarView,
+        /// The decoder that read the upload (`nvh264dec` where NVDEC ranks first).
+        decoder: String,
         warnings: Vec<String>,
     }
     let mut avatar = AvatarView::new(&reg.info);
@@ -218,6 +220,7 @@ async fn add(form: warp::multipart::FormData, state: State) -> Result<impl Reply
     Ok(warp::reply::with_status(
         warp::reply::json(&Registered {
             avatar,
+            decoder: reg.decoder,
             warnings: reg.warnings,
         }),
         StatusCode::CREATED,

@@ -77,6 +77,7 @@ async fn avatars_register_list_use_and_delete() {
         (j["name"].as_str(), j["kind"].as_str(), j["frames"].as_u64()),
         (Some("astro"), Some("image"), Some(1))
     );
+    assert_eq!(j["decoder"].as_str(), Some("pngdec"));
     assert_eq!(
         (j["width"].as_u64(), j["height"].as_u64()),
         (Some(512), Some(512))
