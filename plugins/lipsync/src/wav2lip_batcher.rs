@@ -286,11 +286,11 @@ pub fn shared(key: &ModelKey) -> Result<Arc<SharedModel>, ModelError> {
             let mut sessions = sessions;
             // Any shape's session that fell back says why.
             let _ = ready_tx.send(warm_up(&mut sessions).map(|()| {
-                sessions
+                let (_, model) = sessions
                     .iter()
-                    .map(|(_, m)| m.face_inputs())
-                    .find(|f| !f.starts_with("built on the GPU"))
-                    .unwrap_or_else(|| sessions[0].1.face_inputs())
+                    .find(|(_, m)| !m.face_inputs_on_gpu())
+                    .unwrap_or(&sessions[0]);
+                model.face_inputs()
             }));
             run_batches(sessions, rx, n, max_wait, pad, &worker_stats)
         })
