@@ -547,11 +547,27 @@ impl SessionPipeline {
             let _ = stopped.feed.unlink(&peer);
         }
         raw.release_request_pad(&stopped.feed);
-        for e in &stopped.elements {
-            let _ = e.set_state(gst::State::Null);
-            let _ = self.pipeline.remove(e);
-        }
+        self.retire(stopped.elements);
         tracing::debug!("{stream:?} encoder stopped");
+    }
+
+    /// Stops `elements` and takes them out of the running pipeline, in the order given.
+    ///
+    /// Branches leave on their own threads (a publisher draining, a viewer's liveness timer)
+    /// while the session may be ending on another: the pipeline's own way down to NULL would
+    /// then raise an element we had just stopped back to READY or PAUSED, and we would
+    /// remove it, and drop it, running: GStreamer's "Trying to dispose element … but it is in
+    /// PAUSED", with its threads left behind. (The WHIP tests that hung in CI had just done
+    /// so; a later pipeline's stop waited for ever on a queue's stream lock.) So each
+    /// element's state is locked first, which the pipeline's state changes skip, and it is
+    /// stopped once more after its removal, when nothing else can reach it.
+    pub fn retire(&self, elements: impl IntoIterator<Item = gst::Element>) {
+        for e in elements {
+            e.set_locked_state(true);
+            let _ = e.set_state(gst::State::Null);
+            let _ = self.pipeline.remove(&e);
+            let _ = e.set_state(gst::State::Null);
+        }
     }
 
     /// Mutes (`true`) or unmutes the avatar's voice where it leaves the synthesiser, for the

@@ -316,6 +316,9 @@ impl Publisher {
     /// was in the middle of is ended and recognised (its transcript posted) before this
     /// returns, or `within` has passed. Then [`Publisher::disconnect`] removes the branch.
     pub fn drain(&self, within: std::time::Duration) {
+        // Locked, so that the session ending meanwhile cannot start it again (see
+        // `SessionPipeline::retire`, which removes it later).
+        self.webrtcbin.set_locked_state(true);
         let _ = self.webrtcbin.set_state(gst::State::Null);
         let (Some(audio_in), Some(out)) = (
             self.audio_in.lock().unwrap().clone(),
@@ -343,10 +346,7 @@ impl Publisher {
     /// Detaches the publisher from the running pipeline and removes its elements.
     pub fn disconnect(&mut self, session: &SessionPipeline) {
         let elements: Vec<gst::Element> = self.elements.lock().unwrap().drain(..).collect();
-        for e in elements {
-            let _ = e.set_state(gst::State::Null);
-            let _ = session.pipeline.remove(&e);
-        }
+        session.retire(elements);
         // The mixer stops waiting for this voice; the speech alone goes on.
         if let (Some(pad), Some(mixer)) = (self.mixer_pad.lock().unwrap().take(), &session.voice_in)
         {

@@ -157,9 +157,6 @@ impl Viewer {
         for tap in self.taps.drain(..) {
             session.untap(tap);
         }
-        for e in self.elements.drain(..) {
-            let _ = e.set_state(gst::State::Null);
-            let _ = session.pipeline.remove(&e);
-        }
+        session.retire(self.elements.drain(..));
     }
 }

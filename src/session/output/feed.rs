@@ -123,10 +123,7 @@ impl Feed {
         // Sinks before their queues: while the session pauses on its way to a stop, an
         // appsink holds its queue's thread waiting to preroll, and stopping that queue first
         // would wait for that thread for ever.
-        for e in self.elements.drain(..).rev() {
-            let _ = e.set_state(gst::State::Null);
-            let _ = session.pipeline.remove(&e);
-        }
+        session.retire(self.elements.drain(..).rev());
     }
 }
 
