@@ -65,7 +65,10 @@ fn answered(w: &gst::Element, answer: &str) {
     {
         assert!(
             Instant::now() < deadline,
-            "the WebRTC connection never came up"
+            "the WebRTC connection never came up ({} {:?}, ICE {:?})",
+            w.name(),
+            w.property::<gst_webrtc::WebRTCPeerConnectionState>("connection-state"),
+            w.property::<gst_webrtc::WebRTCICEConnectionState>("ice-connection-state"),
         );
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -7,6 +7,7 @@
 //! - [`RedisServer`]: a real `redis-server` on a free loopback port, stopped when dropped.
 //! - [`NginxRtmp`]: a real RTMP server (nginx with Debian's RTMP module) on a free loopback
 //!   port, stopped when dropped, and started again on the same port on request.
+//! - [`Watchdog`]: ends the test process, naming the test, when a test hangs.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -315,4 +316,32 @@ fn json_string(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// Ends the whole test process, saying which test hung, if it is still alive after its
+/// limit. A deadlock (a pipeline whose teardown waits for ever) then fails the run within
+/// minutes, by name, instead of running on silently until CI's own time limit.
+pub struct Watchdog {
+    done: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl Watchdog {
+    pub fn new(test: &str, limit: Duration) -> Self {
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let test = test.to_owned();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(limit) {
+                eprintln!("\n{test} hung: still running after {limit:?}; ending the test process");
+                std::process::exit(101);
+            }
+        });
+        Watchdog { done: Some(done) }
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        // The thread wakes to a closed channel and ends quietly.
+        self.done.take();
+    }
 }
