@@ -214,7 +214,11 @@ fn build_input(
                 .and_then(|e| e.structure())
                 .is_some_and(|s| s.name() == facecast_common::events::PHONEME_EVENT);
             if is_phoneme {
-                gst::PadProbeReturn::Drop
+                // `Handled`, not `Drop`: gstreamer-rs has already taken the event out of
+                // the probe's info, and frees it. With `Drop`, GStreamer then unrefs the
+                // emptied pointer too ("gst_mini_object_unref: assertion 'mini_object !=
+                // NULL' failed", a CRITICAL in the log each time).
+                gst::PadProbeReturn::Handled
             } else {
                 gst::PadProbeReturn::Ok
             }

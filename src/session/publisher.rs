@@ -333,7 +333,8 @@ impl Publisher {
             if let Some(gst::PadProbeData::Event(e)) = &info.data {
                 if e.type_() == gst::EventType::Eos {
                     let _ = tx.send(());
-                    return gst::PadProbeReturn::Drop;
+                    // Not `Drop`: see the phoneme probe in `pipeline.rs`.
+                    return gst::PadProbeReturn::Handled;
                 }
             }
             gst::PadProbeReturn::Ok
