@@ -314,8 +314,9 @@ impl Publisher {
 
     /// Ends the publisher's stream gracefully: no more voice comes in, and a turn the person
     /// was in the middle of is ended and recognised (its transcript posted) before this
-    /// returns, or `within` has passed. Then [`Publisher::disconnect`] removes the branch.
-    pub fn drain(&self, within: std::time::Duration) {
+    /// returns, or `within` has passed, or the session has stopped. Then
+    /// [`Publisher::disconnect`] removes the branch.
+    pub fn drain(&self, within: std::time::Duration, session: &SessionPipeline) {
         // Locked, so that the session ending meanwhile cannot start it again (see
         // `SessionPipeline::retire`, which removes it later).
         self.webrtcbin.set_locked_state(true);
@@ -339,8 +340,18 @@ impl Publisher {
             }
             gst::PadProbeReturn::Ok
         });
-        if audio_in.send_event(gst::event::Eos::new()) {
-            let _ = rx.recv_timeout(within);
+        if !audio_in.send_event(gst::event::Eos::new()) {
+            return;
+        }
+        // A session that ends meanwhile stops its recogniser, and this end of stream never
+        // arrives: the wait ends then too, rather than keep the session for `within`.
+        let until = std::time::Instant::now() + within;
+        while std::time::Instant::now() < until {
+            match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                    if session.pipeline.current_state() > gst::State::Ready => {}
+                _ => return,
+            }
         }
     }
 

@@ -619,7 +619,7 @@ impl Registry {
         // removed. A new publisher may join meanwhile.
         let within = Duration::from_secs(self.config.asr.timeout_secs.min(600) + 2);
         std::thread::spawn(move || {
-            p.drain(within);
+            p.drain(within, &session.pipeline);
             p.disconnect(&session.pipeline);
         });
         Ok(())

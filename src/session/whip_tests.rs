@@ -562,6 +562,75 @@ async fn a_question_cut_short_by_the_publisher_leaving_is_still_heard() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ended_while_its_last_turn_is_recognised_ends_at_once() {
+    let _turn = my_turn().await;
+    facecast_testkit::vad_model();
+    // A recogniser that answers nothing for 20 s, against a 10 s timeout.
+    let (asr_url, posted) =
+        scripted_transcriber(vec![Transcribed::Stalled(Duration::from_secs(20))]);
+    let mut config = Config {
+        models_dir: facecast_testkit::root().join("models"),
+        ..Config::default()
+    };
+    config.asr.base_url = Some(asr_url);
+    config.asr.timeout_secs = 10;
+    config.voice_input.end_of_turn_ms = 5000;
+    let registry = registry(config);
+    let session = registry.create(CreateSession::default()).await.unwrap();
+    let mut events = session.subscribe();
+    let said = tokio::task::spawn_blocking(|| spoken("Is it open today"))
+        .await
+        .unwrap();
+    let mut samples = vec![0i16; 24_000];
+    samples.extend(&said);
+    let client = WhipClient::new(false);
+    let (publisher, answer) = registry
+        .add_publisher(&session.id, &client.offer())
+        .await
+        .unwrap();
+    let client = tokio::task::spawn_blocking(move || {
+        client.answered(&answer);
+        client.send(&samples);
+        client
+    })
+    .await
+    .unwrap();
+    next_event(&mut events, Duration::from_secs(10), |e| {
+        matches!(e, SessionEvent::UserSpeechStarted)
+    })
+    .await;
+    // The publisher leaves mid-turn: the turn goes to the recogniser, which stalls.
+    registry.remove_publisher(&session.id, &publisher).unwrap();
+    drop(client);
+    tokio::task::spawn_blocking(move || posted.recv_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("the turn reaches the recogniser");
+
+    let session_id = session.id.clone();
+    let left = Arc::downgrade(&session);
+    drop(session);
+    let ending = Instant::now();
+    assert!(registry.end(&session_id, "test over"));
+    let took = ending.elapsed();
+    assert!(took < Duration::from_secs(2), "ending took {took:?}");
+    // Nothing keeps the session once it has ended (the drain gives up too).
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while left.upgrade().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the ended session is still held {:?} after its end",
+            ending.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "ending with a turn at the recogniser: end() took {took:?}, the session was freed {:?} after it",
+        ending.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_that_vanishes_without_delete_is_dropped() {
     let _turn = my_turn().await;
     facecast_testkit::vad_model();

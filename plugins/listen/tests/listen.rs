@@ -538,3 +538,81 @@ fn a_turn_longer_than_the_limit_is_recognised_in_parts() {
         assert!(n <= 2 * RATE + 1, "a part of {n} samples");
     }
 }
+
+#[test]
+fn a_pipeline_stopped_while_a_transcript_is_awaited_stops_at_once() {
+    // At its end of stream, asr waits (up to its timeout) for the transcripts of the turns it
+    // sent. A session that ends meanwhile must not wait with it.
+    let model = facecast_testkit::vad_model();
+    let voice = facecast_testkit::piper_voice();
+    let said = speech(
+        &format!("speechsynth engine=piper voice={}", voice.display()),
+        "Is it open today",
+    );
+    let mut samples = silence(0.5);
+    samples.extend(&said);
+    // A recogniser that takes 20 s, against a 10 s timeout.
+    let server = transcriber(vec![("200 OK", r#"{"text":"Is it open today?"}"#, 20_000)]);
+    init();
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time caps=audio/x-raw,format=S16LE,rate=16000,channels=1,layout=interleaved \
+         ! vad model={} ! asr name=asr engine=openai base-url={} timeout-ms=10000 ! fakesink",
+        model.display(),
+        server.url
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let (eos_tx, eos_rx) = std::sync::mpsc::channel();
+    let eos_tx = Mutex::new(eos_tx);
+    pipeline
+        .by_name("asr")
+        .unwrap()
+        .static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            if let Some(gst::PadProbeData::Event(e)) = &info.data {
+                if e.type_() == gst::EventType::Eos {
+                    let _ = eos_tx.lock().unwrap().send(());
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    for (i, c) in samples.chunks(RATE / 50).enumerate() {
+        let mut bytes = Vec::with_capacity(c.len() * 2);
+        c.iter()
+            .for_each(|s| bytes.extend_from_slice(&s.to_le_bytes()));
+        let mut buffer = gst::Buffer::from_mut_slice(bytes);
+        buffer
+            .get_mut()
+            .unwrap()
+            .set_pts(gst::ClockTime::from_mseconds(20 * i as u64));
+        src.push_buffer(buffer).unwrap();
+    }
+    src.end_of_stream().unwrap();
+    // The turn reaches the recogniser, and the end of stream reaches asr, which now waits.
+    eos_rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the end of stream reaches asr");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.received.lock().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the turn never reached the recogniser"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let stopping = std::time::Instant::now();
+    pipeline.set_state(gst::State::Null).unwrap();
+    let took = stopping.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "stopping waited {took:?} for the recogniser"
+    );
+}

@@ -64,6 +64,8 @@ struct Delivered {
     events: Vec<TranscriptEvent>,
     /// Turns sent to a recogniser whose final result has not come back.
     outstanding: usize,
+    /// The element is stopping: nobody waits for those results any more.
+    abandoned: bool,
 }
 
 impl Report {
@@ -129,15 +131,22 @@ impl Report {
         std::mem::take(&mut self.0.queue.lock().unwrap().events)
     }
 
-    /// Waits (at most `limit`) until every turn sent has its result.
+    /// Waits (at most `limit`) until every turn sent has its result, or the element stops.
     fn drain(&self, limit: Duration) -> Vec<TranscriptEvent> {
         let q = self.0.queue.lock().unwrap();
         let (mut q, _) = self
             .0
             .changed
-            .wait_timeout_while(q, limit, |q| q.outstanding > 0)
+            .wait_timeout_while(q, limit, |q| q.outstanding > 0 && !q.abandoned)
             .unwrap();
         std::mem::take(&mut q.events)
+    }
+
+    /// Ends a [`Report::drain`] now: the element is stopping, and its streaming thread (which
+    /// the stop waits for) must not sit out the recogniser's timeout.
+    fn abandon(&self) {
+        self.0.queue.lock().unwrap().abandoned = true;
+        self.0.changed.notify_all();
     }
 }
 
@@ -358,6 +367,20 @@ impl ElementImpl for Asr {
                 .collect()
         });
         TEMPLATES.as_ref()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        // Before the pads are deactivated, which waits for the streaming thread: that thread
+        // may be waiting at an end of stream for transcripts (see `sink_event`).
+        if transition == gst::StateChange::PausedToReady {
+            if let Some(state) = self.state.lock().unwrap().as_ref() {
+                state.report.abandon();
+            }
+        }
+        self.parent_change_state(transition)
     }
 }
 
