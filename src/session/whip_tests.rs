@@ -137,9 +137,35 @@ async fn my_turn() -> (
     )
 }
 
+/// A configuration whose sessions listen (the test's VAD model) and send their turns to the
+/// recogniser at `asr`, if any.
+fn listening_to(asr: Option<String>) -> Config {
+    facecast_testkit::vad_model();
+    let mut config = Config {
+        models_dir: facecast_testkit::root().join("models"),
+        ..Config::default()
+    };
+    config.asr.base_url = asr;
+    config
+}
+
+/// A WHIP client joins session `id` as its publisher and sends `samples` live from now;
+/// returns the publisher's id and the client (dropping it ends the client's stream).
+async fn publish(registry: &Arc<Registry>, id: &str, samples: Vec<i16>) -> (String, WhipClient) {
+    let client = WhipClient::new(false);
+    let (publisher, answer) = registry.add_publisher(id, &client.offer()).await.unwrap();
+    let client = tokio::task::spawn_blocking(move || {
+        client.answered(&answer);
+        client.send(&samples);
+        client
+    })
+    .await
+    .unwrap();
+    (publisher, client)
+}
+
 async fn publish_a_question(with_video: bool) {
     let _turn = my_turn().await;
-    facecast_testkit::vad_model();
     let question = "Could you book a table for two people tomorrow evening";
     let (asr_url, posted) = transcriber(question);
     let llm = scripted(
@@ -151,11 +177,7 @@ async fn publish_a_question(with_video: bool) {
         })],
     )
     .await;
-    let mut config = Config {
-        models_dir: facecast_testkit::root().join("models"),
-        ..Config::default()
-    };
-    config.asr.base_url = Some(asr_url);
+    let mut config = listening_to(Some(asr_url));
     config.llm.base_url = Some(llm.base_url.clone());
     config.voice_input.end_of_turn_ms = 500;
     let registry = registry(config);
@@ -284,7 +306,6 @@ async fn speaking_over_the_avatar_silences_it_and_only_what_was_heard_is_remembe
     use crate::conversation::llm::Role;
     use crate::conversation::scripted::scripted_conversation;
     let _turn = my_turn().await;
-    facecast_testkit::vad_model();
     let (asr_url, _posted) = transcriber("wait a moment");
     let full = "Hello there. This second sentence goes on for long enough to be cut somewhere \
                 in its middle by the person listening to it. This third one is never heard.";
@@ -294,11 +315,7 @@ async fn speaking_over_the_avatar_silences_it_and_only_what_was_heard_is_remembe
         vec![(0, b)]
     };
     let llm = scripted_conversation(vec![("200 OK", reply(full)), ("200 OK", reply("Yes?"))]).await;
-    let mut config = Config {
-        models_dir: facecast_testkit::root().join("models"),
-        ..Config::default()
-    };
-    config.asr.base_url = Some(asr_url);
+    let mut config = listening_to(Some(asr_url));
     config.llm.base_url = Some(llm.base_url.clone());
     let registry = registry(config);
     let session = registry.create(CreateSession::default()).await.unwrap();
@@ -402,7 +419,6 @@ async fn speaking_over_the_avatar_silences_it_and_only_what_was_heard_is_remembe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_recogniser_gives_errors_and_the_next_turn_is_still_heard() {
     let _turn = my_turn().await;
-    facecast_testkit::vad_model();
     // An error status, a crash, a stall past the timeout; then it works again.
     let (asr_url, posted) = scripted_transcriber(vec![
         Transcribed::Status(503),
@@ -410,11 +426,7 @@ async fn a_failing_recogniser_gives_errors_and_the_next_turn_is_still_heard() {
         Transcribed::Stalled(Duration::from_secs(3)),
         Transcribed::Text("thank you"),
     ]);
-    let mut config = Config {
-        models_dir: facecast_testkit::root().join("models"),
-        ..Config::default()
-    };
-    config.asr.base_url = Some(asr_url);
+    let mut config = listening_to(Some(asr_url));
     config.asr.timeout_secs = 1;
     config.voice_input.end_of_turn_ms = 400;
     let registry = registry(config);
@@ -429,18 +441,7 @@ async fn a_failing_recogniser_gives_errors_and_the_next_turn_is_still_heard() {
         samples.extend(&said);
         samples.extend(vec![0i16; 48_000 * 2]);
     }
-    let client = WhipClient::new(false);
-    let (_, answer) = registry
-        .add_publisher(&session.id, &client.offer())
-        .await
-        .unwrap();
-    let client = tokio::task::spawn_blocking(move || {
-        client.answered(&answer);
-        client.send(&samples);
-        client
-    })
-    .await
-    .unwrap();
+    let (_, client) = publish(&registry, &session.id, samples).await;
     let mut errors = Vec::new();
     let transcript = loop {
         let ev = next_event(&mut events, Duration::from_secs(20), |e| {
@@ -484,13 +485,8 @@ async fn a_failing_recogniser_gives_errors_and_the_next_turn_is_still_heard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_question_cut_short_by_the_publisher_leaving_is_still_heard() {
     let _turn = my_turn().await;
-    facecast_testkit::vad_model();
     let (asr_url, posted) = transcriber("is it open today");
-    let mut config = Config {
-        models_dir: facecast_testkit::root().join("models"),
-        ..Config::default()
-    };
-    config.asr.base_url = Some(asr_url);
+    let mut config = listening_to(Some(asr_url));
     // Long enough that only the publisher's leaving can end the turn.
     config.voice_input.end_of_turn_ms = 5000;
     let registry = registry(config);
@@ -502,19 +498,11 @@ async fn a_question_cut_short_by_the_publisher_leaving_is_still_heard() {
     let (_, sound_end) = sound_span(&said);
     let mut samples = vec![0i16; 24_000];
     samples.extend(&said);
-    let client = WhipClient::new(false);
-    let (publisher, answer) = registry
-        .add_publisher(&session.id, &client.offer())
+    let (publisher, client) = publish(&registry, &session.id, samples).await;
+    let watched = session.clone();
+    let heard = tokio::task::spawn_blocking(move || watch_vad(&watched))
         .await
         .unwrap();
-    let watched = session.clone();
-    let (client, heard) = tokio::task::spawn_blocking(move || {
-        client.answered(&answer);
-        client.send(&samples);
-        (client, watch_vad(&watched))
-    })
-    .await
-    .unwrap();
     next_event(&mut events, Duration::from_secs(10), |e| {
         matches!(e, SessionEvent::UserSpeechStarted)
     })
@@ -564,15 +552,10 @@ async fn a_question_cut_short_by_the_publisher_leaving_is_still_heard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_ended_while_its_last_turn_is_recognised_ends_at_once() {
     let _turn = my_turn().await;
-    facecast_testkit::vad_model();
     // A recogniser that answers nothing for 20 s, against a 10 s timeout.
     let (asr_url, posted) =
         scripted_transcriber(vec![Transcribed::Stalled(Duration::from_secs(20))]);
-    let mut config = Config {
-        models_dir: facecast_testkit::root().join("models"),
-        ..Config::default()
-    };
-    config.asr.base_url = Some(asr_url);
+    let mut config = listening_to(Some(asr_url));
     config.asr.timeout_secs = 10;
     config.voice_input.end_of_turn_ms = 5000;
     let registry = registry(config);
@@ -583,18 +566,7 @@ async fn a_session_ended_while_its_last_turn_is_recognised_ends_at_once() {
         .unwrap();
     let mut samples = vec![0i16; 24_000];
     samples.extend(&said);
-    let client = WhipClient::new(false);
-    let (publisher, answer) = registry
-        .add_publisher(&session.id, &client.offer())
-        .await
-        .unwrap();
-    let client = tokio::task::spawn_blocking(move || {
-        client.answered(&answer);
-        client.send(&samples);
-        client
-    })
-    .await
-    .unwrap();
+    let (publisher, client) = publish(&registry, &session.id, samples).await;
     next_event(&mut events, Duration::from_secs(10), |e| {
         matches!(e, SessionEvent::UserSpeechStarted)
     })
@@ -633,24 +605,10 @@ async fn a_session_ended_while_its_last_turn_is_recognised_ends_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_that_vanishes_without_delete_is_dropped() {
     let _turn = my_turn().await;
-    facecast_testkit::vad_model();
-    let config = Config {
-        models_dir: facecast_testkit::root().join("models"),
-        ..Config::default()
-    };
-    let registry = registry(config);
+    let registry = registry(listening_to(None));
     let session = registry.create(CreateSession::default()).await.unwrap();
     let mut events = session.subscribe();
-    let client = WhipClient::new(false);
-    let offer = client.offer();
-    let (publisher, answer) = registry.add_publisher(&session.id, &offer).await.unwrap();
-    let client = tokio::task::spawn_blocking(move || {
-        client.answered(&answer);
-        client.send(&vec![0i16; 48_000]);
-        client
-    })
-    .await
-    .unwrap();
+    let (publisher, client) = publish(&registry, &session.id, vec![0i16; 48_000]).await;
     assert_eq!(
         session.info().publisher.as_deref(),
         Some(publisher.as_str())

@@ -77,6 +77,45 @@ struct Heard {
     buffers_after_a_turn_ended: usize,
 }
 
+/// `appsrc name=src` (16 kHz mono) `! vad {vad} {after} ! fakesink name=sink`, and its source.
+fn listening_pipeline(vad: &str, after: &str) -> (gst::Pipeline, gst_app::AppSrc) {
+    init();
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time caps=audio/x-raw,format=S16LE,rate=16000,channels=1,layout=interleaved \
+         ! vad {vad} {after} ! fakesink name=sink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    (pipeline, src)
+}
+
+/// Pushes `samples` as 20 ms buffers with their times, those that `sent` keeps (by index),
+/// then ends the stream.
+fn push(src: &gst_app::AppSrc, samples: &[i16], sent: impl Fn(usize) -> bool) {
+    for (i, c) in samples.chunks(RATE / 50).enumerate() {
+        if !sent(i) {
+            continue;
+        }
+        let mut bytes = Vec::with_capacity(c.len() * 2);
+        c.iter()
+            .for_each(|s| bytes.extend_from_slice(&s.to_le_bytes()));
+        let mut buffer = gst::Buffer::from_mut_slice(bytes);
+        {
+            let b = buffer.get_mut().unwrap();
+            b.set_pts(gst::ClockTime::from_mseconds(20 * i as u64));
+            b.set_duration(gst::ClockTime::from_mseconds(20));
+        }
+        src.push_buffer(buffer).unwrap();
+    }
+    src.end_of_stream().unwrap();
+}
+
 /// Feeds `samples` through `vad ! {after}` in 20 ms buffers; collects the bus messages and
 /// the events that reached the sink.
 fn listen(samples: &[i16], vad: &str, after: &str) -> Heard {
@@ -90,14 +129,7 @@ fn listen_to_buffers(
     after: &str,
     sent: impl Fn(usize) -> bool,
 ) -> Heard {
-    init();
-    let pipeline = gst::parse::launch(&format!(
-        "appsrc name=src format=time caps=audio/x-raw,format=S16LE,rate=16000,channels=1,layout=interleaved \
-         ! vad {vad} {after} ! fakesink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    let (pipeline, src) = listening_pipeline(vad, after);
     let downstream = Arc::new(Mutex::new(Vec::new()));
     let seen = downstream.clone();
     let after_end = Arc::new(Mutex::new(None::<usize>));
@@ -131,29 +163,8 @@ fn listen_to_buffers(
                 gst::PadProbeReturn::Ok
             },
         );
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
-    let chunk = RATE / 50;
-    for (i, c) in samples.chunks(chunk).enumerate() {
-        if !sent(i) {
-            continue;
-        }
-        let mut bytes = Vec::with_capacity(c.len() * 2);
-        c.iter()
-            .for_each(|s| bytes.extend_from_slice(&s.to_le_bytes()));
-        let mut buffer = gst::Buffer::from_mut_slice(bytes);
-        {
-            let b = buffer.get_mut().unwrap();
-            b.set_pts(gst::ClockTime::from_mseconds(20 * i as u64));
-            b.set_duration(gst::ClockTime::from_mseconds(20));
-        }
-        src.push_buffer(buffer).unwrap();
-    }
-    src.end_of_stream().unwrap();
+    push(&src, samples, sent);
     let mut heard = Heard::default();
     let bus = pipeline.bus().unwrap();
     for msg in bus.iter_timed(gst::ClockTime::from_seconds(120)) {
@@ -553,16 +564,13 @@ fn a_pipeline_stopped_while_a_transcript_is_awaited_stops_at_once() {
     samples.extend(&said);
     // A recogniser that takes 20 s, against a 10 s timeout.
     let server = transcriber(vec![("200 OK", r#"{"text":"Is it open today?"}"#, 20_000)]);
-    init();
-    let pipeline = gst::parse::launch(&format!(
-        "appsrc name=src format=time caps=audio/x-raw,format=S16LE,rate=16000,channels=1,layout=interleaved \
-         ! vad model={} ! asr name=asr engine=openai base-url={} timeout-ms=10000 ! fakesink",
-        model.display(),
-        server.url
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    let (pipeline, src) = listening_pipeline(
+        &format!("model={}", model.display()),
+        &format!(
+            "! asr name=asr engine=openai base-url={} timeout-ms=10000",
+            server.url
+        ),
+    );
     let (eos_tx, eos_rx) = std::sync::mpsc::channel();
     let eos_tx = Mutex::new(eos_tx);
     pipeline
@@ -578,24 +586,8 @@ fn a_pipeline_stopped_while_a_transcript_is_awaited_stops_at_once() {
             }
             gst::PadProbeReturn::Ok
         });
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
-    for (i, c) in samples.chunks(RATE / 50).enumerate() {
-        let mut bytes = Vec::with_capacity(c.len() * 2);
-        c.iter()
-            .for_each(|s| bytes.extend_from_slice(&s.to_le_bytes()));
-        let mut buffer = gst::Buffer::from_mut_slice(bytes);
-        buffer
-            .get_mut()
-            .unwrap()
-            .set_pts(gst::ClockTime::from_mseconds(20 * i as u64));
-        src.push_buffer(buffer).unwrap();
-    }
-    src.end_of_stream().unwrap();
+    push(&src, &samples, |_| true);
     // The turn reaches the recogniser, and the end of stream reaches asr, which now waits.
     eos_rx
         .recv_timeout(std::time::Duration::from_secs(30))
