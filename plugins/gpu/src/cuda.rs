@@ -14,7 +14,8 @@
 
 use crate::reference::{FaceBox, CROP};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaStream, DevicePtrMut, LaunchConfig, PushKernelArg,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtrMut, LaunchConfig, PinnedHostSlice,
+    PushKernelArg,
 };
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
 use half::f16;
@@ -51,6 +52,27 @@ pub struct Gpu {
     pub name: String,
     /// What the kernels were compiled for, e.g. "compute_90".
     pub arch: String,
+}
+
+/// Room for one batch's crops, page-locked on the host and on the GPU, made once per batch
+/// size ([`Gpu::crop_batch`]): crops are written straight into it, and cross the bus in one
+/// DMA with no staging copy and no allocation per batch.
+pub struct CropBatch {
+    host: PinnedHostSlice<u8>,
+    device: CudaSlice<u8>,
+}
+
+impl CropBatch {
+    /// How many crops it holds.
+    pub fn faces(&self) -> usize {
+        self.host.len() / (CROP * CROP * 3)
+    }
+
+    /// The host side, `faces()` crops of `CROP`² RGB one after the other, to write crops into
+    /// (write-combined memory: fast to write in order, slow to read).
+    pub fn host_mut(&mut self) -> Result<&mut [u8], GpuError> {
+        self.host.as_mut_slice().map_err(driver)
+    }
 }
 
 /// One thread per pixel in 16×16 blocks, `depth` faces deep.
@@ -161,12 +183,11 @@ impl Gpu {
     }
 
     /// Uploads `n` crops (`CROP`² RGB each) and writes the model's fp32 face inputs from them,
-    /// `n × [6][CROP][CROP]`, to `dst`; returns once they are written.
+    /// `n × [6][CROP][CROP]`, to `dst`; returns once they are written. (Live batches use
+    /// [`face_inputs_from`](Self::face_inputs_from), which keeps its buffers.)
     ///
     /// # Safety
-    /// `dst` must be device memory on this GPU's primary context (where ONNX Runtime's CUDA
-    /// provider allocates too) with room for `n × 6 × CROP²` f32, not in use by another stream
-    /// until this returns.
+    /// As [`face_inputs_from`](Self::face_inputs_from).
     pub unsafe fn face_inputs_into(
         &self,
         crops: &[u8],
@@ -183,12 +204,67 @@ impl Gpu {
         if n == 0 {
             return Ok(());
         }
+        let crops = self.stream.clone_htod(&crops[..len]).map_err(driver)?;
+        // SAFETY: `crops` holds n crops; `dst` the caller vouches for.
+        unsafe { self.launch_face_inputs(&crops, n, dst) }
+    }
+
+    /// Room for `faces` crops, on the host and on the GPU (see [`CropBatch`]).
+    pub fn crop_batch(&self, faces: usize) -> Result<CropBatch, GpuError> {
+        let len = faces.max(1) * CROP * CROP * 3;
+        // SAFETY: the memory is only read after crops are written into it (`host_mut`).
+        let host = unsafe { self.stream.context().alloc_pinned::<u8>(len) }.map_err(driver)?;
+        let device = self.stream.alloc_zeros::<u8>(len).map_err(driver)?;
+        Ok(CropBatch { host, device })
+    }
+
+    /// Uploads the first `n` crops of `batch` and writes the model's fp32 face inputs from them,
+    /// `n × [6][CROP][CROP]`, to `dst`; returns once they are written.
+    ///
+    /// # Safety
+    /// `dst` must be device memory on this GPU's primary context (where ONNX Runtime's CUDA
+    /// provider allocates too) with room for `n × 6 × CROP²` f32, not in use by another stream
+    /// until this returns.
+    pub unsafe fn face_inputs_from(
+        &self,
+        batch: &mut CropBatch,
+        n: usize,
+        dst: u64,
+    ) -> Result<(), GpuError> {
+        if n > batch.faces() {
+            return Err(GpuError::Driver(format!(
+                "{n} crops do not fit a batch of {}",
+                batch.faces()
+            )));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let len = n * CROP * CROP * 3;
         let s = &self.stream;
-        let crops = s.clone_htod(&crops[..len]).map_err(driver)?;
+        let host = batch.host.as_slice().map_err(driver)?;
+        // Page-locked: the driver copies it by DMA, with no staging copy of its own.
+        s.memcpy_htod(&host[..len], &mut batch.device.slice_mut(..len))
+            .map_err(driver)?;
+        // SAFETY: `batch.device` holds n crops; `dst` the caller vouches for.
+        unsafe { self.launch_face_inputs(&batch.device, n, dst) }
+    }
+
+    /// Writes the face inputs of `n` crops already on the GPU to `dst`, and waits for them.
+    ///
+    /// # Safety
+    /// `crops` must hold `n` crops; `dst` as in [`face_inputs_from`](Self::face_inputs_from).
+    unsafe fn launch_face_inputs(
+        &self,
+        crops: &CudaSlice<u8>,
+        n: usize,
+        dst: u64,
+    ) -> Result<(), GpuError> {
+        let s = &self.stream;
         let mut launch = s.launch_builder(&self.face_f32);
-        launch.arg(&crops).arg(&dst);
-        // SAFETY: the kernel reads n crops from `crops` and writes n inputs to `dst`, which
-        // the caller vouches for.
+        launch.arg(crops).arg(&dst);
+        // SAFETY: the kernel reads n crops from `crops` and writes n inputs to `dst`, both
+        // vouched for by the caller.
         unsafe { launch.launch(grid(CROP as u32, CROP as u32, n as u32)) }.map_err(driver)?;
         // The model runs on ONNX Runtime's own stream: the input must be complete before.
         s.synchronize().map_err(driver)

@@ -13,7 +13,7 @@
 //! kernel writing into ONNX Runtime's input tensor) where the kernels load, else on the CPU
 //! into page-locked memory; each frame's output is read where ONNX Runtime put it.
 
-use facecast_gpu::cuda::Gpu;
+use facecast_gpu::cuda::{CropBatch, Gpu};
 use facecast_onnx::{cuda_session_builder, Device, RuntimeError};
 use ort::logging::LogLevel;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
@@ -22,6 +22,7 @@ use ort::value::{Tensor, TensorRef};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 pub use facecast_onnx::runtime;
 
@@ -126,16 +127,29 @@ pub struct Wav2LipModel {
     gpu: Option<Arc<Gpu>>,
     /// Why face inputs are built on the CPU on a GPU device, once that was tried and failed.
     gpu_failed: Option<String>,
-    /// Reused host buffers: inputs of the CPU path, crops on their way to the GPU.
+    /// Reused host buffers: inputs of the CPU path.
     host_mel: Vec<f32>,
     host_face: Vec<f32>,
-    staging: Vec<u8>,
     /// Names taken from the model's shapes rather than from `io` (see `check`).
     inferred: Vec<String>,
     /// Every run's options: ONNX Runtime prints nothing of its own when a run fails. The
     /// error comes back to the caller, which reports it once per run of failures; ONNX
     /// Runtime would print it again for every failed batch, at the frame rate.
     quiet: RunOptions,
+    /// Where the last batch's time went (see [`last_times`](Self::last_times)).
+    times: RunTimes,
+}
+
+/// Where one batch's time went on the thread that ran it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunTimes {
+    /// Writing the inputs: mel windows, and face inputs built (or crops uploaded and built on
+    /// the GPU).
+    pub fill: std::time::Duration,
+    /// ONNX Runtime's run, transfers to and from the GPU included.
+    pub model: std::time::Duration,
+    /// Handing every frame its output.
+    pub read: std::time::Duration,
 }
 
 /// Where a batch's face input is built.
@@ -158,6 +172,8 @@ struct PinnedBatch {
     binding: IoBinding,
     mel: Tensor<f32>,
     face: Tensor<f32>,
+    /// With the face input built on the GPU: the crops' room there and on the way.
+    crops: Option<CropBatch>,
     // The allocators must outlive the tensors they made.
     _allocators: Vec<Allocator>,
 }
@@ -215,9 +231,9 @@ impl Wav2LipModel {
             gpu_failed: None,
             host_mel: Vec::new(),
             host_face: Vec::new(),
-            staging: Vec::new(),
             inferred: Vec::new(),
             quiet: quiet_runs().map_err(load)?,
+            times: RunTimes::default(),
         };
         model.inferred = model.check(path)?;
         Ok(model)
@@ -495,6 +511,7 @@ impl Wav2LipModel {
         } else {
             shape
         };
+        let started = Instant::now();
         let mut mel = std::mem::take(&mut self.host_mel);
         let mut face = std::mem::take(&mut self.host_face);
         mel.resize(n * MEL_LEN, 0.0);
@@ -503,11 +520,18 @@ impl Wav2LipModel {
             mel[i * MEL_LEN..(i + 1) * MEL_LEN].copy_from_slice(f.mel);
             face_input_into(f.crop, &mut face[i * FACE_LEN..(i + 1) * FACE_LEN]);
         }
+        let filled = Instant::now();
         let result = self.run_host(n, &mel, &face);
         (self.host_mel, self.host_face) = (mel, face);
+        let ran = Instant::now();
         for (i, out) in result?.chunks_exact(OUT_LEN).take(frames.len()).enumerate() {
             each(i, out);
         }
+        self.times = RunTimes {
+            fill: filled - started,
+            model: ran - filled,
+            read: ran.elapsed(),
+        };
         Ok(())
     }
 
@@ -522,8 +546,7 @@ impl Wav2LipModel {
         each: &mut impl FnMut(usize, &[f32]),
     ) -> Result<(), ModelError> {
         let gpu = self.gpu.clone();
-        let mut staging = std::mem::take(&mut self.staging);
-        let result = self.run_pinned(
+        self.run_pinned(
             id,
             shape,
             side,
@@ -532,18 +555,19 @@ impl Wav2LipModel {
                 for (f, row) in frames.iter().zip(mel.chunks_exact_mut(MEL_LEN)) {
                     row.copy_from_slice(f.mel);
                 }
-                match (side, &gpu) {
-                    (FaceSide::Device, Some(gpu)) => {
-                        staging.clear();
-                        for f in frames {
-                            staging.extend_from_slice(f.crop);
+                match (side, &gpu, &mut batch.crops) {
+                    (FaceSide::Device, Some(gpu), Some(crops)) => {
+                        let failed =
+                            |e: facecast_gpu::cuda::GpuError| ModelError::Run(e.to_string());
+                        let host = crops.host_mut().map_err(failed)?;
+                        for (f, room) in frames.iter().zip(host.chunks_exact_mut(CROP_LEN)) {
+                            room.copy_from_slice(f.crop);
                         }
                         let dst = batch.face.data_ptr_mut() as u64;
                         // SAFETY: `dst` is the batch's face input, allocated by ONNX
                         // Runtime's CUDA provider on this GPU (the primary context) for
                         // `shape` ≥ frames.len() faces; nothing else uses it between runs.
-                        unsafe { gpu.face_inputs_into(&staging, frames.len(), dst) }
-                            .map_err(|e| ModelError::Run(e.to_string()))
+                        unsafe { gpu.face_inputs_from(crops, frames.len(), dst) }.map_err(failed)
                     }
                     _ => {
                         let (_, face) = batch.face.extract_tensor_mut();
@@ -559,9 +583,7 @@ impl Wav2LipModel {
                     each(i, out);
                 }
             },
-        );
-        self.staging = staging;
-        result
+        )
     }
 
     /// Runs the pinned batch of `n` frames after `fill` has written its inputs, and gives
@@ -580,7 +602,9 @@ impl Wav2LipModel {
             self.pinned.insert((n, side), batch);
         }
         let batch = self.pinned.get_mut(&(n, side)).expect("inserted above");
+        let started = Instant::now();
         fill(batch)?;
+        let filled = Instant::now();
         let outputs = self
             .session
             .run_binding_with_options(&batch.binding, &self.quiet)
@@ -588,7 +612,13 @@ impl Wav2LipModel {
         let (_, output) = outputs[self.io.output.as_str()]
             .try_extract_tensor::<f32>()
             .map_err(run)?;
+        let ran = Instant::now();
         read(output);
+        self.times = RunTimes {
+            fill: filled - started,
+            model: ran - filled,
+            read: ran.elapsed(),
+        };
         Ok(())
     }
 
@@ -624,6 +654,11 @@ impl Wav2LipModel {
         Ok(data.to_vec())
     }
 
+    /// Where the last batch run by [`run_frames`](Self::run_frames) spent its time.
+    pub fn last_times(&self) -> RunTimes {
+        self.times
+    }
+
     /// Why pinned buffers are not used on this GPU, if they were refused.
     pub fn pinned_failure(&self) -> Option<&str> {
         self.pinned_failed.as_deref()
@@ -641,9 +676,15 @@ impl Wav2LipModel {
         let input = Allocator::new(&self.session, pinned(MemoryType::CPUInput)?)?;
         let mel = Tensor::<f32>::new(&input, [n, 1, 80, 16])?;
         let mut allocators = Vec::new();
+        let mut crops = None;
         let face = match side {
             FaceSide::Host => Tensor::<f32>::new(&input, [n, 6, 96, 96])?,
             FaceSide::Device => {
+                if let Some(gpu) = &self.gpu {
+                    crops = Some(gpu.crop_batch(n).map_err(|e| {
+                        ort::Error::new(format!("no room for {n} crops on the GPU: {e}"))
+                    })?);
+                }
                 let device = Allocator::new(
                     &self.session,
                     MemoryInfo::new(
@@ -673,6 +714,7 @@ impl Wav2LipModel {
             binding,
             mel,
             face,
+            crops,
             _allocators: allocators,
         })
     }
