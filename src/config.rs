@@ -317,6 +317,9 @@ pub struct LipSyncConfig {
     pub gpu_memory_reserve_mb: u64,
     /// CPU inference threads (0: one per core).
     pub threads: u32,
+    /// Batch workers per device, each with its own copy of the model's sessions (1 or 2). With
+    /// two on a GPU, one's host work and transfers overlap the other's run.
+    pub workers: u32,
     /// The ONNX Runtime library (`libonnxruntime.so`); else `ORT_DYLIB_PATH`, else the copy
     /// `scripts/fetch-runtime.sh` installs in `.cache/onnxruntime`.
     pub onnxruntime: Option<PathBuf>,
@@ -341,6 +344,7 @@ impl Default for LipSyncConfig {
             max_load: 0.9,
             gpu_memory_reserve_mb: 1024,
             threads: 0,
+            workers: 1,
             onnxruntime: None,
             mel_input: None,
             face_input: None,
@@ -665,6 +669,11 @@ impl Config {
             (1..=256).contains(&self.lipsync.batch_size),
             "lipsync.batch_size {} is outside 1..256",
             self.lipsync.batch_size
+        );
+        anyhow::ensure!(
+            (1..=2).contains(&self.lipsync.workers),
+            "lipsync.workers {} is outside 1..2",
+            self.lipsync.workers
         );
         Ok(())
     }

@@ -62,6 +62,7 @@ pub(crate) fn prepare_lipsync(config: &Config) -> anyhow::Result<()> {
     for (i, device) in config.lipsync_devices().into_iter().enumerate() {
         let mut key = ModelKey::new(&model, device, l.batch_size, l.batch_wait_ms, l.threads);
         key.io = config.wav2lip_io();
+        key.workers = l.workers as usize;
         let shared = wav2lip_batcher::shared(&key).with_context(|| {
             format!(
                 "cannot load the lip-sync model {} on {device}",

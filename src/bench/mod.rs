@@ -527,8 +527,12 @@ fn wav2lip_bench(path: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()>
             );
         }
     }
+    // On a GPU, one batch worker and two (see `wav2lip_batcher::shared`).
+    let worker_counts: &[usize] = if device == Device::Cpu { &[1] } else { &[1, 2] };
     for &batch in &args.batches {
-        engine_path_bench(path, device, batch, threads)?;
+        for &model_workers in worker_counts {
+            engine_path_bench(path, device, batch, threads, model_workers)?;
+        }
     }
     Ok(())
 }
@@ -557,6 +561,7 @@ fn engine_path_bench(
     device: facecast_onnx::Device,
     batch: usize,
     threads: usize,
+    model_workers: usize,
 ) -> anyhow::Result<()> {
     use facecast_avatars::store::AvatarStore;
     use facecast_common::{FaceInfo, Rect};
@@ -564,7 +569,8 @@ fn engine_path_bench(
     use gstfacecastlipsync::wav2lip_batcher::{shared, ModelKey};
     use std::sync::Barrier;
     // All `batch` frames are prepared before any is collected: let the batcher wait for them.
-    let key = ModelKey::new(path, device, batch as u32, 500, threads as u32);
+    let mut key = ModelKey::new(path, device, batch as u32, 500, threads as u32);
+    key.workers = model_workers;
     let model = shared(&key)?;
     let size = 512u32;
     let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgba, size, size)
@@ -595,76 +601,181 @@ fn engine_path_bench(
         .clamp(1, batch.max(1));
     // Main and the workers meet at the start and the end of every round.
     let (start, done) = (Barrier::new(workers + 1), Barrier::new(workers + 1));
-    let mut fps = std::thread::scope(|s| -> anyhow::Result<Vec<f64>> {
-        let handles: Vec<_> = (0..workers)
-            .map(|w| {
-                let (model, start, done) = (model.clone(), &start, &done);
-                let (audio, phonemes, frame, info, expression) =
-                    (&audio, &phonemes, &frame, &info, &expression);
-                s.spawn(move || -> anyhow::Result<()> {
-                    let mut engine = Wav2LipEngine::new(model, AvatarStore::global());
-                    let share = batch / workers + usize::from(w < batch % workers);
-                    let mut failure = None;
-                    for round in 0..rounds + 2 {
-                        start.wait();
-                        let mut run = || -> anyhow::Result<()> {
-                            let mut pending = Vec::with_capacity(share);
-                            for i in 0..share {
-                                let n = ((round * batch + w * share + i) % 200) as u64;
-                                let job = FrameJob {
-                                    index: n,
-                                    origin: gst::ClockTime::ZERO,
-                                    start: frame_time * n,
-                                    duration: frame_time,
-                                    deadline: None,
-                                    audio,
-                                    phonemes,
-                                    video: frame,
-                                    video_info: info,
-                                    expression,
-                                };
-                                pending.push(engine.render(&job)?);
+    let fps = std::thread::scope(
+        |s| -> anyhow::Result<(Vec<f64>, f64, WorkerTimes, f64, WorkerTimes)> {
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    let (model, start, done) = (model.clone(), &start, &done);
+                    let (audio, phonemes, frame, info, expression) =
+                        (&audio, &phonemes, &frame, &info, &expression);
+                    s.spawn(move || -> anyhow::Result<Vec<Duration>> {
+                        let mut engine = Wav2LipEngine::new(model, AvatarStore::global());
+                        let share = batch / workers + usize::from(w < batch % workers);
+                        let mut failure = None;
+                        let job = |n: u64| FrameJob {
+                            index: n,
+                            origin: gst::ClockTime::ZERO,
+                            start: frame_time * n,
+                            duration: frame_time,
+                            deadline: None,
+                            audio,
+                            phonemes,
+                            video: frame,
+                            video_info: info,
+                            expression,
+                        };
+                        // How long this worker took to submit its share, each round.
+                        let mut submitting = Vec::with_capacity(rounds + 2);
+                        for round in 0..rounds + 2 {
+                            start.wait();
+                            let began = Instant::now();
+                            let mut run = || -> anyhow::Result<()> {
+                                let mut pending = Vec::with_capacity(share);
+                                for i in 0..share {
+                                    let n = ((round * batch + w * share + i) % 200) as u64;
+                                    pending.push(engine.render(&job(n))?);
+                                }
+                                submitting.push(began.elapsed());
+                                for p in pending {
+                                    let out = match p {
+                                        Rendered::Done(out) => *out,
+                                        Rendered::Pending(p) => p.finish()?,
+                                    };
+                                    std::hint::black_box(out.buffer);
+                                }
+                                Ok(())
+                            };
+                            // Keep meeting the others after a failure, so that no one waits forever.
+                            if let Err(e) = run() {
+                                failure.get_or_insert(e);
                             }
-                            for p in pending {
+                            done.wait();
+                        }
+                        // The stream: this worker's share of `rounds` batches, keeping a batch
+                        // more in flight than there are batch workers, as sessions keep
+                        // preparing frames while earlier ones are inferred.
+                        start.wait();
+                        let mut stream = || -> anyhow::Result<()> {
+                            let depth = (model_workers + 1) * share;
+                            let mut pending = std::collections::VecDeque::with_capacity(depth);
+                            let finish = |p: Rendered| -> anyhow::Result<()> {
                                 let out = match p {
                                     Rendered::Done(out) => *out,
                                     Rendered::Pending(p) => p.finish()?,
                                 };
                                 std::hint::black_box(out.buffer);
+                                Ok(())
+                            };
+                            for i in 0..rounds * share {
+                                if pending.len() == depth {
+                                    finish(pending.pop_front().expect("full"))?;
+                                }
+                                let n = ((w * share * rounds + i) % 200) as u64;
+                                pending.push_back(engine.render(&job(n))?);
                             }
-                            Ok(())
+                            pending.into_iter().try_for_each(finish)
                         };
-                        // Keep meeting the others after a failure, so that no one waits forever.
-                        if let Err(e) = run() {
+                        if let Err(e) = stream() {
                             failure.get_or_insert(e);
                         }
                         done.wait();
-                    }
-                    failure.map_or(Ok(()), Err)
+                        failure.map_or(Ok(submitting), Err)
+                    })
                 })
-            })
-            .collect();
-        let mut fps = Vec::new();
-        for round in 0..rounds + 2 {
+                .collect();
+            let mut fps = Vec::new();
+            let mut before = None;
+            for round in 0..rounds + 2 {
+                if round == 2 {
+                    before = Some(WorkerTimes::of(&model));
+                }
+                start.wait();
+                let t = Instant::now();
+                done.wait();
+                if round >= 2 {
+                    fps.push(batch as f64 / t.elapsed().as_secs_f64());
+                }
+            }
+            let streaming = WorkerTimes::of(&model);
+            let worker = streaming.since(before.expect("set at round 2"));
             start.wait();
             let t = Instant::now();
             done.wait();
-            if round >= 2 {
-                fps.push(batch as f64 / t.elapsed().as_secs_f64());
+            let streamed = (rounds * batch) as f64 / t.elapsed().as_secs_f64();
+            let stream_worker = WorkerTimes::of(&model).since(streaming);
+            // The slowest worker's submitting time, per measured round.
+            let mut slowest = vec![Duration::ZERO; rounds + 2];
+            for h in handles {
+                let times = h.join().expect("an engine thread panicked")?;
+                for (s, t) in slowest.iter_mut().zip(times) {
+                    *s = (*s).max(t);
+                }
             }
-        }
-        for h in handles {
-            h.join().expect("an engine thread panicked")?;
-        }
-        Ok(fps)
-    })?;
+            let mut submit_ms: Vec<f64> =
+                slowest[2..].iter().map(|d| d.as_secs_f64() * 1e3).collect();
+            Ok((fps, median(&mut submit_ms), worker, streamed, stream_worker))
+        },
+    )?;
+    let (mut fps, submit_ms, worker, streamed, stream_worker) = fps;
+    let fps = median(&mut fps);
     println!(
-        "lipsync engine path (512x512 frames, mel + crop + model + blend, frames prepared on {workers} thread{}, face inputs {}), batch {batch:>3}: median {:.0} frames/s ({rounds} rounds)",
+        "lipsync engine path (512x512 frames, mel + crop + model + blend, frames prepared on {workers} thread{}, {model_workers} batch worker{}, face inputs {}), batch {batch:>3}: median {fps:.0} frames/s ({rounds} rounds)",
         if workers == 1 { "" } else { "s" },
+        if model_workers == 1 { "" } else { "s" },
         model.face_inputs,
-        median(&mut fps)
+    );
+    println!(
+        "  a round of {batch} frames: {:.1} ms; frames submitted by the slowest thread in {submit_ms:.1} ms (median); a batch worker per batch: inputs {:.1} ms, run {:.1} ms, outputs handed out {:.1} ms (means of {} batches)",
+        batch as f64 / fps * 1e3,
+        worker.fill_ms,
+        worker.model_ms,
+        worker.read_ms,
+        worker.batches
+    );
+    println!(
+        "lipsync engine path, streamed ({} batches in flight, as sessions keep preparing frames while earlier ones run), batch {batch:>3}, {model_workers} batch worker{}: {streamed:.0} frames/s ({} frames); a batch worker per batch: inputs {:.1} ms, run {:.1} ms, outputs handed out {:.1} ms ({} batches)",
+        model_workers + 1,
+        if model_workers == 1 { "" } else { "s" },
+        rounds * batch,
+        stream_worker.fill_ms,
+        stream_worker.model_ms,
+        stream_worker.read_ms,
+        stream_worker.batches
     );
     Ok(())
+}
+
+/// The shared model's worker counters (see `BatchStats`), to take the difference of two.
+#[derive(Clone, Copy)]
+struct WorkerTimes {
+    batches: u64,
+    fill_ms: f64,
+    model_ms: f64,
+    read_ms: f64,
+}
+
+impl WorkerTimes {
+    fn of(model: &gstfacecastlipsync::wav2lip_batcher::SharedModel) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let ms = |c: &std::sync::atomic::AtomicU64| c.load(Relaxed) as f64 / 1e3;
+        Self {
+            batches: model.stats.batches.load(Relaxed),
+            fill_ms: ms(&model.stats.fill_us),
+            model_ms: ms(&model.stats.model_us),
+            read_ms: ms(&model.stats.read_us),
+        }
+    }
+
+    /// Per-batch means since `earlier`.
+    fn since(self, earlier: Self) -> Self {
+        let n = (self.batches - earlier.batches).max(1) as f64;
+        Self {
+            batches: self.batches - earlier.batches,
+            fill_ms: (self.fill_ms - earlier.fill_ms) / n,
+            model_ms: (self.model_ms - earlier.model_ms) / n,
+            read_ms: (self.read_ms - earlier.read_ms) / n,
+        }
+    }
 }
 
 /// Writing and opening a registered avatar's cache: from disk (a fresh open: header, faces and

@@ -45,6 +45,8 @@ pub struct ModelKey {
     pub max_wait: Duration,
     /// ONNX Runtime intra-op threads (CPU); 0 = one per core.
     pub threads: usize,
+    /// Worker threads running batches, each with its own sessions (see [`shared`]).
+    pub workers: usize,
 }
 
 impl ModelKey {
@@ -63,6 +65,7 @@ impl ModelKey {
             max_batch: max_batch.max(1) as usize,
             max_wait: Duration::from_millis(max_wait_ms as u64),
             threads: threads as usize,
+            workers: 1,
         }
     }
 }
@@ -133,6 +136,11 @@ pub struct BatchStats {
     pub inference_us: AtomicU64,
     /// Frames left out because they expired before their batch ran.
     pub expired: AtomicU64,
+    /// Of `inference_us`: writing inputs, ONNX Runtime's runs, and handing frames their
+    /// outputs (see [`RunTimes`](crate::wav2lip_model::RunTimes)).
+    pub fill_us: AtomicU64,
+    pub model_us: AtomicU64,
+    pub read_us: AtomicU64,
 }
 
 /// A handle on a shared model.
@@ -264,40 +272,57 @@ pub fn shared(key: &ModelKey) -> Result<Arc<SharedModel>, ModelError> {
         },
         Device::Cpu => None,
     };
-    let mut sessions = Vec::with_capacity(shapes.len());
-    for &size in &shapes {
-        let mut model = Wav2LipModel::load(env, &key.path, (&key.io).into(), key.device, threads)?;
-        if let Some(gpu) = &gpu {
-            model.set_gpu(gpu.clone());
-        }
-        sessions.push((size, model));
-    }
-    let inferred_names = sessions[0].1.inferred_names().to_vec();
     let (tx, rx) = mpsc::channel::<Request>();
-    let (ready_tx, ready) = mpsc::sync_channel(1);
+    // Workers take turns gathering batches from the one queue. With two on a GPU, one
+    // worker's host work (writing inputs, handing out outputs) and transfers overlap the
+    // other's model run, which a single worker leaves the GPU idle for.
+    let requests = Arc::new(Mutex::new(rx));
     let stats = Arc::new(BatchStats::default());
-    let worker_stats = stats.clone();
-    let max_wait = key.max_wait;
-    std::thread::Builder::new()
-        .name("wav2lip".into())
-        .spawn(move || {
-            // Warmed up on the thread that runs them: on a GPU, ONNX Runtime makes its
-            // per-thread state (CUDA stream, cuDNN and cuBLAS handles) on a thread's first run.
-            let mut sessions = sessions;
-            // Any shape's session that fell back says why.
-            let _ = ready_tx.send(warm_up(&mut sessions).map(|()| {
-                let (_, model) = sessions
-                    .iter()
-                    .find(|(_, m)| !m.face_inputs_on_gpu())
-                    .unwrap_or(&sessions[0]);
-                model.face_inputs()
-            }));
-            run_batches(sessions, rx, n, max_wait, pad, &worker_stats)
-        })
-        .map_err(|e| ModelError::Run(format!("cannot start the model's worker: {e}")))?;
-    let face_inputs = ready
-        .recv()
-        .map_err(|_| ModelError::Run("the model's worker stopped while warming up".into()))??;
+    let (ready_tx, ready) = mpsc::sync_channel(key.workers.max(1));
+    let mut inferred_names = Vec::new();
+    for worker in 0..key.workers.max(1) {
+        let mut sessions = Vec::with_capacity(shapes.len());
+        for &size in &shapes {
+            let mut model =
+                Wav2LipModel::load(env, &key.path, (&key.io).into(), key.device, threads)?;
+            if let Some(gpu) = &gpu {
+                model.set_gpu(gpu.clone());
+            }
+            sessions.push((size, model));
+        }
+        inferred_names = sessions[0].1.inferred_names().to_vec();
+        let (requests, stats, ready_tx) = (requests.clone(), stats.clone(), ready_tx.clone());
+        let max_wait = key.max_wait;
+        std::thread::Builder::new()
+            .name(format!("wav2lip-{worker}"))
+            .spawn(move || {
+                // Warmed up on the thread that runs them: on a GPU, ONNX Runtime makes its
+                // per-thread state (CUDA stream, cuDNN and cuBLAS handles) on a thread's first
+                // run.
+                let mut sessions = sessions;
+                // Any shape's session that fell back says why.
+                let _ = ready_tx.send(warm_up(&mut sessions).map(|()| {
+                    let (_, model) = sessions
+                        .iter()
+                        .find(|(_, m)| !m.face_inputs_on_gpu())
+                        .unwrap_or(&sessions[0]);
+                    model.face_inputs()
+                }));
+                run_batches(sessions, &requests, n, max_wait, pad, &stats)
+            })
+            .map_err(|e| ModelError::Run(format!("cannot start the model's worker: {e}")))?;
+    }
+    drop(ready_tx);
+    let mut face_inputs = String::new();
+    for _ in 0..key.workers.max(1) {
+        let said = ready
+            .recv()
+            .map_err(|_| ModelError::Run("the model's worker stopped while warming up".into()))??;
+        // Every worker's sessions are alike; one that fell back says why.
+        if face_inputs.is_empty() || !said.starts_with("built on the GPU") {
+            face_inputs = said;
+        }
+    }
     let load_time = started.elapsed();
     gst::info!(CAT, "{}: face inputs {face_inputs}", key.path.display());
     let shared = Arc::new(SharedModel {
@@ -343,7 +368,7 @@ fn gpu_batch_shapes(max: usize) -> Vec<usize> {
 /// is padded up to the smallest shape that holds it, else the one session runs any size.
 fn run_batches(
     mut models: Vec<(usize, Wav2LipModel)>,
-    requests: mpsc::Receiver<Request>,
+    requests: &Mutex<mpsc::Receiver<Request>>,
     max_batch: usize,
     max_wait: Duration,
     pad: bool,
@@ -352,17 +377,25 @@ fn run_batches(
     // How long the last batch took: a frame that would expire before a batch like it ends is
     // left out too (it would be answered too late to be shown).
     let mut last_run = Duration::ZERO;
-    while let Ok(first) = requests.recv() {
-        let gathering = Instant::now();
-        let deadline = gathering + max_wait;
-        let mut batch = vec![first];
-        while batch.len() < max_batch {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match requests.recv_timeout(left) {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
+    loop {
+        // The queue is this worker's while it gathers a batch, the others' while it runs one.
+        let (batch, gathering) = {
+            let requests = requests.lock().unwrap();
+            let Ok(first) = requests.recv() else {
+                return;
+            };
+            let gathering = Instant::now();
+            let deadline = gathering + max_wait;
+            let mut batch = vec![first];
+            while batch.len() < max_batch {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match requests.recv_timeout(left) {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
             }
-        }
+            (batch, gathering)
+        };
         let done_by = Instant::now() + last_run;
         let (expired, batch): (Vec<Request>, Vec<Request>) = batch
             .into_iter()
@@ -413,6 +446,14 @@ fn run_batches(
         stats
             .inference_us
             .fetch_add(last_run.as_micros() as u64, Ordering::Relaxed);
+        let times = model.last_times();
+        for (counter, part) in [
+            (&stats.fill_us, times.fill),
+            (&stats.model_us, times.model),
+            (&stats.read_us, times.read),
+        ] {
+            counter.fetch_add(part.as_micros() as u64, Ordering::Relaxed);
+        }
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats
             .frames

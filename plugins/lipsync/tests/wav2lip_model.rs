@@ -276,3 +276,62 @@ fn frames_that_expire_before_their_batch_runs_are_left_out() {
     assert_eq!(model.stats.expired.load(Ordering::Relaxed), 3);
     assert_eq!(model.stats.frames.load(Ordering::Relaxed), 2);
 }
+
+/// Two batch workers take turns on one queue: every frame submitted from several threads is
+/// answered, with the output one worker gives for it.
+#[test]
+fn two_batch_workers_answer_every_frame_as_one_does() {
+    use gstfacecastlipsync::wav2lip_batcher::{shared, ModelKey, Waited};
+    let (_, path) = assets();
+    // Their own keys (batch 3, 5 ms wait): the counters are this test's alone.
+    let one = shared(&ModelKey::new(&path, Device::Cpu, 3, 5, 1)).unwrap();
+    let mut key = ModelKey::new(&path, Device::Cpu, 3, 5, 1);
+    key.workers = 2;
+    let two = shared(&key).unwrap();
+    let (mel, _) = inputs(1);
+    let crop = |k: usize| -> Vec<u8> {
+        (0..96 * 96 * 3)
+            .map(|i| ((i * 31 + k * 57) % 251) as u8)
+            .collect()
+    };
+    let run = |model: &gstfacecastlipsync::wav2lip_batcher::SharedModel| -> Vec<Vec<f32>> {
+        std::thread::scope(|s| {
+            let threads: Vec<_> = (0..4)
+                .map(|t| {
+                    let (mel, crop) = (&mel, &crop);
+                    s.spawn(move || {
+                        // Each thread keeps its 6 frames in flight at once, like a session.
+                        let pending: Vec<_> = (0..6)
+                            .map(|i| model.submit(mel.clone(), crop(t * 6 + i), None).unwrap())
+                            .collect();
+                        pending
+                            .into_iter()
+                            .map(|p| match p.wait(None) {
+                                Waited::Answer(Ok(out)) => out,
+                                Waited::Answer(Err(e)) => panic!("frame failed: {e}"),
+                                Waited::Late(_) => panic!("no deadline was set"),
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap())
+                .collect()
+        })
+    };
+    let (by_one, by_two) = (run(&one), run(&two));
+    assert_eq!(by_two.len(), 24);
+    for (k, (a, b)) in by_one.iter().zip(&by_two).enumerate() {
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst < 1e-5,
+            "frame {k}: one worker and two differ by {worst}"
+        );
+    }
+}
