@@ -137,9 +137,8 @@ impl MelWindows {
         let span = (count as f64 * step).ceil() as usize + 2 * margin as usize + 1;
         audio.samples_from(origin, src_first, span, &mut self.source);
         for j in 0..count {
-            let pos = (first + j as i64) as f64 * step;
             self.samples
-                .push(resampler.at(&self.source, src_first, pos));
+                .push(resampler.output(&self.source, src_first, first + j as i64));
         }
     }
 }
@@ -167,7 +166,7 @@ mod tests {
             let span = (len as f64 * step).ceil() as usize + 2 * margin as usize + 1;
             audio.samples_from(origin, src_first, span, &mut source);
             samples = (0..len)
-                .map(|j| resampler.at(&source, src_first, (first + j as i64) as f64 * step))
+                .map(|j| resampler.output(&source, src_first, first + j as i64))
                 .collect();
         }
         let rows = MelSpectrogram::new().compute_window(&samples, WINDOW_FRAMES);

@@ -1,9 +1,15 @@
 //! Band-limited resampling of the audio timeline to the 16 kHz the Wav2Lip mel expects.
 //!
 //! Audio reaches `lipsync` at whatever rate its source has (22.05 kHz from espeak-ng, 48 kHz
-//! from a WebRTC microphone). Only the few thousand samples of one mel window are needed per
-//! frame, at fractional positions, so a windowed-sinc interpolator evaluated on demand is both
-//! simpler and cheaper than a streaming resampler: ~3,800 outputs × 32 taps per frame.
+//! from a WebRTC microphone). Only the samples of the mel rows not computed yet are needed per
+//! frame (640 at 25 fps), at fractional positions, so a windowed-sinc interpolator evaluated on
+//! demand is both simpler and cheaper than a streaming resampler.
+//!
+//! Output sample `n` sits at source position `n · from / to`, whose fraction takes only
+//! `to / gcd(from, to)` values (320 from 22.05 kHz, 1 from 48 kHz). For such rates the 32 tap
+//! weights of every fraction, and their sum, are worked out once ([`SincResampler::output`]):
+//! a sample is then one dot product, where looking the kernel up per tap (the table is larger
+//! than a core's L1 cache) made resampling the largest part of `lipsync`'s own work per frame.
 
 /// Taps on each side of the interpolation point.
 const HALF_TAPS: i64 = 16;
@@ -11,11 +17,22 @@ const HALF_TAPS: i64 = 16;
 /// Kernel samples per unit of distance in the lookup table.
 const TABLE_STEPS: usize = 1024;
 
+/// Taps per output sample.
+const TAPS: usize = 2 * HALF_TAPS as usize;
+
+/// Most fractions whose weights are worked out in advance (32 KB of weights per 128).
+const MAX_PHASES: i64 = 1024;
+
 /// Evaluates a band-limited signal between its samples.
 pub struct SincResampler {
     /// The windowed-sinc kernel at distances 0, 1/TABLE_STEPS, … HALF_TAPS (it is symmetric):
     /// evaluating sin and cos for every tap costs more than the rest of a frame's work.
     table: Vec<f64>,
+    from: i64,
+    to: i64,
+    /// Per fraction of a source sample (`to / gcd` of them): the `TAPS` weights, then their
+    /// sum; empty where there would be more than `MAX_PHASES` (then `output` uses `at`).
+    phases: Vec<[f64; TAPS + 1]>,
 }
 
 impl SincResampler {
@@ -26,7 +43,71 @@ impl SincResampler {
         let table = (0..=HALF_TAPS as usize * TABLE_STEPS + 1)
             .map(|i| kernel(cutoff, i as f64 / TABLE_STEPS as f64))
             .collect();
-        Self { table }
+        let (from, to) = (from.max(1) as i64, to.max(1) as i64);
+        let mut resampler = Self {
+            table,
+            from,
+            to,
+            phases: Vec::new(),
+        };
+        let step = gcd(from, to);
+        if to / step <= MAX_PHASES {
+            resampler.phases = (0..to / step)
+                .map(|p| {
+                    // The weights `at` gives taps i = centre - 15 ..= centre + 16 at this
+                    // fraction, in that order, and their sum in the same order.
+                    let fraction = (p * step) as f64 / to as f64;
+                    let mut weights = [0f64; TAPS + 1];
+                    let mut sum = 0.0;
+                    for (k, w) in weights[..TAPS].iter_mut().enumerate() {
+                        *w = resampler.kernel(fraction + (HALF_TAPS - 1) as f64 - k as f64);
+                        sum += *w;
+                    }
+                    weights[TAPS] = sum;
+                    weights
+                })
+                .collect();
+        }
+        resampler
+    }
+
+    /// Output sample `n` (at the `to` rate, index 0 at source index 0), where `src[0]` is
+    /// source index `first`; samples outside `src` count as silence. The same as
+    /// [`at`](Self::at) at `n · from / to`, with the fraction taken exactly.
+    pub fn output(&self, src: &[f32], first: i64, n: i64) -> f32 {
+        if self.phases.is_empty() {
+            return self.at(src, first, n as f64 * self.from as f64 / self.to as f64);
+        }
+        let position = n * self.from;
+        let centre = position.div_euclid(self.to);
+        let phase = position.rem_euclid(self.to) / gcd(self.from, self.to);
+        let weights = &self.phases[phase as usize];
+        let start = centre - HALF_TAPS + 1 - first;
+        let acc: f64 = match usize::try_from(start)
+            .ok()
+            .and_then(|s| src.get(s..s + TAPS))
+        {
+            // All taps inside: one dot product.
+            Some(taps) => taps
+                .iter()
+                .zip(&weights[..TAPS])
+                .fold(0.0, |acc, (&s, &w)| acc + s as f64 * w),
+            None => (0..TAPS).fold(0.0, |acc, k| {
+                match usize::try_from(start + k as i64)
+                    .ok()
+                    .and_then(|i| src.get(i))
+                {
+                    Some(&s) => acc + s as f64 * weights[k],
+                    None => acc,
+                }
+            }),
+        };
+        let norm = weights[TAPS];
+        if norm.abs() > 1e-9 {
+            (acc / norm) as f32
+        } else {
+            0.0
+        }
     }
 
     fn kernel(&self, x: f64) -> f64 {
@@ -63,6 +144,14 @@ impl SincResampler {
         } else {
             0.0
         }
+    }
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 
@@ -116,6 +205,23 @@ mod tests {
             .map(|j| r.at(&src, 0, j as f64 * 3.0).abs())
             .fold(0f32, f32::max);
         assert!(peak < 0.05, "aliasing peak {peak}");
+    }
+
+    #[test]
+    fn outputs_are_the_interpolator_at_their_positions() {
+        let src = sine(22050.0, 523.0, 22050);
+        // 22.05 and 44.1 kHz have their fractions worked out in advance; 44.056 kHz has too
+        // many and interpolates as `at` does.
+        for from in [22050u32, 44100, 48000, 8000, 44056] {
+            let r = SincResampler::new(from, 16000);
+            let mut worst = 0f32;
+            // From before the source's start (silence) to past its end.
+            for n in -40..16000i64 {
+                let pos = n as f64 * from as f64 / 16000.0;
+                worst = worst.max((r.output(&src, 5, n) - r.at(&src, 5, pos)).abs());
+            }
+            assert!(worst < 1e-6, "{from} Hz: differs by {worst}");
+        }
     }
 
     #[test]
