@@ -30,9 +30,17 @@ pub struct SincResampler {
     table: Vec<f64>,
     from: i64,
     to: i64,
-    /// Per fraction of a source sample (`to / gcd` of them): the `TAPS` weights, then their
-    /// sum; empty where there would be more than `MAX_PHASES` (then `output` uses `at`).
-    phases: Vec<[f64; TAPS + 1]>,
+    /// gcd(from, to): output positions `n · from` fall on multiples of it.
+    step: i64,
+    /// Per fraction of a source sample (`to / step` of them); empty where there would be more
+    /// than `MAX_PHASES` (then `output` uses `at`).
+    phases: Vec<Phase>,
+}
+
+/// The tap weights of one fraction, and their sum.
+struct Phase {
+    weights: [f64; TAPS],
+    sum: f64,
 }
 
 impl SincResampler {
@@ -44,27 +52,29 @@ impl SincResampler {
             .map(|i| kernel(cutoff, i as f64 / TABLE_STEPS as f64))
             .collect();
         let (from, to) = (from.max(1) as i64, to.max(1) as i64);
+        let step = gcd(from, to);
         let mut resampler = Self {
             table,
             from,
             to,
+            step,
             phases: Vec::new(),
         };
-        let step = gcd(from, to);
         if to / step <= MAX_PHASES {
             resampler.phases = (0..to / step)
                 .map(|p| {
                     // The weights `at` gives taps i = centre - 15 ..= centre + 16 at this
                     // fraction, in that order, and their sum in the same order.
                     let fraction = (p * step) as f64 / to as f64;
-                    let mut weights = [0f64; TAPS + 1];
-                    let mut sum = 0.0;
-                    for (k, w) in weights[..TAPS].iter_mut().enumerate() {
+                    let mut phase = Phase {
+                        weights: [0.0; TAPS],
+                        sum: 0.0,
+                    };
+                    for (k, w) in phase.weights.iter_mut().enumerate() {
                         *w = resampler.kernel(fraction + (HALF_TAPS - 1) as f64 - k as f64);
-                        sum += *w;
+                        phase.sum += *w;
                     }
-                    weights[TAPS] = sum;
-                    weights
+                    phase
                 })
                 .collect();
         }
@@ -80,8 +90,8 @@ impl SincResampler {
         }
         let position = n * self.from;
         let centre = position.div_euclid(self.to);
-        let phase = position.rem_euclid(self.to) / gcd(self.from, self.to);
-        let weights = &self.phases[phase as usize];
+        let phase = &self.phases[(position.rem_euclid(self.to) / self.step) as usize];
+        let weights = &phase.weights;
         let start = centre - HALF_TAPS + 1 - first;
         let acc: f64 = match usize::try_from(start)
             .ok()
@@ -90,7 +100,7 @@ impl SincResampler {
             // All taps inside: one dot product.
             Some(taps) => taps
                 .iter()
-                .zip(&weights[..TAPS])
+                .zip(weights)
                 .fold(0.0, |acc, (&s, &w)| acc + s as f64 * w),
             None => (0..TAPS).fold(0.0, |acc, k| {
                 match usize::try_from(start + k as i64)
@@ -102,7 +112,7 @@ impl SincResampler {
                 }
             }),
         };
-        let norm = weights[TAPS];
+        let norm = phase.sum;
         if norm.abs() > 1e-9 {
             (acc / norm) as f32
         } else {

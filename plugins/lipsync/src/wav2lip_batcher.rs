@@ -278,9 +278,10 @@ pub fn shared(key: &ModelKey) -> Result<Arc<SharedModel>, ModelError> {
     // other's model run, which a single worker leaves the GPU idle for.
     let requests = Arc::new(Mutex::new(rx));
     let stats = Arc::new(BatchStats::default());
-    let (ready_tx, ready) = mpsc::sync_channel(key.workers.max(1));
+    let workers = key.workers.max(1);
+    let (ready_tx, ready) = mpsc::sync_channel(workers);
     let mut inferred_names = Vec::new();
-    for worker in 0..key.workers.max(1) {
+    for worker in 0..workers {
         let mut sessions = Vec::with_capacity(shapes.len());
         for &size in &shapes {
             let mut model =
@@ -290,7 +291,9 @@ pub fn shared(key: &ModelKey) -> Result<Arc<SharedModel>, ModelError> {
             }
             sessions.push((size, model));
         }
-        inferred_names = sessions[0].1.inferred_names().to_vec();
+        if worker == 0 {
+            inferred_names = sessions[0].1.inferred_names().to_vec();
+        }
         let (requests, stats, ready_tx) = (requests.clone(), stats.clone(), ready_tx.clone());
         let max_wait = key.max_wait;
         std::thread::Builder::new()
@@ -306,23 +309,24 @@ pub fn shared(key: &ModelKey) -> Result<Arc<SharedModel>, ModelError> {
                         .iter()
                         .find(|(_, m)| !m.face_inputs_on_gpu())
                         .unwrap_or(&sessions[0]);
-                    model.face_inputs()
+                    (model.face_inputs_on_gpu(), model.face_inputs())
                 }));
                 run_batches(sessions, &requests, n, max_wait, pad, &stats)
             })
             .map_err(|e| ModelError::Run(format!("cannot start the model's worker: {e}")))?;
     }
     drop(ready_tx);
-    let mut face_inputs = String::new();
-    for _ in 0..key.workers.max(1) {
-        let said = ready
+    // Every worker's sessions are alike; one that fell back says why.
+    let mut face_inputs = None;
+    for _ in 0..workers {
+        let (on_gpu, said) = ready
             .recv()
             .map_err(|_| ModelError::Run("the model's worker stopped while warming up".into()))??;
-        // Every worker's sessions are alike; one that fell back says why.
-        if face_inputs.is_empty() || !said.starts_with("built on the GPU") {
-            face_inputs = said;
+        if face_inputs.is_none() || !on_gpu {
+            face_inputs = Some(said);
         }
     }
+    let face_inputs = face_inputs.expect("at least one worker");
     let load_time = started.elapsed();
     gst::info!(CAT, "{}: face inputs {face_inputs}", key.path.display());
     let shared = Arc::new(SharedModel {

@@ -19,6 +19,15 @@ fn init() {
     });
 }
 
+/// The test Piper voice saying `text`, as 16 kHz mono samples.
+fn piper_speech(text: &str) -> Vec<i16> {
+    let voice = facecast_testkit::piper_voice();
+    speech(
+        &format!("speechsynth engine=piper voice={}", voice.display()),
+        text,
+    )
+}
+
 /// `tts` (a speechsynth description) saying `text`, as 16 kHz mono samples.
 fn speech(tts: &str, text: &str) -> Vec<i16> {
     init();
@@ -204,11 +213,7 @@ fn secs(t: gst::ClockTime) -> f64 {
 #[test]
 fn vad_marks_speech_within_100ms_of_where_it_is() {
     facecast_testkit::vad_model();
-    let voice = facecast_testkit::piper_voice();
-    let said = speech(
-        &format!("speechsynth engine=piper voice={}", voice.display()),
-        "Could you book a table for two people tomorrow evening",
-    );
+    let said = piper_speech("Could you book a table for two people tomorrow evening");
     let (s, e) = sound_span(&said);
     let mut samples = silence(1.0);
     samples.extend(&said);
@@ -257,11 +262,7 @@ fn vad_marks_speech_within_100ms_of_where_it_is() {
 fn a_turn_ends_when_the_sender_goes_quiet_with_dtx() {
     // In silence an Opus sender with DTX sends one 20 ms packet every 400 ms: the time
     // between them is silence, and the turn ends on time, not at the end of the stream.
-    let voice = facecast_testkit::piper_voice();
-    let said = speech(
-        &format!("speechsynth engine=piper voice={}", voice.display()),
-        "Book a table for two",
-    );
+    let said = piper_speech("Book a table for two");
     let (_, e) = sound_span(&said);
     let mut samples = silence(0.5);
     samples.extend(&said);
@@ -353,13 +354,9 @@ fn words_recognised(said: &str, heard: &str) -> f64 {
 #[test]
 fn pocketsphinx_recognises_a_piper_sentence() {
     let model = facecast_testkit::vad_model();
-    let voice = facecast_testkit::piper_voice();
     let text = "I would like to book a table for two people tomorrow";
     let mut samples = silence(0.5);
-    samples.extend(speech(
-        &format!("speechsynth engine=piper voice={}", voice.display()),
-        text,
-    ));
+    samples.extend(piper_speech(text));
     samples.extend(silence(1.0));
     let heard = listen(
         &samples,
@@ -449,11 +446,7 @@ fn wav_in(request: &[u8]) -> (u32, usize) {
 #[test]
 fn openai_engine_posts_each_turn_as_a_wav_and_survives_a_failing_endpoint() {
     let model = facecast_testkit::vad_model();
-    let voice = facecast_testkit::piper_voice();
-    let said = speech(
-        &format!("speechsynth engine=piper voice={}", voice.display()),
-        "What is the weather like today",
-    );
+    let said = piper_speech("What is the weather like today");
     // Two turns; the endpoint fails the first and answers the second.
     let mut samples = silence(0.5);
     samples.extend(&said);
@@ -555,11 +548,7 @@ fn a_pipeline_stopped_while_a_transcript_is_awaited_stops_at_once() {
     // At its end of stream, asr waits (up to its timeout) for the transcripts of the turns it
     // sent. A session that ends meanwhile must not wait with it.
     let model = facecast_testkit::vad_model();
-    let voice = facecast_testkit::piper_voice();
-    let said = speech(
-        &format!("speechsynth engine=piper voice={}", voice.display()),
-        "Is it open today",
-    );
+    let said = piper_speech("Is it open today");
     let mut samples = silence(0.5);
     samples.extend(&said);
     // A recogniser that takes 20 s, against a 10 s timeout.
