@@ -104,7 +104,7 @@ impl Wav2LipEngine {
 /// is checked against it.)
 pub fn paste(frame: &mut [u8], stride: usize, rect: Rect, output: &[f32], mask: &[u8]) {
     let n = CROP_SIZE;
-    let plane = n * n;
+    let plane_len = n * n;
     // Where each column and row of the box samples the 96×96 grid: the two neighbours and the
     // weight of the second. Worked out once per box rather than per pixel and channel, with
     // the same arithmetic, so the result is the same to the bit (the GPU kernel's reference
@@ -123,32 +123,62 @@ pub fn paste(frame: &mut [u8], stride: usize, rect: Rect, output: &[f32], mask: 
     let (columns, rows) = (taps(rect.w), taps(rect.h));
     // Mask rows that are zero throughout: a box row that samples only those is left as it is.
     let blank: Vec<bool> = mask.chunks(n).map(|r| r.iter().all(|&m| m == 0)).collect();
-    let sample = |data: &dyn Fn(usize) -> f32,
-                  (x0, x1, wx): (usize, usize, f32),
-                  (y0, y1, wy): (usize, usize, f32)| {
-        let top = data(y0 * n + x0) * (1.0 - wx) + data(y0 * n + x1) * wx;
-        let bottom = data(y1 * n + x0) * (1.0 - wx) + data(y1 * n + x1) * wx;
-        top * (1.0 - wy) + bottom * wy
+    // Bilinear sampling is separable: each grid row is first resized across to the box's
+    // width (the mask and the three output planes, side by side), once, when a box row first
+    // needs it. A box row then blends two of those. The operations are those of sampling
+    // each pixel on its own, in the same order, so the result is the same to the bit.
+    let width = columns.len();
+    let mut across = vec![0f32; n * 4 * width];
+    let mut resized = vec![false; n];
+    let mut resize_row = |r: usize, across: &mut [f32]| {
+        if std::mem::replace(&mut resized[r], true) {
+            return;
+        }
+        let out = &mut across[r * 4 * width..(r + 1) * 4 * width];
+        let source = |plane: usize, i: usize| match plane {
+            0 => mask[r * n + i] as f32,
+            // Output planes are B, G, R; the frame is RGBA, so channel 1 + c reads 2 − c.
+            p => output[(3 - p) * plane_len + r * n + i],
+        };
+        for plane in 0..4 {
+            for (x, &(x0, x1, wx)) in columns.iter().enumerate() {
+                out[plane * width + x] = source(plane, x0) * (1.0 - wx) + source(plane, x1) * wx;
+            }
+        }
     };
-    for (y, &row_taps) in rows.iter().enumerate() {
-        if blank[row_taps.0] && blank[row_taps.1] {
+    for (y, &(y0, y1, wy)) in rows.iter().enumerate() {
+        if blank[y0] && blank[y1] {
             continue;
         }
-        let row = (rect.y as usize + y) * stride;
-        for (x, &column_taps) in columns.iter().enumerate() {
-            let alpha = sample(&|i| mask[i] as f32, column_taps, row_taps) / 255.0;
-            if alpha <= 0.0 {
-                continue;
-            }
-            let px = row + (rect.x as usize + x) * 4;
-            // Output planes are B, G, R; the frame is RGBA.
-            for (ch, p) in [(0usize, 2usize), (1, 1), (2, 0)] {
-                let model = sample(&|i| output[p * plane + i], column_taps, row_taps)
-                    .clamp(0.0, 1.0)
-                    * 255.0;
-                let old = frame[px + ch] as f32;
+        resize_row(y0, &mut across);
+        resize_row(y1, &mut across);
+        let (top, bottom) = (
+            &across[y0 * 4 * width..(y0 + 1) * 4 * width],
+            &across[y1 * 4 * width..(y1 + 1) * 4 * width],
+        );
+        let row = (rect.y as usize + y) * stride + rect.x as usize * 4;
+        let pixels = frame[row..row + width * 4].chunks_exact_mut(4);
+        fn planes(side: &[f32], plane: usize) -> &[f32] {
+            let width = side.len() / 4;
+            &side[plane * width..(plane + 1) * width]
+        }
+        let lerp = |a: f32, b: f32| a * (1.0 - wy) + b * wy;
+        let (mask_top, mask_bottom) = (planes(top, 0), planes(bottom, 0));
+        let colour = |c: usize| planes(top, 1 + c).iter().zip(planes(bottom, 1 + c));
+        for ((((px, (&mt, &mb)), r), g), b) in pixels
+            .zip(mask_top.iter().zip(mask_bottom))
+            .zip(colour(0))
+            .zip(colour(1))
+            .zip(colour(2))
+        {
+            // Where alpha is 0 the blend gives the old value back exactly, so the loop needs
+            // no branch for unmasked pixels.
+            let alpha = lerp(mt, mb) / 255.0;
+            for (old, (&above, &below)) in px.iter_mut().zip([r, g, b]) {
+                let model = lerp(above, below).clamp(0.0, 1.0) * 255.0;
+                let value = *old as f32;
                 // In 0..=255: adding ½ and truncating rounds as `round` does, without libm.
-                frame[px + ch] = (old + (model - old) * alpha + 0.5) as u8;
+                *old = (value + (model - value) * alpha + 0.5) as u8;
             }
         }
     }
