@@ -75,6 +75,24 @@ impl CropBatch {
     }
 }
 
+/// Room for one batch's model outputs in page-locked host memory, made once per batch size
+/// ([`Gpu::output_batch`]): outputs left on the GPU by the model cross the bus into it in one
+/// DMA. Ordinary (cached) page-locked memory, not write-combined: the CPU reads it.
+pub struct OutputBatch {
+    host: PinnedHostSlice<f32>,
+}
+
+impl OutputBatch {
+    /// How many values it holds.
+    pub fn len(&self) -> usize {
+        self.host.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.host.len() == 0
+    }
+}
+
 /// One thread per pixel in 16×16 blocks, `depth` faces deep.
 fn grid(w: u32, h: u32, depth: u32) -> LaunchConfig {
     LaunchConfig {
@@ -216,6 +234,46 @@ impl Gpu {
         let host = unsafe { self.stream.context().alloc_pinned::<u8>(len) }.map_err(driver)?;
         let device = self.stream.alloc_zeros::<u8>(len).map_err(driver)?;
         Ok(CropBatch { host, device })
+    }
+
+    /// Room for `values` f32 outputs on the host (see [`OutputBatch`]).
+    pub fn output_batch(&self, values: usize) -> Result<OutputBatch, GpuError> {
+        // SAFETY: the memory is only read after a download has written it (`download`).
+        // Flags 0: page-locked and cached, for reading.
+        let host = unsafe {
+            self.stream
+                .context()
+                .alloc_pinned_with_flags::<f32>(values.max(1), 0)
+        }
+        .map_err(driver)?;
+        Ok(OutputBatch { host })
+    }
+
+    /// Copies `values` f32 from `src` on the GPU into `into`, and returns them once there.
+    ///
+    /// # Safety
+    /// `src` must be device memory on this GPU's primary context (where ONNX Runtime's CUDA
+    /// provider allocates too) holding at least `values` f32, with every write to it complete
+    /// (ONNX Runtime's run has returned).
+    pub unsafe fn download<'a>(
+        &self,
+        src: u64,
+        values: usize,
+        into: &'a mut OutputBatch,
+    ) -> Result<&'a [f32], GpuError> {
+        if values > into.len() {
+            return Err(GpuError::Driver(format!(
+                "{values} outputs do not fit room for {}",
+                into.len()
+            )));
+        }
+        self.stream.context().bind_to_thread().map_err(driver)?;
+        let host = into.host.as_mut_slice().map_err(driver)?;
+        // SAFETY: `host` has room for `values`; `src` the caller vouches for. The copy is
+        // synchronous: it has landed when this returns.
+        unsafe { cudarc::driver::result::memcpy_dtoh_sync(&mut host[..values], src) }
+            .map_err(driver)?;
+        Ok(&into.host.as_slice().map_err(driver)?[..values])
     }
 
     /// Uploads the first `n` crops of `batch` and writes the model's fp32 face inputs from them,

@@ -13,12 +13,12 @@
 //! kernel writing into ONNX Runtime's input tensor) where the kernels load, else on the CPU
 //! into page-locked memory; each frame's output is read where ONNX Runtime put it.
 
-use facecast_gpu::cuda::{CropBatch, Gpu};
+use facecast_gpu::cuda::{CropBatch, Gpu, OutputBatch};
 use facecast_onnx::{cuda_session_builder, Device, RuntimeError};
 use ort::logging::LogLevel;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, RunOptions, Session};
-use ort::value::{Tensor, TensorRef};
+use ort::value::{Tensor, TensorRef, TensorValueType};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -152,28 +152,36 @@ pub struct RunTimes {
     pub read: std::time::Duration,
 }
 
-/// Where a batch's face input is built.
+/// Where a batch's face input is built, and where its output is left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum FaceSide {
-    /// On the CPU, into page-locked host memory.
+    /// On the CPU, into page-locked host memory; the output is copied to host memory by ONNX
+    /// Runtime.
     Host,
-    /// On the GPU, from crops, into device memory.
+    /// On the GPU, from crops, into device memory; the output stays on the GPU and is
+    /// downloaded into page-locked memory of ours.
     Device,
 }
 
 /// Inputs of one batch size bound to the model: the mel input in page-locked (pinned) host
 /// memory, the face input there too or on the GPU. Copies from pinned memory to the GPU run at
 /// full bus speed and need no staging copy; with ordinary (pageable) tensors ONNX Runtime
-/// stages every run's inputs. The output is bound to host memory that ONNX Runtime allocates:
-/// with ONNX Runtime 1.31 an output bound to a pinned tensor of our own fails every run
-/// (its CUDA provider counts pinned memory as the GPU's, and then copies the output onto
-/// itself: "dst_data != src_data"), measured on an H200.
+/// stages every run's inputs.
+///
+/// The output cannot be bound to a pinned tensor of our own: with ONNX Runtime 1.31 that fails
+/// every run (its CUDA provider counts pinned memory as the GPU's, and then copies the output
+/// onto itself: "dst_data != src_data"), measured on an H200. So with the face input built on
+/// the CPU it is bound to host memory that ONNX Runtime allocates, pageable, and copies into
+/// every run; with the face input built on the GPU it is left in device memory and only the
+/// frames used are downloaded, by DMA, into page-locked memory made once (`outputs`).
 struct PinnedBatch {
     binding: IoBinding,
     mel: Tensor<f32>,
     face: Tensor<f32>,
     /// With the face input built on the GPU: the crops' room there and on the way.
     crops: Option<CropBatch>,
+    /// With the face input built on the GPU: the outputs' room on the host.
+    outputs: Option<OutputBatch>,
     // The allocators must outlive the tensors they made.
     _allocators: Vec<Allocator>,
 }
@@ -450,6 +458,7 @@ impl Wav2LipModel {
             let pinned = self.run_pinned(
                 id,
                 n,
+                n,
                 FaceSide::Host,
                 |batch| {
                     batch.mel.extract_tensor_mut().1.copy_from_slice(mel);
@@ -549,6 +558,7 @@ impl Wav2LipModel {
         self.run_pinned(
             id,
             shape,
+            frames.len(),
             side,
             |batch| {
                 let (_, mel) = batch.mel.extract_tensor_mut();
@@ -587,11 +597,13 @@ impl Wav2LipModel {
     }
 
     /// Runs the pinned batch of `n` frames after `fill` has written its inputs, and gives
-    /// `read` its output (`n` frames', where ONNX Runtime put it in host memory).
+    /// `read` the output of the first `used` (or more).
+    #[allow(clippy::too_many_arguments)]
     fn run_pinned(
         &mut self,
         id: i32,
         n: usize,
+        used: usize,
         side: FaceSide,
         fill: impl FnOnce(&mut PinnedBatch) -> Result<(), ModelError>,
         read: impl FnOnce(&[f32]),
@@ -609,11 +621,32 @@ impl Wav2LipModel {
             .session
             .run_binding_with_options(&batch.binding, &self.quiet)
             .map_err(run)?;
-        let (_, output) = outputs[self.io.output.as_str()]
-            .try_extract_tensor::<f32>()
-            .map_err(run)?;
         let ran = Instant::now();
-        read(output);
+        let output = &outputs[self.io.output.as_str()];
+        match (&mut batch.outputs, &self.gpu) {
+            (Some(room), Some(gpu)) => {
+                let tensor = output
+                    .view()
+                    .downcast::<TensorValueType<f32>>()
+                    .map_err(run)?;
+                let on_gpu = tensor.memory_info().allocation_device() == AllocationDevice::CUDA;
+                let values = used.min(n) * OUT_LEN;
+                if !on_gpu || tensor.shape().num_elements() < values {
+                    return Err(ModelError::Run(format!(
+                        "the output bound to the GPU came back as {:?} on {:?}",
+                        tensor.shape(),
+                        tensor.memory_info().allocation_device()
+                    )));
+                }
+                // SAFETY: the output is ONNX Runtime's CUDA allocation on this GPU (checked
+                // above), holding at least `values` f32; its run has returned, and ONNX
+                // Runtime's CUDA provider waits for its stream before returning.
+                let host = unsafe { gpu.download(tensor.data_ptr() as u64, values, room) }
+                    .map_err(|e| ModelError::Run(e.to_string()))?;
+                read(host);
+            }
+            _ => read(output.try_extract_tensor::<f32>().map_err(run)?.1),
+        }
         self.times = RunTimes {
             fill: filled - started,
             model: ran - filled,
@@ -677,23 +710,28 @@ impl Wav2LipModel {
         let mel = Tensor::<f32>::new(&input, [n, 1, 80, 16])?;
         let mut allocators = Vec::new();
         let mut crops = None;
+        let mut outputs = None;
+        let on =
+            |device, id| MemoryInfo::new(device, id, AllocatorType::Device, MemoryType::Default);
+        let mut output_memory = on(AllocationDevice::CPU, 0)?;
         let face = match side {
             FaceSide::Host => Tensor::<f32>::new(&input, [n, 6, 96, 96])?,
             FaceSide::Device => {
                 if let Some(gpu) = &self.gpu {
-                    crops = Some(gpu.crop_batch(n).map_err(|e| {
-                        ort::Error::new(format!("no room for {n} crops on the GPU: {e}"))
-                    })?);
+                    let no_room = |what: &str, e: facecast_gpu::cuda::GpuError| {
+                        ort::Error::new(format!("no room for {n} {what}: {e}"))
+                    };
+                    crops = Some(
+                        gpu.crop_batch(n)
+                            .map_err(|e| no_room("crops on the GPU", e))?,
+                    );
+                    outputs = Some(
+                        gpu.output_batch(n * OUT_LEN)
+                            .map_err(|e| no_room("outputs in page-locked memory", e))?,
+                    );
+                    output_memory = on(AllocationDevice::CUDA, id)?;
                 }
-                let device = Allocator::new(
-                    &self.session,
-                    MemoryInfo::new(
-                        AllocationDevice::CUDA,
-                        id,
-                        AllocatorType::Device,
-                        MemoryType::Default,
-                    )?,
-                )?;
+                let device = Allocator::new(&self.session, on(AllocationDevice::CUDA, id)?)?;
                 let face = Tensor::<f32>::new(&device, [n, 6, 96, 96])?;
                 allocators.push(device);
                 face
@@ -702,19 +740,14 @@ impl Wav2LipModel {
         let mut binding = self.session.create_binding()?;
         binding.bind_input(self.io.mel.as_str(), &mel)?;
         binding.bind_input(self.io.face.as_str(), &face)?;
-        let host = MemoryInfo::new(
-            AllocationDevice::CPU,
-            0,
-            AllocatorType::Device,
-            MemoryType::Default,
-        )?;
-        binding.bind_output_to_device(self.io.output.as_str(), &host)?;
+        binding.bind_output_to_device(self.io.output.as_str(), &output_memory)?;
         allocators.push(input);
         Ok(PinnedBatch {
             binding,
             mel,
             face,
             crops,
+            outputs,
             _allocators: allocators,
         })
     }
