@@ -75,21 +75,34 @@ impl CropBatch {
     }
 }
 
-/// Room for one batch's model outputs in page-locked host memory, made once per batch size
-/// ([`Gpu::output_batch`]): outputs left on the GPU by the model cross the bus into it in one
-/// DMA. Ordinary (cached) page-locked memory, not write-combined: the CPU reads it.
+/// Room for one batch's model outputs in page-locked host memory ([`Gpu::output_batch`]):
+/// outputs left on the GPU by the model cross the bus into it in one DMA, and are read there.
+/// Ordinary (cached) page-locked memory, not write-combined: the CPU reads it.
 pub struct OutputBatch {
     host: PinnedHostSlice<f32>,
+    /// `host`'s memory, for reads that cannot fail once a download has landed.
+    values: *const f32,
+    /// How many values the last download wrote.
+    filled: usize,
 }
 
+// SAFETY: `values` points into `host`, which is Send and Sync and lives as long; it is only
+// written through `&mut self` (`Gpu::download`) and read through `&self`.
+unsafe impl Send for OutputBatch {}
+unsafe impl Sync for OutputBatch {}
+
 impl OutputBatch {
-    /// How many values it holds.
-    pub fn len(&self) -> usize {
+    /// How many values it has room for.
+    pub fn capacity(&self) -> usize {
         self.host.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.host.len() == 0
+    /// The values the last download wrote (none before the first).
+    pub fn values(&self) -> &[f32] {
+        // SAFETY: `values` is `host`'s memory, `filled` ≤ its length; downloads are synchronous
+        // (they have landed when `download` returns) and take `&mut self`, so nothing writes
+        // the memory while it is borrowed here.
+        unsafe { std::slice::from_raw_parts(self.values, self.filled) }
     }
 }
 
@@ -246,34 +259,42 @@ impl Gpu {
                 .alloc_pinned_with_flags::<f32>(values.max(1), 0)
         }
         .map_err(driver)?;
-        Ok(OutputBatch { host })
+        let values = host.as_ptr().map_err(driver)?;
+        Ok(OutputBatch {
+            host,
+            values,
+            filled: 0,
+        })
     }
 
-    /// Copies `values` f32 from `src` on the GPU into `into`, and returns them once there.
+    /// Copies `values` f32 from `src` on the GPU into `into`, and returns once they are there
+    /// ([`OutputBatch::values`]).
     ///
     /// # Safety
     /// `src` must be device memory on this GPU's primary context (where ONNX Runtime's CUDA
     /// provider allocates too) holding at least `values` f32, with every write to it complete
     /// (ONNX Runtime's run has returned).
-    pub unsafe fn download<'a>(
+    pub unsafe fn download(
         &self,
         src: u64,
         values: usize,
-        into: &'a mut OutputBatch,
-    ) -> Result<&'a [f32], GpuError> {
-        if values > into.len() {
+        into: &mut OutputBatch,
+    ) -> Result<(), GpuError> {
+        if values > into.capacity() {
             return Err(GpuError::Driver(format!(
                 "{values} outputs do not fit room for {}",
-                into.len()
+                into.capacity()
             )));
         }
+        into.filled = 0;
         self.stream.context().bind_to_thread().map_err(driver)?;
         let host = into.host.as_mut_slice().map_err(driver)?;
         // SAFETY: `host` has room for `values`; `src` the caller vouches for. The copy is
         // synchronous: it has landed when this returns.
         unsafe { cudarc::driver::result::memcpy_dtoh_sync(&mut host[..values], src) }
             .map_err(driver)?;
-        Ok(&into.host.as_slice().map_err(driver)?[..values])
+        into.filled = values;
+        Ok(())
     }
 
     /// Uploads the first `n` crops of `batch` and writes the model's fp32 face inputs from them,

@@ -20,6 +20,7 @@ mod resample;
 pub mod timeline;
 pub mod wav2lip_batcher;
 pub mod wav2lip_model;
+pub mod wav2lip_output;
 
 pub use lipsync::{EngineKind, LipSync, UnknownEngine, LIPSYNC_ERROR_MESSAGE};
 

@@ -19,6 +19,7 @@
 use crate::wav2lip_model::{
     runtime, FrameInput, ModelError, ModelIo, Wav2LipModel, CROP_LEN, MEL_LEN,
 };
+use crate::wav2lip_output::ModelOutput;
 use facecast_onnx::Device;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -107,7 +108,7 @@ struct Request {
     submitted: Instant,
     /// After this, the answer is of no use: the frame is left out of its batch.
     expires: Option<Instant>,
-    reply: mpsc::SyncSender<Result<Vec<f32>, Unanswered>>,
+    reply: mpsc::SyncSender<Result<ModelOutput, Unanswered>>,
 }
 
 /// Why a frame got no output.
@@ -157,11 +158,11 @@ pub struct SharedModel {
 }
 
 /// A frame submitted to the model; [`wait`](PendingInference::wait) blocks for its output.
-pub struct PendingInference(mpsc::Receiver<Result<Vec<f32>, Unanswered>>);
+pub struct PendingInference(mpsc::Receiver<Result<ModelOutput, Unanswered>>);
 
 /// What waiting for a frame until a deadline gave.
 pub enum Waited {
-    Answer(Result<Vec<f32>, ModelError>),
+    Answer(Result<ModelOutput, ModelError>),
     /// Not answered by the deadline: the frame, whose answer may still be taken later.
     Late(PendingInference),
 }
@@ -190,7 +191,7 @@ impl PendingInference {
     }
 
     /// The answer if it has come, without waiting.
-    pub fn try_answer(&self) -> Option<Result<Vec<f32>, ModelError>> {
+    pub fn try_answer(&self) -> Option<Result<ModelOutput, ModelError>> {
         match self.0.try_recv() {
             Ok(answer) => Some(answer.map_err(ModelError::from)),
             Err(mpsc::TryRecvError::Empty) => None,
@@ -434,9 +435,11 @@ fn run_batches(
             })
             .collect();
         let started = Instant::now();
-        // Each frame's answer is sent as soon as it is copied out, in order.
-        let result = model.run_frames(size, &frames, |i, out| {
-            let _ = batch[i].reply.send(Ok(out.to_vec()));
+        // Every frame's answer shares the batch's outputs, where they landed.
+        let result = model.run_batch(size, &frames).map(|outputs| {
+            for (r, out) in batch.iter().zip(outputs.frames(batch.len())) {
+                let _ = r.reply.send(Ok(out));
+            }
         });
         gst::debug!(
             CAT,

@@ -13,7 +13,8 @@
 //! kernel writing into ONNX Runtime's input tensor) where the kernels load, else on the CPU
 //! into page-locked memory; each frame's output is read where ONNX Runtime put it.
 
-use facecast_gpu::cuda::{CropBatch, Gpu, OutputBatch};
+use crate::wav2lip_output::{BatchOutputs, OutputPool};
+use facecast_gpu::cuda::{CropBatch, Gpu};
 use facecast_onnx::{cuda_session_builder, Device, RuntimeError};
 use ort::logging::LogLevel;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
@@ -146,9 +147,10 @@ pub struct RunTimes {
     /// Writing the inputs: mel windows, and face inputs built (or crops uploaded and built on
     /// the GPU).
     pub fill: std::time::Duration,
-    /// ONNX Runtime's run, transfers to and from the GPU included.
+    /// ONNX Runtime's run, its own transfers to and from the GPU included.
     pub model: std::time::Duration,
-    /// Handing every frame its output.
+    /// Bringing the outputs into host memory the frames can share: a download from the GPU,
+    /// or a copy out of ONNX Runtime's output tensor.
     pub read: std::time::Duration,
 }
 
@@ -173,15 +175,16 @@ enum FaceSide {
 /// onto itself: "dst_data != src_data"), measured on an H200. So with the face input built on
 /// the CPU it is bound to host memory that ONNX Runtime allocates, pageable, and copies into
 /// every run; with the face input built on the GPU it is left in device memory and only the
-/// frames used are downloaded, by DMA, into page-locked memory made once (`outputs`).
+/// frames used are downloaded, by DMA, into page-locked room from a pool (`outputs`), where
+/// the frames read them.
 struct PinnedBatch {
     binding: IoBinding,
     mel: Tensor<f32>,
     face: Tensor<f32>,
     /// With the face input built on the GPU: the crops' room there and on the way.
     crops: Option<CropBatch>,
-    /// With the face input built on the GPU: the outputs' room on the host.
-    outputs: Option<OutputBatch>,
+    /// With the face input built on the GPU: the outputs' rooms on the host.
+    outputs: Option<OutputPool>,
     // The allocators must outlive the tensors they made.
     _allocators: Vec<Allocator>,
 }
@@ -403,30 +406,27 @@ impl Wav2LipModel {
             .iter()
             .map(|crop| FrameInput { mel: &mel, crop })
             .collect();
-        let mut first = vec![0f32; shape * OUT_LEN];
-        self.run_frames(shape, &frames, |i, out| {
-            first[i * OUT_LEN..(i + 1) * OUT_LEN].copy_from_slice(out)
-        })?;
+        let first = self.run_batch(shape, &frames)?;
+        let first = first.values();
         let Device::Cuda(id) = self.device else {
             return Ok(());
         };
         if self.gpu.is_none() || self.pinned_failed.is_some() {
             return Ok(());
         }
-        let mut worst = 0f32;
-        let compared = self.run_frames_pinned(id, shape, &frames, FaceSide::Host, &mut |i, out| {
-            let gpu = &first[i * OUT_LEN..(i + 1) * OUT_LEN];
-            worst = gpu
-                .iter()
-                .zip(out)
-                .map(|(a, b)| (a - b).abs())
-                .fold(worst, f32::max);
-        });
-        if let Err(e) = compared {
-            // Unchecked, the GPU's inputs are not trusted; live runs find their own way.
-            self.gpu_refused(format!("their check against the CPU's could not run: {e}"));
-            return Ok(());
-        }
+        let compared = match self.run_frames_pinned(id, shape, &frames, FaceSide::Host) {
+            Ok(compared) => compared,
+            Err(e) => {
+                // Unchecked, the GPU's inputs are not trusted; live runs find their own way.
+                self.gpu_refused(format!("their check against the CPU's could not run: {e}"));
+                return Ok(());
+            }
+        };
+        let worst = first
+            .iter()
+            .zip(compared.values())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         // The same inputs give the same outputs up to the convolutions' own run-to-run
         // differences, far below a level of 8-bit colour.
         // (A NaN difference is a failure too.)
@@ -454,36 +454,44 @@ impl Wav2LipModel {
             )));
         }
         if let (Device::Cuda(id), None) = (self.device, &self.pinned_failed) {
-            let mut out = Vec::with_capacity(n * OUT_LEN);
-            let pinned = self.run_pinned(
-                id,
-                n,
-                n,
-                FaceSide::Host,
-                |batch| {
-                    batch.mel.extract_tensor_mut().1.copy_from_slice(mel);
-                    batch.face.extract_tensor_mut().1.copy_from_slice(face);
-                    Ok(())
-                },
-                |output| out.extend_from_slice(output),
-            );
-            match pinned {
-                Ok(()) => return Ok(out),
+            let pinned = self.run_pinned(id, n, n, FaceSide::Host, |batch| {
+                batch.mel.extract_tensor_mut().1.copy_from_slice(mel);
+                batch.face.extract_tensor_mut().1.copy_from_slice(face);
+                Ok(())
+            });
+            match pinned.map(Arc::try_unwrap) {
+                Ok(Ok(BatchOutputs::Host(values))) => return Ok(values),
+                Ok(Ok(other)) => return Ok(other.values().to_vec()),
+                Ok(Err(shared)) => return Ok(shared.values().to_vec()),
                 Err(e) => self.pinned_refused(e),
             }
         }
         self.run_host(n, mel, face)
     }
 
-    /// Runs `frames` as one batch of `shape` frames (at least as many; the rows past them
-    /// hold what an earlier batch left, and their outputs are not read), calling `each` with
-    /// every frame's index and output (`OUT_LEN` values, BGR in 0..1, planar).
+    /// [`run_batch`](Self::run_batch), calling `each` with every frame's index and output
+    /// (`OUT_LEN` values, BGR in 0..1, planar).
     pub fn run_frames(
         &mut self,
         shape: usize,
         frames: &[FrameInput<'_>],
         mut each: impl FnMut(usize, &[f32]),
     ) -> Result<(), ModelError> {
+        let outputs = self.run_batch(shape, frames)?;
+        for (i, out) in outputs.frames(frames.len()).enumerate() {
+            each(i, &out);
+        }
+        Ok(())
+    }
+
+    /// Runs `frames` as one batch of `shape` frames (at least as many; the rows past them
+    /// hold what an earlier batch left, and their outputs are not read). The outputs of the
+    /// frames come back together, `OUT_LEN` values a frame ([`BatchOutputs::frames`]).
+    pub fn run_batch(
+        &mut self,
+        shape: usize,
+        frames: &[FrameInput<'_>],
+    ) -> Result<Arc<BatchOutputs>, ModelError> {
         if frames.len() > shape {
             return Err(ModelError::Run(format!(
                 "{} frames do not fit a batch of {shape}",
@@ -502,14 +510,14 @@ impl Wav2LipModel {
         }
         if let (Device::Cuda(id), None) = (self.device, &self.pinned_failed) {
             if self.gpu.is_some() {
-                match self.run_frames_pinned(id, shape, frames, FaceSide::Device, &mut each) {
-                    Ok(()) => return Ok(()),
+                match self.run_frames_pinned(id, shape, frames, FaceSide::Device) {
+                    Ok(outputs) => return Ok(outputs),
                     // Keep working with inputs built on the CPU.
                     Err(e) => self.gpu_refused(e.to_string()),
                 }
             }
-            match self.run_frames_pinned(id, shape, frames, FaceSide::Host, &mut each) {
-                Ok(()) => return Ok(()),
+            match self.run_frames_pinned(id, shape, frames, FaceSide::Host) {
+                Ok(outputs) => return Ok(outputs),
                 Err(e) => self.pinned_refused(e),
             }
         }
@@ -532,73 +540,56 @@ impl Wav2LipModel {
         let filled = Instant::now();
         let result = self.run_host(n, &mel, &face);
         (self.host_mel, self.host_face) = (mel, face);
-        let ran = Instant::now();
-        for (i, out) in result?.chunks_exact(OUT_LEN).take(frames.len()).enumerate() {
-            each(i, out);
-        }
+        let mut values = result?;
+        values.truncate(frames.len() * OUT_LEN);
         self.times = RunTimes {
             fill: filled - started,
-            model: ran - filled,
-            read: ran.elapsed(),
+            model: filled.elapsed(),
+            read: std::time::Duration::ZERO,
         };
-        Ok(())
+        Ok(Arc::new(BatchOutputs::Host(values)))
     }
 
-    /// Fills a pinned batch with `frames` (face inputs built on `side`), runs it and hands
-    /// each frame its output.
+    /// Fills a pinned batch with `frames` (face inputs built on `side`) and runs it.
     fn run_frames_pinned(
         &mut self,
         id: i32,
         shape: usize,
         frames: &[FrameInput<'_>],
         side: FaceSide,
-        each: &mut impl FnMut(usize, &[f32]),
-    ) -> Result<(), ModelError> {
+    ) -> Result<Arc<BatchOutputs>, ModelError> {
         let gpu = self.gpu.clone();
-        self.run_pinned(
-            id,
-            shape,
-            frames.len(),
-            side,
-            |batch| {
-                let (_, mel) = batch.mel.extract_tensor_mut();
-                for (f, row) in frames.iter().zip(mel.chunks_exact_mut(MEL_LEN)) {
-                    row.copy_from_slice(f.mel);
-                }
-                match (side, &gpu, &mut batch.crops) {
-                    (FaceSide::Device, Some(gpu), Some(crops)) => {
-                        let failed =
-                            |e: facecast_gpu::cuda::GpuError| ModelError::Run(e.to_string());
-                        let host = crops.host_mut().map_err(failed)?;
-                        for (f, room) in frames.iter().zip(host.chunks_exact_mut(CROP_LEN)) {
-                            room.copy_from_slice(f.crop);
-                        }
-                        let dst = batch.face.data_ptr_mut() as u64;
-                        // SAFETY: `dst` is the batch's face input, allocated by ONNX
-                        // Runtime's CUDA provider on this GPU (the primary context) for
-                        // `shape` ≥ frames.len() faces; nothing else uses it between runs.
-                        unsafe { gpu.face_inputs_from(crops, frames.len(), dst) }.map_err(failed)
+        self.run_pinned(id, shape, frames.len(), side, |batch| {
+            let (_, mel) = batch.mel.extract_tensor_mut();
+            for (f, row) in frames.iter().zip(mel.chunks_exact_mut(MEL_LEN)) {
+                row.copy_from_slice(f.mel);
+            }
+            match (side, &gpu, &mut batch.crops) {
+                (FaceSide::Device, Some(gpu), Some(crops)) => {
+                    let failed = |e: facecast_gpu::cuda::GpuError| ModelError::Run(e.to_string());
+                    let host = crops.host_mut().map_err(failed)?;
+                    for (f, room) in frames.iter().zip(host.chunks_exact_mut(CROP_LEN)) {
+                        room.copy_from_slice(f.crop);
                     }
-                    _ => {
-                        let (_, face) = batch.face.extract_tensor_mut();
-                        for (f, row) in frames.iter().zip(face.chunks_exact_mut(FACE_LEN)) {
-                            face_input_into(f.crop, row);
-                        }
-                        Ok(())
+                    let dst = batch.face.data_ptr_mut() as u64;
+                    // SAFETY: `dst` is the batch's face input, allocated by ONNX
+                    // Runtime's CUDA provider on this GPU (the primary context) for
+                    // `shape` ≥ frames.len() faces; nothing else uses it between runs.
+                    unsafe { gpu.face_inputs_from(crops, frames.len(), dst) }.map_err(failed)
+                }
+                _ => {
+                    let (_, face) = batch.face.extract_tensor_mut();
+                    for (f, row) in frames.iter().zip(face.chunks_exact_mut(FACE_LEN)) {
+                        face_input_into(f.crop, row);
                     }
+                    Ok(())
                 }
-            },
-            |output| {
-                for (i, out) in output.chunks_exact(OUT_LEN).take(frames.len()).enumerate() {
-                    each(i, out);
-                }
-            },
-        )
+            }
+        })
     }
 
-    /// Runs the pinned batch of `n` frames after `fill` has written its inputs, and gives
-    /// `read` the output of the first `used` (or more).
-    #[allow(clippy::too_many_arguments)]
+    /// Runs the pinned batch of `n` frames after `fill` has written its inputs, and returns
+    /// the outputs of the first `used`.
     fn run_pinned(
         &mut self,
         id: i32,
@@ -606,8 +597,7 @@ impl Wav2LipModel {
         used: usize,
         side: FaceSide,
         fill: impl FnOnce(&mut PinnedBatch) -> Result<(), ModelError>,
-        read: impl FnOnce(&[f32]),
-    ) -> Result<(), ModelError> {
+    ) -> Result<Arc<BatchOutputs>, ModelError> {
         let run = |e: ort::Error| ModelError::Run(e.to_string());
         if !self.pinned.contains_key(&(n, side)) {
             let batch = self.pinned_batch(id, n, side).map_err(run)?;
@@ -623,14 +613,14 @@ impl Wav2LipModel {
             .map_err(run)?;
         let ran = Instant::now();
         let output = &outputs[self.io.output.as_str()];
-        match (&mut batch.outputs, &self.gpu) {
-            (Some(room), Some(gpu)) => {
+        let values = used.min(n) * OUT_LEN;
+        let read = match (&batch.outputs, &self.gpu) {
+            (Some(pool), Some(gpu)) => {
                 let tensor = output
                     .view()
                     .downcast::<TensorValueType<f32>>()
                     .map_err(run)?;
                 let on_gpu = tensor.memory_info().allocation_device() == AllocationDevice::CUDA;
-                let values = used.min(n) * OUT_LEN;
                 if !on_gpu || tensor.shape().num_elements() < values {
                     return Err(ModelError::Run(format!(
                         "the output bound to the GPU came back as {:?} on {:?}",
@@ -638,21 +628,26 @@ impl Wav2LipModel {
                         tensor.memory_info().allocation_device()
                     )));
                 }
+                let failed = |e: facecast_gpu::cuda::GpuError| ModelError::Run(e.to_string());
+                let mut room = pool.take().map_err(failed)?;
                 // SAFETY: the output is ONNX Runtime's CUDA allocation on this GPU (checked
                 // above), holding at least `values` f32; its run has returned, and ONNX
                 // Runtime's CUDA provider waits for its stream before returning.
-                let host = unsafe { gpu.download(tensor.data_ptr() as u64, values, room) }
-                    .map_err(|e| ModelError::Run(e.to_string()))?;
-                read(host);
+                unsafe { gpu.download(tensor.data_ptr() as u64, values, room.room_mut()) }
+                    .map_err(failed)?;
+                BatchOutputs::Pinned(room)
             }
-            _ => read(output.try_extract_tensor::<f32>().map_err(run)?.1),
-        }
+            _ => {
+                let (_, output) = output.try_extract_tensor::<f32>().map_err(run)?;
+                BatchOutputs::Host(output[..values.min(output.len())].to_vec())
+            }
+        };
         self.times = RunTimes {
             fill: filled - started,
             model: ran - filled,
             read: ran.elapsed(),
         };
-        Ok(())
+        Ok(Arc::new(read))
     }
 
     /// Builds face inputs on the CPU from now on, for `why` (kept for `face_inputs`, which the
@@ -726,7 +721,7 @@ impl Wav2LipModel {
                             .map_err(|e| no_room("crops on the GPU", e))?,
                     );
                     outputs = Some(
-                        gpu.output_batch(n * OUT_LEN)
+                        OutputPool::new(gpu.clone(), n * OUT_LEN)
                             .map_err(|e| no_room("outputs in page-locked memory", e))?,
                     );
                     output_memory = on(AllocationDevice::CUDA, id)?;

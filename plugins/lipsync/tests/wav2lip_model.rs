@@ -307,7 +307,7 @@ fn two_batch_workers_answer_every_frame_as_one_does() {
                         pending
                             .into_iter()
                             .map(|p| match p.wait(None) {
-                                Waited::Answer(Ok(out)) => out,
+                                Waited::Answer(Ok(out)) => out.to_vec(),
                                 Waited::Answer(Err(e)) => panic!("frame failed: {e}"),
                                 Waited::Late(_) => panic!("no deadline was set"),
                             })

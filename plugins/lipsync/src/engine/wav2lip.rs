@@ -247,7 +247,7 @@ impl LipSyncEngine for Wav2LipEngine {
                 .retain(|(key, pending)| match pending.try_answer() {
                     None => true,
                     Some(Ok(output)) => {
-                        self.silent.insert(*key, Arc::new(output));
+                        self.silent.insert(*key, Arc::new(output.to_vec()));
                         false
                     }
                     Some(Err(_)) => false,
@@ -296,7 +296,7 @@ impl LipSyncEngine for Wav2LipEngine {
                     .lock()
                     .unwrap()
                     .done
-                    .push((key, Arc::new(output.clone())));
+                    .push((key, Arc::new(output.to_vec())));
             }
             {
                 let b = buffer.make_mut();
