@@ -435,12 +435,21 @@ fn run_batches(
             })
             .collect();
         let started = Instant::now();
+        let on_gpu = model.face_inputs_on_gpu();
         // Every frame's answer shares the batch's outputs, where they landed.
         let result = model.run_batch(size, &frames).map(|outputs| {
             for (r, out) in batch.iter().zip(outputs.frames(batch.len())) {
                 let _ = r.reply.send(Ok(out));
             }
         });
+        if on_gpu && !model.face_inputs_on_gpu() {
+            // Said once per session: from now on its inputs are built on the CPU.
+            gst::warning!(
+                CAT,
+                "batch shape {size}: face inputs {}",
+                model.face_inputs()
+            );
+        }
         gst::debug!(
             CAT,
             "batch of {} (shape {size}): oldest frame queued {:?} before, gathered in {:?}, ran in {:?}",
