@@ -436,20 +436,7 @@ fn run_batches(
             .collect();
         let started = Instant::now();
         let on_gpu = model.face_inputs_on_gpu();
-        // Every frame's answer shares the batch's outputs, where they landed.
-        let result = model.run_batch(size, &frames).map(|outputs| {
-            for (r, out) in batch.iter().zip(outputs.frames(batch.len())) {
-                let _ = r.reply.send(Ok(out));
-            }
-        });
-        if on_gpu && !model.face_inputs_on_gpu() {
-            // Said once per session: from now on its inputs are built on the CPU.
-            gst::warning!(
-                CAT,
-                "batch shape {size}: face inputs {}",
-                model.face_inputs()
-            );
-        }
+        let result = model.run_batch(size, &frames);
         gst::debug!(
             CAT,
             "batch of {} (shape {size}): oldest frame queued {:?} before, gathered in {:?}, ran in {:?}",
@@ -458,6 +445,16 @@ fn run_batches(
             started.duration_since(gathering),
             started.elapsed()
         );
+        if on_gpu && !model.face_inputs_on_gpu() {
+            // Said once per session: from now on its inputs are built on the CPU.
+            gst::warning!(
+                CAT,
+                "batch shape {size}: face inputs {}",
+                model.face_inputs()
+            );
+        }
+        // Counted before the frames are answered: whoever reads the counters after an answer
+        // finds its batch in them.
         last_run = started.elapsed();
         stats
             .inference_us
@@ -474,10 +471,18 @@ fn run_batches(
         stats
             .frames
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        if let Err(e) = result {
-            let message = e.to_string();
-            for r in batch {
-                let _ = r.reply.send(Err(Unanswered::Failed(message.clone())));
+        match result {
+            // Every frame's answer shares the batch's outputs, where they landed.
+            Ok(outputs) => {
+                for (r, out) in batch.iter().zip(outputs.frames(batch.len())) {
+                    let _ = r.reply.send(Ok(out));
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for r in batch {
+                    let _ = r.reply.send(Err(Unanswered::Failed(message.clone())));
+                }
             }
         }
     }
