@@ -6,9 +6,12 @@ use crate::wav2lip_model::OUT_LEN;
 use facecast_gpu::cuda::{Gpu, GpuError, OutputBatch};
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// Free rooms a pool keeps; rooms given back beyond these are freed. Live frames let go of
-/// their batch as soon as they are drawn, so a few rooms serve any number of sessions.
-const ROOMS_KEPT: usize = 4;
+/// Free rooms a pool keeps; rooms given back beyond these are freed. Each session's thread
+/// blocks on its oldest frame and draws it once answered, so a batch's room is held for
+/// about as long as its sessions take to wake and paste: a few rooms serve any number of
+/// sessions. A few more are kept against bursts, because making a room pins memory and
+/// freeing one can wait for the whole GPU (`cuMemFreeHost`): 8 rooms at batch 64 are 56 MB.
+const ROOMS_KEPT: usize = 8;
 
 /// Where one batch's outputs are: `OUT_LEN` values a frame (BGR in 0..1, planar), frame after
 /// frame.
