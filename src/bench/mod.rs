@@ -624,6 +624,15 @@ fn engine_path_bench(
                             video_info: info,
                             expression,
                         };
+                        // Waits for a frame and drops it, as a session pushes it on.
+                        let finish = |p: Rendered| -> anyhow::Result<()> {
+                            let out = match p {
+                                Rendered::Done(out) => *out,
+                                Rendered::Pending(p) => p.finish()?,
+                            };
+                            std::hint::black_box(out.buffer);
+                            Ok(())
+                        };
                         // How long this worker took to submit its share, each round.
                         let mut submitting = Vec::with_capacity(rounds + 2);
                         for round in 0..rounds + 2 {
@@ -636,14 +645,7 @@ fn engine_path_bench(
                                     pending.push(engine.render(&job(n))?);
                                 }
                                 submitting.push(began.elapsed());
-                                for p in pending {
-                                    let out = match p {
-                                        Rendered::Done(out) => *out,
-                                        Rendered::Pending(p) => p.finish()?,
-                                    };
-                                    std::hint::black_box(out.buffer);
-                                }
-                                Ok(())
+                                pending.into_iter().try_for_each(finish)
                             };
                             // Keep meeting the others after a failure, so that no one waits forever.
                             if let Err(e) = run() {
@@ -658,14 +660,6 @@ fn engine_path_bench(
                         let mut stream = || -> anyhow::Result<()> {
                             let depth = (model_workers + 1) * share;
                             let mut pending = std::collections::VecDeque::with_capacity(depth);
-                            let finish = |p: Rendered| -> anyhow::Result<()> {
-                                let out = match p {
-                                    Rendered::Done(out) => *out,
-                                    Rendered::Pending(p) => p.finish()?,
-                                };
-                                std::hint::black_box(out.buffer);
-                                Ok(())
-                            };
                             for i in 0..rounds * share {
                                 if pending.len() == depth {
                                     finish(pending.pop_front().expect("full"))?;
@@ -725,7 +719,7 @@ fn engine_path_bench(
         model.face_inputs,
     );
     println!(
-        "  a round of {batch} frames: {:.1} ms; frames submitted by the slowest thread in {submit_ms:.1} ms (median); a batch worker per batch: inputs {:.1} ms, run {:.1} ms, outputs handed out {:.1} ms (means of {} batches)",
+        "  a round of {batch} frames: {:.1} ms; frames submitted by the slowest thread in {submit_ms:.1} ms (median); a batch worker per batch: inputs {:.1} ms, run {:.1} ms, outputs read back {:.1} ms (means of {} batches)",
         batch as f64 / fps * 1e3,
         worker.fill_ms,
         worker.model_ms,
@@ -733,7 +727,7 @@ fn engine_path_bench(
         worker.batches
     );
     println!(
-        "lipsync engine path, streamed ({} batches in flight, as sessions keep preparing frames while earlier ones run), batch {batch:>3}, {model_workers} batch worker{}: {streamed:.0} frames/s ({} frames); a batch worker per batch: inputs {:.1} ms, run {:.1} ms, outputs handed out {:.1} ms ({} batches)",
+        "lipsync engine path, streamed ({} batches in flight, as sessions keep preparing frames while earlier ones run), batch {batch:>3}, {model_workers} batch worker{}: {streamed:.0} frames/s ({} frames); a batch worker per batch: inputs {:.1} ms, run {:.1} ms, outputs read back {:.1} ms ({} batches)",
         model_workers + 1,
         if model_workers == 1 { "" } else { "s" },
         rounds * batch,

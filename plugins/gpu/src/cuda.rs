@@ -7,10 +7,11 @@
 //! keeps each kernel's arithmetic that of its CPU reference ([`crate::reference`]).
 //!
 //! Most calls here take and give host memory: what `facecast selftest` compares with the CPU
-//! references. They also time the three kernels on frames resident on the GPU. One writes
-//! into device memory another library owns: [`Gpu::face_inputs_into`] builds the lip-sync
-//! model's face input in ONNX Runtime's input tensor, so that a batch crosses the bus as
-//! 8-bit crops (27 KB a face) instead of fp32 tensors (221 KB).
+//! references. They also time the three kernels on frames resident on the GPU. The live path
+//! works in memory made once per batch shape: [`Gpu::face_inputs_from`] builds the lip-sync
+//! model's face input in ONNX Runtime's input tensor from crops in a [`CropBatch`], so that a
+//! batch crosses the bus as 8-bit crops (27 KB a face) instead of fp32 tensors (221 KB), and
+//! [`Gpu::download`] brings its outputs into an [`OutputBatch`].
 
 use crate::reference::{FaceBox, CROP};
 use cudarc::driver::{
@@ -219,12 +220,7 @@ impl Gpu {
     ///
     /// # Safety
     /// As [`face_inputs_from`](Self::face_inputs_from).
-    pub unsafe fn face_inputs_into(
-        &self,
-        crops: &[u8],
-        n: usize,
-        dst: u64,
-    ) -> Result<(), GpuError> {
+    unsafe fn face_inputs_into(&self, crops: &[u8], n: usize, dst: u64) -> Result<(), GpuError> {
         let len = n * CROP * CROP * 3;
         if crops.len() < len {
             return Err(GpuError::Driver(format!(

@@ -137,8 +137,8 @@ pub struct BatchStats {
     pub inference_us: AtomicU64,
     /// Frames left out because they expired before their batch ran.
     pub expired: AtomicU64,
-    /// Of `inference_us`: writing inputs, ONNX Runtime's runs, and handing frames their
-    /// outputs (see [`RunTimes`](crate::wav2lip_model::RunTimes)).
+    /// Of `inference_us`: writing inputs, ONNX Runtime's runs, and bringing the outputs into
+    /// host memory (see [`RunTimes`](crate::wav2lip_model::RunTimes)).
     pub fill_us: AtomicU64,
     pub model_us: AtomicU64,
     pub read_us: AtomicU64,

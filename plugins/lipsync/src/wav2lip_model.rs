@@ -8,10 +8,11 @@
 //! does not fit is refused with what was expected.
 //!
 //! Live frames come as [`FrameInput`]s (a mel window and an 8-bit face crop) and are run by
-//! [`Wav2LipModel::run_frames`]. On a GPU their inputs are bound to the model: the mel windows in
+//! [`Wav2LipModel::run_batch`]. On a GPU their inputs are bound to the model: the mel windows in
 //! page-locked host memory, the face input built on the GPU from the crops (the `facecast-gpu`
 //! kernel writing into ONNX Runtime's input tensor) where the kernels load, else on the CPU
-//! into page-locked memory; each frame's output is read where ONNX Runtime put it.
+//! into page-locked memory. The frames of a batch share its outputs where they landed
+//! ([`crate::wav2lip_output`]).
 
 use crate::wav2lip_output::{BatchOutputs, OutputPool};
 use facecast_gpu::cuda::{CropBatch, Gpu};
@@ -367,12 +368,12 @@ impl Wav2LipModel {
         self.gpu = Some(gpu);
     }
 
-    /// Whether [`run_frames`](Self::run_frames) builds face inputs on the GPU.
+    /// Whether [`run_batch`](Self::run_batch) builds face inputs on the GPU.
     pub fn face_inputs_on_gpu(&self) -> bool {
         self.gpu.is_some()
     }
 
-    /// Where [`run_frames`](Self::run_frames) builds face inputs, for the log: on the GPU, or
+    /// Where [`run_batch`](Self::run_batch) builds face inputs, for the log: on the GPU, or
     /// on the CPU and why.
     pub fn face_inputs(&self) -> String {
         match (&self.gpu, &self.gpu_failed, self.device) {
@@ -459,29 +460,12 @@ impl Wav2LipModel {
                 batch.face.extract_tensor_mut().1.copy_from_slice(face);
                 Ok(())
             });
-            match pinned.map(Arc::try_unwrap) {
-                Ok(Ok(BatchOutputs::Host(values))) => return Ok(values),
-                Ok(Ok(other)) => return Ok(other.values().to_vec()),
-                Ok(Err(shared)) => return Ok(shared.values().to_vec()),
+            match pinned {
+                Ok(outputs) => return Ok(BatchOutputs::into_vec(outputs)),
                 Err(e) => self.pinned_refused(e),
             }
         }
         self.run_host(n, mel, face)
-    }
-
-    /// [`run_batch`](Self::run_batch), calling `each` with every frame's index and output
-    /// (`OUT_LEN` values, BGR in 0..1, planar).
-    pub fn run_frames(
-        &mut self,
-        shape: usize,
-        frames: &[FrameInput<'_>],
-        mut each: impl FnMut(usize, &[f32]),
-    ) -> Result<(), ModelError> {
-        let outputs = self.run_batch(shape, frames)?;
-        for (i, out) in outputs.frames(frames.len()).enumerate() {
-            each(i, &out);
-        }
-        Ok(())
     }
 
     /// Runs `frames` as one batch of `shape` frames (at least as many; the rows past them
@@ -682,7 +666,7 @@ impl Wav2LipModel {
         Ok(data.to_vec())
     }
 
-    /// Where the last batch run by [`run_frames`](Self::run_frames) spent its time.
+    /// Where the last batch run by [`run_batch`](Self::run_batch) spent its time.
     pub fn last_times(&self) -> RunTimes {
         self.times
     }

@@ -30,6 +30,15 @@ impl BatchOutputs {
         }
     }
 
+    /// The values, moved out when nothing else holds them, else copied.
+    pub fn into_vec(outputs: Arc<Self>) -> Vec<f32> {
+        match Arc::try_unwrap(outputs) {
+            Ok(BatchOutputs::Host(values)) => values,
+            Ok(pinned) => pinned.values().to_vec(),
+            Err(shared) => shared.values().to_vec(),
+        }
+    }
+
     /// The first `n` frames' outputs (fewer if it holds fewer), each sharing this batch.
     pub fn frames(self: &Arc<Self>, n: usize) -> impl Iterator<Item = ModelOutput> + '_ {
         let held = self.values().len() / OUT_LEN;

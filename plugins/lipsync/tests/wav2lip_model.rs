@@ -62,7 +62,7 @@ fn runs_and_batches_agree() {
         .any(|(a, b)| (a - b).abs() > 1e-4));
 }
 
-/// Live frames (mel windows and 8-bit crops, run by `run_frames`) give what the model gives
+/// Live frames (mel windows and 8-bit crops, run by `run_batch`) give what the model gives
 /// for the same inputs as tensors, each frame its own output, in order; a frame of the wrong
 /// size, or more frames than the batch holds, is refused.
 #[test]
@@ -87,27 +87,22 @@ fn frames_from_crops_give_the_models_outputs() {
             crop,
         })
         .collect();
-    let mut got = vec![Vec::new(); 3];
-    model
-        .run_frames(4, &frames, |i, out| got[i] = out.to_vec())
-        .unwrap();
+    let outputs = model.run_batch(4, &frames).unwrap();
+    let got: Vec<_> = outputs.frames(frames.len()).collect();
+    assert_eq!(got.len(), 3);
     for (i, out) in got.iter().enumerate() {
-        assert_eq!(
-            out.as_slice(),
-            &want[i * 27648..(i + 1) * 27648],
-            "frame {i}"
-        );
+        assert_eq!(&out[..], &want[i * 27648..(i + 1) * 27648], "frame {i}");
     }
     let short = [FrameInput {
         mel: &mel[..1280],
         crop: &crops[0][..100],
     }];
     assert!(matches!(
-        model.run_frames(1, &short, |_, _| ()),
+        model.run_batch(1, &short),
         Err(ModelError::Run(m)) if m.contains("crop")
     ));
     assert!(matches!(
-        model.run_frames(2, &frames, |_, _| ()),
+        model.run_batch(2, &frames),
         Err(ModelError::Run(m)) if m.contains("do not fit")
     ));
 }
