@@ -719,22 +719,16 @@ fn engine_path_bench(
         model.face_inputs,
     );
     println!(
-        "  a round of {batch} frames: {:.1} ms; frames submitted by the slowest thread in {submit_ms:.1} ms (median); a batch worker per batch: inputs {:.1} ms, run {:.1} ms, outputs read back {:.1} ms (means of {} batches)",
+        "  a round of {batch} frames: {:.1} ms; frames submitted by the slowest thread in {submit_ms:.1} ms (median); {}",
         batch as f64 / fps * 1e3,
-        worker.fill_ms,
-        worker.model_ms,
-        worker.read_ms,
-        worker.batches
+        worker.describe(),
     );
     println!(
-        "lipsync engine path, streamed ({} batches in flight, as sessions keep preparing frames while earlier ones run), batch {batch:>3}, {model_workers} batch worker{}: {streamed:.0} frames/s ({} frames); a batch worker per batch: inputs {:.1} ms, run {:.1} ms, outputs read back {:.1} ms ({} batches)",
+        "lipsync engine path, streamed ({} batches in flight, as sessions keep preparing frames while earlier ones run), batch {batch:>3}, {model_workers} batch worker{}: {streamed:.0} frames/s ({} frames); {}",
         model_workers + 1,
         if model_workers == 1 { "" } else { "s" },
         rounds * batch,
-        stream_worker.fill_ms,
-        stream_worker.model_ms,
-        stream_worker.read_ms,
-        stream_worker.batches
+        stream_worker.describe(),
     );
     Ok(())
 }
@@ -746,6 +740,7 @@ struct WorkerTimes {
     fill_ms: f64,
     model_ms: f64,
     read_ms: f64,
+    gpu_ms: f64,
 }
 
 impl WorkerTimes {
@@ -757,6 +752,7 @@ impl WorkerTimes {
             fill_ms: ms(&model.stats.fill_us),
             model_ms: ms(&model.stats.model_us),
             read_ms: ms(&model.stats.read_us),
+            gpu_ms: ms(&model.stats.gpu_us),
         }
     }
 
@@ -768,6 +764,23 @@ impl WorkerTimes {
             fill_ms: (self.fill_ms - earlier.fill_ms) / n,
             model_ms: (self.model_ms - earlier.model_ms) / n,
             read_ms: (self.read_ms - earlier.read_ms) / n,
+            gpu_ms: (self.gpu_ms - earlier.gpu_ms) / n,
+        }
+    }
+
+    /// Where a batch's time went, per batch. On a GPU lane the worker's thread only queues
+    /// the batch's steps, and the GPU's time is told apart.
+    fn describe(&self) -> String {
+        if self.gpu_ms > 0.0 {
+            format!(
+                "a batch worker per batch: inputs written and queued {:.1} ms, model queued {:.1} ms, download queued {:.1} ms; on the GPU {:.1} ms, crops up to outputs down (means of {} batches)",
+                self.fill_ms, self.model_ms, self.read_ms, self.gpu_ms, self.batches
+            )
+        } else {
+            format!(
+                "a batch worker per batch: inputs {:.1} ms, run {:.1} ms, outputs read back {:.1} ms (means of {} batches)",
+                self.fill_ms, self.model_ms, self.read_ms, self.batches
+            )
         }
     }
 }

@@ -37,16 +37,16 @@ pub enum GpuError {
     Compile(String),
 }
 
-fn driver(e: cudarc::driver::DriverError) -> GpuError {
+pub(crate) fn driver(e: cudarc::driver::DriverError) -> GpuError {
     GpuError::Driver(e.to_string())
 }
 
 /// An opened GPU with the kernels loaded.
 pub struct Gpu {
-    stream: Arc<CudaStream>,
+    pub(crate) stream: Arc<CudaStream>,
     crop: CudaFunction,
     face: CudaFunction,
-    face_f32: CudaFunction,
+    pub(crate) face_f32: CudaFunction,
     paste: CudaFunction,
     i420: CudaFunction,
     /// The card's name, e.g. "NVIDIA H200".
@@ -59,8 +59,8 @@ pub struct Gpu {
 /// size ([`Gpu::crop_batch`]): crops are written straight into it, and cross the bus in one
 /// DMA with no staging copy and no allocation per batch.
 pub struct CropBatch {
-    host: PinnedHostSlice<u8>,
-    device: CudaSlice<u8>,
+    pub(crate) host: PinnedHostSlice<u8>,
+    pub(crate) device: CudaSlice<u8>,
 }
 
 impl CropBatch {
@@ -80,11 +80,11 @@ impl CropBatch {
 /// outputs left on the GPU by the model cross the bus into it in one DMA, and are read there.
 /// Ordinary (cached) page-locked memory, not write-combined: the CPU reads it.
 pub struct OutputBatch {
-    host: PinnedHostSlice<f32>,
+    pub(crate) host: PinnedHostSlice<f32>,
     /// `host`'s memory, for reads that cannot fail once a download has landed.
     values: *const f32,
     /// How many values the last download wrote.
-    filled: usize,
+    pub(crate) filled: usize,
 }
 
 // SAFETY: `values` points into `host`, which is Send and Sync and lives as long; it is only
@@ -108,7 +108,7 @@ impl OutputBatch {
 }
 
 /// One thread per pixel in 16×16 blocks, `depth` faces deep.
-fn grid(w: u32, h: u32, depth: u32) -> LaunchConfig {
+pub(crate) fn grid(w: u32, h: u32, depth: u32) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (w.div_ceil(16), h.div_ceil(16), depth),
         block_dim: (16, 16, 1),

@@ -4,10 +4,13 @@
 //! - [`cuda`]: the kernels (`kernels.cu`) compiled at run time by NVRTC for the card in hand,
 //!   and run through the CUDA driver API; nothing of CUDA is needed to build, and a machine
 //!   without a GPU gets a clear error, never a panic.
+//! - [`lane`]: a batch worker's own CUDA stream, shared with ONNX Runtime, so that a batch's
+//!   steps are queued without waiting and the next batch is prepared while the GPU runs one.
 //! - [`nvml`]: the GPUs' state (utilisation, memory, temperature, power, encoder and decoder)
 //!   through NVML, for `/metrics` and `/health/ready`.
 
 pub mod cuda;
+pub mod lane;
 pub mod nvml;
 pub mod reference;
 

@@ -8,7 +8,8 @@
 //! - `audio_features`: mouth shapes estimated from audio without phoneme events.
 //! - `mel`: the Wav2Lip mel spectrogram, and `resample` to its 16 kHz; `mel_window`: the
 //!   model's mel input per frame, each row computed once.
-//! - [`wav2lip_model`]: a Wav2Lip-class ONNX model; [`wav2lip_batcher`]: one per process, batched.
+//! - [`wav2lip_model`]: a Wav2Lip-class ONNX model; [`wav2lip_batcher`]: one per process, batched
+//!   by `wav2lip_worker`'s threads; [`wav2lip_output`]: a batch's outputs, shared by its frames.
 
 mod audio_features;
 pub mod engine;
@@ -21,6 +22,7 @@ pub mod timeline;
 pub mod wav2lip_batcher;
 pub mod wav2lip_model;
 pub mod wav2lip_output;
+mod wav2lip_worker;
 
 pub use lipsync::{EngineKind, LipSync, UnknownEngine, LIPSYNC_ERROR_MESSAGE};
 

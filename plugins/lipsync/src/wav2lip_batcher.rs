@@ -4,9 +4,9 @@
 //! in memory; every session loading its own would make session start slow and memory grow with
 //! the audience. So a model is loaded once (and warmed up: the first run of an ONNX Runtime
 //! session is several times slower than the next) by [`shared`], which keeps it for the life of
-//! the process. A worker thread owns it: it takes the first waiting frame, gathers whatever
-//! else arrives within `max_wait` (up to `max_batch` frames, from any session), runs them as one
-//! batch, and answers each frame on its own channel. One live session at 25 fps mostly runs
+//! the process. A worker owns it (`wav2lip_worker`): it takes the first waiting frame, gathers
+//! whatever else arrives within `max_wait` (up to `max_batch` frames, from any session), runs
+//! them as one batch, and answers each frame on its own channel. One live session at 25 fps mostly runs
 //! batches of one; several sessions, or an offline render that submits frames ahead, share
 //! batches, which is where a GPU gets its throughput.
 //!
@@ -16,19 +16,18 @@
 //! at once: an overloaded model spends itself on frames that can still be shown, instead of
 //! falling further behind on ones that cannot.
 
-use crate::wav2lip_model::{
-    runtime, FrameInput, ModelError, ModelIo, Wav2LipModel, CROP_LEN, MEL_LEN,
-};
+use crate::wav2lip_model::{runtime, ModelError, ModelIo, Wav2LipModel, CROP_LEN, MEL_LEN};
 use crate::wav2lip_output::ModelOutput;
+use crate::wav2lip_worker::{self, Batching};
 use facecast_onnx::Device;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+pub(crate) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "wav2lip",
         gst::DebugColorFlags::empty(),
@@ -100,19 +99,19 @@ impl From<&ModelIoKey> for ModelIo {
     }
 }
 
-struct Request {
-    mel: Vec<f32>,
+pub(crate) struct Request {
+    pub mel: Vec<f32>,
     /// The face crop (96×96 RGB): the worker builds the model's input from it, on the GPU
     /// where it can (eight times fewer bytes to move than the input itself).
-    crop: Vec<u8>,
-    submitted: Instant,
+    pub crop: Vec<u8>,
+    pub submitted: Instant,
     /// After this, the answer is of no use: the frame is left out of its batch.
-    expires: Option<Instant>,
-    reply: mpsc::SyncSender<Result<ModelOutput, Unanswered>>,
+    pub expires: Option<Instant>,
+    pub reply: mpsc::SyncSender<Result<ModelOutput, Unanswered>>,
 }
 
 /// Why a frame got no output.
-enum Unanswered {
+pub(crate) enum Unanswered {
     /// It expired before its batch ran, and was left out.
     Expired,
     /// Its batch failed (ONNX Runtime's message).
@@ -137,11 +136,13 @@ pub struct BatchStats {
     pub inference_us: AtomicU64,
     /// Frames left out because they expired before their batch ran.
     pub expired: AtomicU64,
-    /// Of `inference_us`: writing inputs, ONNX Runtime's runs, and bringing the outputs into
-    /// host memory (see [`RunTimes`](crate::wav2lip_model::RunTimes)).
+    /// Writing inputs, ONNX Runtime's runs, and bringing the outputs into host memory, and on
+    /// a GPU lane the batches' time on the GPU (see
+    /// [`RunTimes`](crate::wav2lip_model::RunTimes)).
     pub fill_us: AtomicU64,
     pub model_us: AtomicU64,
     pub read_us: AtomicU64,
+    pub gpu_us: AtomicU64,
 }
 
 /// A handle on a shared model.
@@ -283,37 +284,65 @@ pub fn shared(key: &ModelKey) -> Result<Arc<SharedModel>, ModelError> {
     let (ready_tx, ready) = mpsc::sync_channel(workers);
     let mut inferred_names = Vec::new();
     for worker in 0..workers {
+        // On a GPU, the worker's sessions run on a lane of its own, where its batches are
+        // queued whole (see `wav2lip_worker`).
+        let lane = match &gpu {
+            Some(gpu) => match gpu.lane() {
+                Ok(lane) => Some((gpu.clone(), Arc::new(lane))),
+                Err(e) => {
+                    gst::warning!(
+                        CAT,
+                        "each batch waits for the GPU: no stream of its own ({e})"
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
         let mut sessions = Vec::with_capacity(shapes.len());
         for &size in &shapes {
-            let mut model =
-                Wav2LipModel::load(env, &key.path, (&key.io).into(), key.device, threads)?;
-            if let Some(gpu) = &gpu {
-                model.set_gpu(gpu.clone());
-            }
+            let (path, io) = (&key.path, (&key.io).into());
+            let model = match (&lane, &gpu) {
+                (Some((gpu, lane)), _) => Wav2LipModel::load_on(
+                    env,
+                    path,
+                    io,
+                    key.device,
+                    threads,
+                    gpu.clone(),
+                    lane.clone(),
+                )?,
+                (None, Some(gpu)) => {
+                    let mut model = Wav2LipModel::load(env, path, io, key.device, threads)?;
+                    model.set_gpu(gpu.clone());
+                    model
+                }
+                (None, None) => Wav2LipModel::load(env, path, io, key.device, threads)?,
+            };
             sessions.push((size, model));
         }
         if worker == 0 {
             inferred_names = sessions[0].1.inferred_names().to_vec();
         }
-        let (requests, stats, ready_tx) = (requests.clone(), stats.clone(), ready_tx.clone());
-        let max_wait = key.max_wait;
-        std::thread::Builder::new()
-            .name(format!("wav2lip-{worker}"))
-            .spawn(move || {
-                // Warmed up on the thread that runs them: on a GPU, ONNX Runtime makes its
-                // per-thread state (CUDA stream, cuDNN and cuBLAS handles) on a thread's first
-                // run.
-                let mut sessions = sessions;
-                // Any shape's session that fell back says why.
-                let _ = ready_tx.send(warm_up(&mut sessions).map(|()| {
-                    let (_, model) = sessions
-                        .iter()
-                        .find(|(_, m)| !m.face_inputs_on_gpu())
-                        .unwrap_or(&sessions[0]);
-                    (model.face_inputs_on_gpu(), model.face_inputs())
-                }));
-                run_batches(sessions, &requests, n, max_wait, pad, &stats)
-            })
+        let ready_tx = ready_tx.clone();
+        let warm = move |sessions: &mut [(usize, Wav2LipModel)]| {
+            // Any shape's session that fell back says why.
+            let _ = ready_tx.send(warm_up(sessions).map(|()| {
+                let (_, model) = sessions
+                    .iter()
+                    .find(|(_, m)| !m.face_inputs_on_gpu())
+                    .unwrap_or(&sessions[0]);
+                (model.face_inputs_on_gpu(), model.face_inputs())
+            }));
+        };
+        let how = Batching {
+            requests: requests.clone(),
+            stats: stats.clone(),
+            max_batch: n,
+            max_wait: key.max_wait,
+            pad,
+        };
+        wav2lip_worker::start(format!("wav2lip-{worker}"), sessions, warm, how)
             .map_err(|e| ModelError::Run(format!("cannot start the model's worker: {e}")))?;
     }
     drop(ready_tx);
@@ -367,125 +396,6 @@ fn gpu_batch_shapes(max: usize) -> Vec<usize> {
         .collect();
     sizes.push(max);
     sizes
-}
-
-/// The worker: `models` are (batch shape, session), smallest first; with `pad` (a GPU) a batch
-/// is padded up to the smallest shape that holds it, else the one session runs any size.
-fn run_batches(
-    mut models: Vec<(usize, Wav2LipModel)>,
-    requests: &Mutex<mpsc::Receiver<Request>>,
-    max_batch: usize,
-    max_wait: Duration,
-    pad: bool,
-    stats: &BatchStats,
-) {
-    // How long the last batch took: a frame that would expire before a batch like it ends is
-    // left out too (it would be answered too late to be shown).
-    let mut last_run = Duration::ZERO;
-    loop {
-        // The queue is this worker's while it gathers a batch, the others' while it runs one.
-        let (batch, gathering) = {
-            let requests = requests.lock().unwrap();
-            let Ok(first) = requests.recv() else {
-                return;
-            };
-            let gathering = Instant::now();
-            let deadline = gathering + max_wait;
-            let mut batch = vec![first];
-            while batch.len() < max_batch {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match requests.recv_timeout(left) {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
-                }
-            }
-            (batch, gathering)
-        };
-        let done_by = Instant::now() + last_run;
-        let (expired, batch): (Vec<Request>, Vec<Request>) = batch
-            .into_iter()
-            .partition(|r| r.expires.is_some_and(|at| at <= done_by));
-        if !expired.is_empty() {
-            gst::debug!(
-                CAT,
-                "{} frames expired before their batch ran",
-                expired.len()
-            );
-            stats
-                .expired
-                .fetch_add(expired.len() as u64, Ordering::Relaxed);
-            for r in expired {
-                let _ = r.reply.send(Err(Unanswered::Expired));
-            }
-        }
-        if batch.is_empty() {
-            continue;
-        }
-        let slot = models
-            .iter()
-            .position(|(s, _)| !pad || *s >= batch.len())
-            .unwrap_or(models.len() - 1);
-        let (shape, model) = &mut models[slot];
-        let size = if pad { *shape } else { batch.len() };
-        let frames: Vec<FrameInput> = batch
-            .iter()
-            .map(|r| FrameInput {
-                mel: &r.mel,
-                crop: &r.crop,
-            })
-            .collect();
-        let started = Instant::now();
-        let on_gpu = model.face_inputs_on_gpu();
-        let result = model.run_batch(size, &frames);
-        gst::debug!(
-            CAT,
-            "batch of {} (shape {size}): oldest frame queued {:?} before, gathered in {:?}, ran in {:?}",
-            batch.len(),
-            started.duration_since(batch[0].submitted),
-            started.duration_since(gathering),
-            started.elapsed()
-        );
-        if on_gpu && !model.face_inputs_on_gpu() {
-            // Said once per session: from now on its inputs are built on the CPU.
-            gst::warning!(
-                CAT,
-                "batch shape {size}: face inputs {}",
-                model.face_inputs()
-            );
-        }
-        // Counted before the frames are answered: whoever reads the counters after an answer
-        // finds its batch in them.
-        last_run = started.elapsed();
-        stats
-            .inference_us
-            .fetch_add(last_run.as_micros() as u64, Ordering::Relaxed);
-        let times = model.last_times();
-        for (counter, part) in [
-            (&stats.fill_us, times.fill),
-            (&stats.model_us, times.model),
-            (&stats.read_us, times.read),
-        ] {
-            counter.fetch_add(part.as_micros() as u64, Ordering::Relaxed);
-        }
-        stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats
-            .frames
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        match result {
-            // Every frame's answer shares the batch's outputs, where they landed.
-            Ok(outputs) => {
-                for (r, out) in batch.iter().zip(outputs.frames(batch.len())) {
-                    let _ = r.reply.send(Ok(out));
-                }
-            }
-            Err(e) => {
-                let message = e.to_string();
-                for r in batch {
-                    let _ = r.reply.send(Err(Unanswered::Failed(message.clone())));
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

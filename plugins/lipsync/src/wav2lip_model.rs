@@ -14,9 +14,10 @@
 //! into page-locked memory. The frames of a batch share its outputs where they landed
 //! ([`crate::wav2lip_output`]).
 
-use crate::wav2lip_output::{BatchOutputs, OutputPool};
+use crate::wav2lip_output::{BatchOutputs, ComingOutputs, OutputPool};
 use facecast_gpu::cuda::{CropBatch, Gpu};
-use facecast_onnx::{cuda_session_builder, Device, RuntimeError};
+use facecast_gpu::lane::{Lane, Mark};
+use facecast_onnx::{cuda_session_builder_on, Device, RuntimeError};
 use ort::logging::LogLevel;
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, RunOptions, Session};
@@ -120,15 +121,24 @@ pub struct Wav2LipModel {
     session: Session,
     io: ModelIo,
     device: Device,
-    /// On a GPU: page-locked buffers and their binding, per batch size and where the face
-    /// input is built (see `run_pinned`).
-    pinned: HashMap<(usize, FaceSide), PinnedBatch>,
+    /// On a GPU: page-locked buffers and their binding, per batch size, where the face
+    /// input is built, and turn (see `run_pinned`).
+    pinned: HashMap<(usize, FaceSide, usize), PinnedBatch>,
+    /// With face inputs built on the GPU: the outputs' page-locked rooms, per batch size.
+    output_pools: HashMap<usize, OutputPool>,
     /// Set when ONNX Runtime refused pinned buffers: ordinary tensors are used from then on.
     pinned_failed: Option<String>,
     /// The GPU's kernels, which build the face input from crops on the GPU (see `set_gpu`).
     gpu: Option<Arc<Gpu>>,
     /// Why face inputs are built on the CPU on a GPU device, once that was tried and failed.
     gpu_failed: Option<String>,
+    /// The stream the model runs on, when it was loaded on a lane ([`load_on`](Self::load_on)):
+    /// a batch with face inputs built on the GPU is then queued there whole, and
+    /// [`submit_batch`](Self::submit_batch) returns before the GPU is done.
+    lane: Option<Arc<Lane>>,
+    /// Which of the two sets of buffers per batch size the next queued batch uses: a batch
+    /// writes its inputs while the one before may still be running from the other set.
+    turn: usize,
     /// Reused host buffers: inputs of the CPU path.
     host_mel: Vec<f32>,
     host_face: Vec<f32>,
@@ -138,6 +148,9 @@ pub struct Wav2LipModel {
     /// error comes back to the caller, which reports it once per run of failures; ONNX
     /// Runtime would print it again for every failed batch, at the frame rate.
     quiet: RunOptions,
+    /// `quiet`, and a run returns once its work is queued on the lane, without waiting for
+    /// the GPU.
+    queued: RunOptions,
     /// Where the last batch's time went (see [`last_times`](Self::last_times)).
     times: RunTimes,
 }
@@ -153,6 +166,29 @@ pub struct RunTimes {
     /// Bringing the outputs into host memory the frames can share: a download from the GPU,
     /// or a copy out of ONNX Runtime's output tensor.
     pub read: std::time::Duration,
+    /// On a lane, the three above only queue work: the batch's time on the GPU, from its
+    /// crops' upload to its outputs' download. Zero elsewhere.
+    pub gpu: std::time::Duration,
+}
+
+/// A batch whose work has been queued ([`Wav2LipModel::submit_batch`]).
+pub struct Submitted {
+    outputs: ComingOutputs,
+    times: RunTimes,
+}
+
+impl Submitted {
+    /// Waits for the batch's outputs, `OUT_LEN` values a frame ([`BatchOutputs::frames`]), and
+    /// tells where its time went.
+    pub fn wait(self) -> Result<(Arc<BatchOutputs>, RunTimes), ModelError> {
+        let mut times = self.times;
+        let (outputs, on_gpu) = self
+            .outputs
+            .wait()
+            .map_err(|e| ModelError::Run(format!("the batch failed on the GPU: {e}")))?;
+        times.gpu = on_gpu.unwrap_or_default();
+        Ok((outputs, times))
+    }
 }
 
 /// Where a batch's face input is built, and where its output is left.
@@ -184,8 +220,13 @@ struct PinnedBatch {
     face: Tensor<f32>,
     /// With the face input built on the GPU: the crops' room there and on the way.
     crops: Option<CropBatch>,
-    /// With the face input built on the GPU: the outputs' rooms on the host.
-    outputs: Option<OutputPool>,
+    /// With the face input built on the GPU, the output is left there.
+    output_on_gpu: bool,
+    /// On a lane: when the last batch run from these buffers is done, after which they may be
+    /// written again.
+    busy: Option<Arc<Mark>>,
+    /// On a lane: the start of this batch's work there, marked as its crops go up.
+    started: Option<Mark>,
     // The allocators must outlive the tensors they made.
     _allocators: Vec<Allocator>,
 }
@@ -194,6 +235,13 @@ struct PinnedBatch {
 fn quiet_runs() -> ort::Result<RunOptions> {
     let mut options = RunOptions::new()?;
     options.set_log_level(LogLevel::Fatal)?;
+    Ok(options)
+}
+
+/// [`quiet_runs`] that return once their work is queued on the model's stream.
+fn queued_runs() -> ort::Result<RunOptions> {
+    let mut options = quiet_runs()?;
+    options.disable_device_sync()?;
     Ok(options)
 }
 
@@ -221,6 +269,50 @@ impl Wav2LipModel {
         threads: usize,
         cuda_graph: bool,
     ) -> Result<Self, ModelError> {
+        // SAFETY: no stream is given.
+        unsafe { Self::load_inner(env, path, io, device, threads, cuda_graph, None) }
+    }
+
+    /// [`load`](Self::load) on a GPU, run on `lane`, with face inputs built on `gpu` (the
+    /// lane's): a batch's steps are queued there whole ([`submit_batch`](Self::submit_batch)).
+    pub fn load_on(
+        env: &ort::environment::Environment,
+        path: &Path,
+        io: ModelIo,
+        device: Device,
+        threads: usize,
+        gpu: Arc<Gpu>,
+        lane: Arc<Lane>,
+    ) -> Result<Self, ModelError> {
+        // SAFETY: the lane's stream is of the GPU's primary context, and the model keeps the
+        // lane (and so its stream) as long as its session.
+        let mut model = unsafe {
+            Self::load_inner(
+                env,
+                path,
+                io,
+                device,
+                threads,
+                false,
+                Some(lane.raw_stream()),
+            )
+        }?;
+        model.gpu = Some(gpu);
+        model.lane = Some(lane);
+        Ok(model)
+    }
+
+    /// # Safety
+    /// As [`cuda_session_builder_on`]: `stream`, when given, must outlive the model.
+    unsafe fn load_inner(
+        env: &ort::environment::Environment,
+        path: &Path,
+        io: ModelIo,
+        device: Device,
+        threads: usize,
+        cuda_graph: bool,
+        stream: Option<*mut ()>,
+    ) -> Result<Self, ModelError> {
         if !path.is_file() {
             return Err(ModelError::NotFound(path.to_owned()));
         }
@@ -229,7 +321,8 @@ impl Wav2LipModel {
             device,
             reason: e.to_string(),
         };
-        let session = cuda_session_builder(env, device, threads, cuda_graph)
+        // SAFETY: the caller vouches for the stream.
+        let session = unsafe { cuda_session_builder_on(env, device, threads, cuda_graph, stream) }
             .map_err(load)?
             .commit_from_file(path)
             .map_err(load)?;
@@ -238,13 +331,17 @@ impl Wav2LipModel {
             io,
             device,
             pinned: HashMap::new(),
+            output_pools: HashMap::new(),
             pinned_failed: None,
             gpu: None,
             gpu_failed: None,
+            lane: None,
+            turn: 0,
             host_mel: Vec::new(),
             host_face: Vec::new(),
             inferred: Vec::new(),
             quiet: quiet_runs().map_err(load)?,
+            queued: queued_runs().map_err(load)?,
             times: RunTimes::default(),
         };
         model.inferred = model.check(path)?;
@@ -390,8 +487,9 @@ impl Wav2LipModel {
     /// and, on a GPU, searches convolution algorithms (seconds), which must not happen
     /// mid-stream. With face inputs built on the GPU, their outputs are then compared with
     /// those of the same frames built on the CPU: inputs that the model does not see as the
-    /// CPU's (a kernel, a pointer or a stream gone wrong) turn the GPU's inputs off, with the
-    /// reason, rather than make every face wrong without an error.
+    /// CPU's (a kernel, a pointer, a stream or an order gone wrong) turn the GPU's inputs off,
+    /// with the reason, rather than make every face wrong without an error. On a lane both
+    /// sets of buffers are made and run, and the second is compared.
     pub fn warm_up(&mut self, shape: usize) -> Result<(), ModelError> {
         // Crops that differ from each other and across the face, so a misplaced input shows.
         // (The mel windows go the same way on both paths; zeros, as tests' models expect.)
@@ -407,7 +505,10 @@ impl Wav2LipModel {
             .iter()
             .map(|crop| FrameInput { mel: &mel, crop })
             .collect();
-        let first = self.run_batch(shape, &frames)?;
+        let mut first = self.run_batch(shape, &frames)?;
+        if self.lane.is_some() && self.gpu.is_some() {
+            first = self.run_batch(shape, &frames)?;
+        }
         let first = first.values();
         let Device::Cuda(id) = self.device else {
             return Ok(());
@@ -415,8 +516,11 @@ impl Wav2LipModel {
         if self.gpu.is_none() || self.pinned_failed.is_some() {
             return Ok(());
         }
-        let compared = match self.run_frames_pinned(id, shape, &frames, FaceSide::Host) {
-            Ok(compared) => compared,
+        let compared = self
+            .run_frames_pinned(id, shape, &frames, FaceSide::Host)
+            .and_then(Submitted::wait);
+        let compared = match compared {
+            Ok((compared, _)) => compared,
             Err(e) => {
                 // Unchecked, the GPU's inputs are not trusted; live runs find their own way.
                 self.gpu_refused(format!("their check against the CPU's could not run: {e}"));
@@ -437,7 +541,8 @@ impl Wav2LipModel {
             ));
         } else {
             // The CPU-built batch was only for the comparison: its pinned memory goes back.
-            self.pinned.retain(|(_, side), _| *side == FaceSide::Device);
+            self.pinned
+                .retain(|(_, side, _), _| *side == FaceSide::Device);
         }
         Ok(())
     }
@@ -455,27 +560,46 @@ impl Wav2LipModel {
             )));
         }
         if let (Device::Cuda(id), None) = (self.device, &self.pinned_failed) {
-            let pinned = self.run_pinned(id, n, n, FaceSide::Host, |batch| {
-                batch.mel.extract_tensor_mut().1.copy_from_slice(mel);
-                batch.face.extract_tensor_mut().1.copy_from_slice(face);
-                Ok(())
-            });
+            let pinned = self
+                .run_pinned(id, n, n, FaceSide::Host, |batch, _| {
+                    batch.mel.extract_tensor_mut().1.copy_from_slice(mel);
+                    batch.face.extract_tensor_mut().1.copy_from_slice(face);
+                    Ok(())
+                })
+                .and_then(Submitted::wait);
             match pinned {
-                Ok(outputs) => return Ok(BatchOutputs::into_vec(outputs)),
+                Ok((outputs, _)) => return Ok(BatchOutputs::into_vec(outputs)),
                 Err(e) => self.pinned_refused(e),
             }
         }
         self.run_host(n, mel, face)
     }
 
-    /// Runs `frames` as one batch of `shape` frames (at least as many; the rows past them
-    /// hold what an earlier batch left, and their outputs are not read). The outputs of the
-    /// frames come back together, `OUT_LEN` values a frame ([`BatchOutputs::frames`]).
+    /// Runs `frames` as one batch of `shape` frames and waits for it: [`submit_batch`]
+    /// (Self::submit_batch) and [`Submitted::wait`]. The outputs of the frames come back
+    /// together, `OUT_LEN` values a frame ([`BatchOutputs::frames`]).
     pub fn run_batch(
         &mut self,
         shape: usize,
         frames: &[FrameInput<'_>],
     ) -> Result<Arc<BatchOutputs>, ModelError> {
+        let (outputs, times) = self.submit_batch(shape, frames)?.wait()?;
+        self.times = times;
+        Ok(outputs)
+    }
+
+    /// Queues `frames` as one batch of `shape` frames (at least as many; the rows past them
+    /// hold what an earlier batch left, and their outputs are not read). On a lane with face
+    /// inputs built on the GPU this returns once the batch's work is queued there; anywhere
+    /// else, once it is done. Either way [`Submitted::wait`] gives the outputs.
+    ///
+    /// On a lane, the batch after this one may be submitted before this one is waited for,
+    /// but not the one after that: it would wait here for this one's buffers.
+    pub fn submit_batch(
+        &mut self,
+        shape: usize,
+        frames: &[FrameInput<'_>],
+    ) -> Result<Submitted, ModelError> {
         if frames.len() > shape {
             return Err(ModelError::Run(format!(
                 "{} frames do not fit a batch of {shape}",
@@ -495,13 +619,13 @@ impl Wav2LipModel {
         if let (Device::Cuda(id), None) = (self.device, &self.pinned_failed) {
             if self.gpu.is_some() {
                 match self.run_frames_pinned(id, shape, frames, FaceSide::Device) {
-                    Ok(outputs) => return Ok(outputs),
+                    Ok(submitted) => return Ok(submitted),
                     // Keep working with inputs built on the CPU.
                     Err(e) => self.gpu_refused(e.to_string()),
                 }
             }
             match self.run_frames_pinned(id, shape, frames, FaceSide::Host) {
-                Ok(outputs) => return Ok(outputs),
+                Ok(submitted) => return Ok(submitted),
                 Err(e) => self.pinned_refused(e),
             }
         }
@@ -526,12 +650,14 @@ impl Wav2LipModel {
         (self.host_mel, self.host_face) = (mel, face);
         let mut values = result?;
         values.truncate(frames.len() * OUT_LEN);
-        self.times = RunTimes {
-            fill: filled - started,
-            model: filled.elapsed(),
-            read: std::time::Duration::ZERO,
-        };
-        Ok(Arc::new(BatchOutputs::Host(values)))
+        Ok(Submitted {
+            outputs: ComingOutputs::Ready(Arc::new(BatchOutputs::Host(values))),
+            times: RunTimes {
+                fill: filled - started,
+                model: filled.elapsed(),
+                ..RunTimes::default()
+            },
+        })
     }
 
     /// Fills a pinned batch with `frames` (face inputs built on `side`) and runs it.
@@ -541,9 +667,9 @@ impl Wav2LipModel {
         shape: usize,
         frames: &[FrameInput<'_>],
         side: FaceSide,
-    ) -> Result<Arc<BatchOutputs>, ModelError> {
+    ) -> Result<Submitted, ModelError> {
         let gpu = self.gpu.clone();
-        self.run_pinned(id, shape, frames.len(), side, |batch| {
+        self.run_pinned(id, shape, frames.len(), side, |batch, lane| {
             let (_, mel) = batch.mel.extract_tensor_mut();
             for (f, row) in frames.iter().zip(mel.chunks_exact_mut(MEL_LEN)) {
                 row.copy_from_slice(f.mel);
@@ -556,10 +682,20 @@ impl Wav2LipModel {
                         room.copy_from_slice(f.crop);
                     }
                     let dst = batch.face.data_ptr_mut() as u64;
-                    // SAFETY: `dst` is the batch's face input, allocated by ONNX
-                    // Runtime's CUDA provider on this GPU (the primary context) for
-                    // `shape` ≥ frames.len() faces; nothing else uses it between runs.
-                    unsafe { gpu.face_inputs_from(crops, frames.len(), dst) }.map_err(failed)
+                    // SAFETY: `dst` is the batch's face input, allocated by ONNX Runtime's
+                    // CUDA provider on this GPU (the primary context) for `shape` ≥
+                    // frames.len() faces; nothing else uses it between runs. On a lane, the
+                    // model reads it after, on the same stream, and the crops are written
+                    // again only once this batch is done (`run_pinned` waits for `busy`).
+                    match lane {
+                        Some(lane) => {
+                            // The batch's time on the GPU counts from here.
+                            batch.started = Some(lane.mark().map_err(failed)?);
+                            unsafe { lane.face_inputs_from(crops, frames.len(), dst) }
+                        }
+                        None => unsafe { gpu.face_inputs_from(crops, frames.len(), dst) },
+                    }
+                    .map_err(failed)
                 }
                 _ => {
                     let (_, face) = batch.face.extract_tensor_mut();
@@ -572,34 +708,62 @@ impl Wav2LipModel {
         })
     }
 
-    /// Runs the pinned batch of `n` frames after `fill` has written its inputs, and returns
-    /// the outputs of the first `used`.
+    /// Runs the pinned batch of `n` frames after `fill` has written its inputs (given the lane
+    /// to queue work on, if the batch is queued), and gives the outputs of the first `used`.
+    ///
+    /// With face inputs built on the GPU of a model loaded on a lane, the batch is queued
+    /// there whole and this returns without waiting for it. Its buffers are then one of two
+    /// sets, taken in turn, so that the next batch can be written while this one runs.
     fn run_pinned(
         &mut self,
         id: i32,
         n: usize,
         used: usize,
         side: FaceSide,
-        fill: impl FnOnce(&mut PinnedBatch) -> Result<(), ModelError>,
-    ) -> Result<Arc<BatchOutputs>, ModelError> {
+        fill: impl FnOnce(&mut PinnedBatch, Option<&Lane>) -> Result<(), ModelError>,
+    ) -> Result<Submitted, ModelError> {
         let run = |e: ort::Error| ModelError::Run(e.to_string());
-        if !self.pinned.contains_key(&(n, side)) {
+        let failed = |e: facecast_gpu::cuda::GpuError| ModelError::Run(e.to_string());
+        let lane = match side {
+            FaceSide::Device => self.lane.clone(),
+            FaceSide::Host => None,
+        };
+        let turn = if lane.is_some() {
+            self.turn = (self.turn + 1) % 2;
+            self.turn
+        } else {
+            0
+        };
+        if !self.pinned.contains_key(&(n, side, turn)) {
             let batch = self.pinned_batch(id, n, side).map_err(run)?;
-            self.pinned.insert((n, side), batch);
+            self.pinned.insert((n, side, turn), batch);
         }
-        let batch = self.pinned.get_mut(&(n, side)).expect("inserted above");
+        let batch = self
+            .pinned
+            .get_mut(&(n, side, turn))
+            .expect("inserted above");
+        // The batch that last ran from these buffers may still be reading them.
+        if let Some(busy) = batch.busy.take() {
+            busy.wait()
+                .map_err(|e| ModelError::Run(format!("an earlier batch failed on the GPU: {e}")))?;
+        }
         let started = Instant::now();
-        fill(batch)?;
+        fill(batch, lane.as_deref())?;
         let filled = Instant::now();
+        let options = if lane.is_some() {
+            &self.queued
+        } else {
+            &self.quiet
+        };
         let outputs = self
             .session
-            .run_binding_with_options(&batch.binding, &self.quiet)
+            .run_binding_with_options(&batch.binding, options)
             .map_err(run)?;
         let ran = Instant::now();
         let output = &outputs[self.io.output.as_str()];
         let values = used.min(n) * OUT_LEN;
-        let read = match (&batch.outputs, &self.gpu) {
-            (Some(pool), Some(gpu)) => {
+        let coming = match (batch.output_on_gpu, &self.gpu) {
+            (true, Some(gpu)) => {
                 let tensor = output
                     .view()
                     .downcast::<TensorValueType<f32>>()
@@ -612,26 +776,50 @@ impl Wav2LipModel {
                         tensor.memory_info().allocation_device()
                     )));
                 }
-                let failed = |e: facecast_gpu::cuda::GpuError| ModelError::Run(e.to_string());
+                let pool = match self.output_pools.entry(n) {
+                    std::collections::hash_map::Entry::Occupied(pool) => pool.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(room) => {
+                        room.insert(OutputPool::new(gpu.clone(), n * OUT_LEN).map_err(failed)?)
+                    }
+                };
                 let mut room = pool.take().map_err(failed)?;
-                // SAFETY: the output is ONNX Runtime's CUDA allocation on this GPU (checked
-                // above), holding at least `values` f32; its run has returned, and ONNX
-                // Runtime's CUDA provider waits for its stream before returning.
-                unsafe { gpu.download(tensor.data_ptr() as u64, values, room.room_mut()) }
-                    .map_err(failed)?;
-                BatchOutputs::Pinned(room)
+                let src = tensor.data_ptr() as u64;
+                match &lane {
+                    Some(lane) => {
+                        let start = batch.started.take().ok_or_else(|| {
+                            ModelError::Run("the batch's start on the GPU was not marked".into())
+                        })?;
+                        // SAFETY: the output is ONNX Runtime's CUDA allocation on this GPU
+                        // (checked above), holding at least `values` f32, written by the run
+                        // just queued on this lane; the room is read only after `done`.
+                        unsafe { lane.download(src, values, room.room_mut()) }.map_err(failed)?;
+                        let done = Arc::new(lane.mark().map_err(failed)?);
+                        batch.busy = Some(done.clone());
+                        ComingOutputs::Downloading { room, start, done }
+                    }
+                    None => {
+                        // SAFETY: as above; the run has returned, and ONNX Runtime's CUDA
+                        // provider waits for its stream before returning.
+                        unsafe { gpu.download(src, values, room.room_mut()) }.map_err(failed)?;
+                        ComingOutputs::Ready(Arc::new(BatchOutputs::Pinned(room)))
+                    }
+                }
             }
             _ => {
                 let (_, output) = output.try_extract_tensor::<f32>().map_err(run)?;
-                BatchOutputs::Host(output[..values.min(output.len())].to_vec())
+                let values = output[..values.min(output.len())].to_vec();
+                ComingOutputs::Ready(Arc::new(BatchOutputs::Host(values)))
             }
         };
-        self.times = RunTimes {
-            fill: filled - started,
-            model: ran - filled,
-            read: ran.elapsed(),
-        };
-        Ok(Arc::new(read))
+        Ok(Submitted {
+            outputs: coming,
+            times: RunTimes {
+                fill: filled - started,
+                model: ran - filled,
+                read: ran.elapsed(),
+                gpu: std::time::Duration::ZERO,
+            },
+        })
     }
 
     /// Builds face inputs on the CPU from now on, for `why` (kept for `face_inputs`, which the
@@ -639,7 +827,9 @@ impl Wav2LipModel {
     fn gpu_refused(&mut self, why: String) {
         self.gpu = None;
         self.gpu_failed = Some(why);
-        self.pinned.retain(|(_, side), _| *side == FaceSide::Host);
+        self.pinned
+            .retain(|(_, side, _), _| *side == FaceSide::Host);
+        self.output_pools.clear();
     }
 
     /// Gives up pinned buffers after ONNX Runtime refused them (kept for `pinned_failure`).
@@ -689,7 +879,6 @@ impl Wav2LipModel {
         let mel = Tensor::<f32>::new(&input, [n, 1, 80, 16])?;
         let mut allocators = Vec::new();
         let mut crops = None;
-        let mut outputs = None;
         let on =
             |device, id| MemoryInfo::new(device, id, AllocatorType::Device, MemoryType::Default);
         let mut output_memory = on(AllocationDevice::CPU, 0)?;
@@ -697,17 +886,10 @@ impl Wav2LipModel {
             FaceSide::Host => Tensor::<f32>::new(&input, [n, 6, 96, 96])?,
             FaceSide::Device => {
                 if let Some(gpu) = &self.gpu {
-                    let no_room = |what: &str, e: facecast_gpu::cuda::GpuError| {
-                        ort::Error::new(format!("no room for {n} {what}: {e}"))
-                    };
-                    crops = Some(
-                        gpu.crop_batch(n)
-                            .map_err(|e| no_room("crops on the GPU", e))?,
-                    );
-                    outputs = Some(
-                        OutputPool::new(gpu.clone(), n * OUT_LEN)
-                            .map_err(|e| no_room("outputs in page-locked memory", e))?,
-                    );
+                    let room = gpu.crop_batch(n).map_err(|e| {
+                        ort::Error::new(format!("no room for {n} crops on the GPU: {e}"))
+                    })?;
+                    crops = Some(room);
                     output_memory = on(AllocationDevice::CUDA, id)?;
                 }
                 let device = Allocator::new(&self.session, on(AllocationDevice::CUDA, id)?)?;
@@ -725,8 +907,10 @@ impl Wav2LipModel {
             binding,
             mel,
             face,
+            output_on_gpu: crops.is_some(),
             crops,
-            outputs,
+            busy: None,
+            started: None,
             _allocators: allocators,
         })
     }

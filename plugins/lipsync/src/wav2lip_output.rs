@@ -1,10 +1,14 @@
 //! A batch's outputs, shared by the answers of its frames: each frame reads its own part of
 //! the batch's memory, with no copy of its own. On a GPU that memory is page-locked room the
 //! outputs were downloaded into, taken from a pool and given back when the last frame lets go.
+//! A batch queued on a worker's lane ([`facecast_gpu::lane`]) has its outputs on their way
+//! ([`ComingOutputs`]) until the GPU is done with it.
 
 use crate::wav2lip_model::OUT_LEN;
 use facecast_gpu::cuda::{Gpu, GpuError, OutputBatch};
+use facecast_gpu::lane::Mark;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 /// Free rooms a pool keeps; rooms given back beyond these are freed. Each session's thread
 /// blocks on its oldest frame and draws it once answered, so a batch's room is held for
@@ -63,6 +67,34 @@ impl std::ops::Deref for ModelOutput {
 
     fn deref(&self) -> &[f32] {
         &self.batch.values()[self.index * OUT_LEN..(self.index + 1) * OUT_LEN]
+    }
+}
+
+/// A batch's outputs once its work has been queued: there already, or on their way from the
+/// GPU.
+pub enum ComingOutputs {
+    Ready(Arc<BatchOutputs>),
+    /// Being downloaded into `room` by work on a lane, all done at `done`; `start` marks the
+    /// batch's first step there.
+    Downloading {
+        room: PooledRoom,
+        start: Mark,
+        done: Arc<Mark>,
+    },
+}
+
+impl ComingOutputs {
+    /// Waits for the outputs; with them, the batch's time on the GPU when it was queued on a
+    /// lane. An error is one of the batch's work on the GPU.
+    pub fn wait(self) -> Result<(Arc<BatchOutputs>, Option<Duration>), GpuError> {
+        match self {
+            ComingOutputs::Ready(outputs) => Ok((outputs, None)),
+            ComingOutputs::Downloading { room, start, done } => {
+                done.wait()?;
+                let on_gpu = done.since(&start)?;
+                Ok((Arc::new(BatchOutputs::Pinned(room)), Some(on_gpu)))
+            }
+        }
     }
 }
 

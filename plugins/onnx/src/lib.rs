@@ -186,20 +186,43 @@ pub fn cuda_session_builder(
     threads: usize,
     cuda_graph: bool,
 ) -> ort::Result<ort::session::builder::SessionBuilder> {
+    // SAFETY: no stream is given.
+    unsafe { cuda_session_builder_on(env, device, threads, cuda_graph, None) }
+}
+
+/// [`cuda_session_builder`], with the model run on `stream` when given (the CUDA provider's
+/// user compute stream) rather than on a stream of ONNX Runtime's own: work the caller
+/// queues on that stream before or after a run is ordered with the run's own kernels.
+///
+/// # Safety
+/// `stream` must be a CUDA stream (`CUstream`) of the device's primary context that outlives
+/// every session built.
+pub unsafe fn cuda_session_builder_on(
+    env: &ort::environment::Environment,
+    device: Device,
+    threads: usize,
+    cuda_graph: bool,
+    stream: Option<*mut ()>,
+) -> ort::Result<ort::session::builder::SessionBuilder> {
     let builder = ort::session::Session::builder(env)?
         .with_intra_threads(threads.max(1))
         .map_err(|e| -> ort::Error { e.into() })?;
     match device {
         Device::Cpu => Ok(builder),
-        Device::Cuda(id) => builder
-            .with_execution_providers([ort::ep::CUDA::default()
+        Device::Cuda(id) => {
+            let mut cuda = ort::ep::CUDA::default()
                 .with_device_id(id)
                 // Tensor cores work on channels-last data: ONNX Runtime converts once, at load.
                 .with_prefer_nhwc(true)
-                .with_cuda_graph(cuda_graph)
-                .build()
-                .error_on_failure()])
-            .map_err(|e| -> ort::Error { e.into() }),
+                .with_cuda_graph(cuda_graph);
+            if let Some(stream) = stream {
+                // SAFETY: the caller vouches for the stream.
+                cuda = unsafe { cuda.with_compute_stream(stream) };
+            }
+            builder
+                .with_execution_providers([cuda.build().error_on_failure()])
+                .map_err(|e| -> ort::Error { e.into() })
+        }
     }
 }
 
