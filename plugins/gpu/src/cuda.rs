@@ -69,6 +69,17 @@ impl CropBatch {
         self.host.len() / (CROP * CROP * 3)
     }
 
+    /// The bytes of its first `n` crops; `None` for none, an error for more than it holds.
+    pub(crate) fn bytes_of(&self, n: usize) -> Result<Option<usize>, GpuError> {
+        if n > self.faces() {
+            return Err(GpuError::Driver(format!(
+                "{n} crops do not fit a batch of {}",
+                self.faces()
+            )));
+        }
+        Ok((n > 0).then_some(n * CROP * CROP * 3))
+    }
+
     /// The host side, `faces()` crops of `CROP`² RGB one after the other, to write crops into
     /// (write-combined memory: fast to write in order, slow to read).
     pub fn host_mut(&mut self) -> Result<&mut [u8], GpuError> {
@@ -96,6 +107,19 @@ impl OutputBatch {
     /// How many values it has room for.
     pub fn capacity(&self) -> usize {
         self.host.len()
+    }
+
+    /// The room for a download of `values`, forgetting what the last one wrote.
+    pub(crate) fn room_for(&mut self, values: usize) -> Result<&mut [f32], GpuError> {
+        if values > self.capacity() {
+            return Err(GpuError::Driver(format!(
+                "{values} outputs do not fit room for {}",
+                self.capacity()
+            )));
+        }
+        self.filled = 0;
+        let host = self.host.as_mut_slice().map_err(driver)?;
+        Ok(&mut host[..values])
     }
 
     /// The values the last download wrote (none before the first).
@@ -276,19 +300,11 @@ impl Gpu {
         values: usize,
         into: &mut OutputBatch,
     ) -> Result<(), GpuError> {
-        if values > into.capacity() {
-            return Err(GpuError::Driver(format!(
-                "{values} outputs do not fit room for {}",
-                into.capacity()
-            )));
-        }
-        into.filled = 0;
         self.stream.context().bind_to_thread().map_err(driver)?;
-        let host = into.host.as_mut_slice().map_err(driver)?;
+        let host = into.room_for(values)?;
         // SAFETY: `host` has room for `values`; `src` the caller vouches for. The copy is
         // synchronous: it has landed when this returns.
-        unsafe { cudarc::driver::result::memcpy_dtoh_sync(&mut host[..values], src) }
-            .map_err(driver)?;
+        unsafe { cudarc::driver::result::memcpy_dtoh_sync(host, src) }.map_err(driver)?;
         into.filled = values;
         Ok(())
     }
@@ -306,16 +322,9 @@ impl Gpu {
         n: usize,
         dst: u64,
     ) -> Result<(), GpuError> {
-        if n > batch.faces() {
-            return Err(GpuError::Driver(format!(
-                "{n} crops do not fit a batch of {}",
-                batch.faces()
-            )));
-        }
-        if n == 0 {
+        let Some(len) = batch.bytes_of(n)? else {
             return Ok(());
-        }
-        let len = n * CROP * CROP * 3;
+        };
         let s = &self.stream;
         let host = batch.host.as_slice().map_err(driver)?;
         // Page-locked: the driver copies it by DMA, with no staging copy of its own.

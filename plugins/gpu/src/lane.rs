@@ -39,6 +39,11 @@ impl Gpu {
 }
 
 impl Lane {
+    /// The GPU the lane is on.
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
     /// The stream, for ONNX Runtime's CUDA provider (`user_compute_stream`).
     pub fn raw_stream(&self) -> *mut () {
         self.stream.cu_stream() as *mut ()
@@ -57,16 +62,9 @@ impl Lane {
         n: usize,
         dst: u64,
     ) -> Result<(), GpuError> {
-        if n > batch.faces() {
-            return Err(GpuError::Driver(format!(
-                "{n} crops do not fit a batch of {}",
-                batch.faces()
-            )));
-        }
-        if n == 0 {
+        let Some(len) = batch.bytes_of(n)? else {
             return Ok(());
-        }
-        let len = n * CROP * CROP * 3;
+        };
         let s = &self.stream;
         s.context().bind_to_thread().map_err(driver)?;
         let host = batch.host.as_slice().map_err(driver)?;
@@ -101,24 +99,11 @@ impl Lane {
         values: usize,
         into: &mut OutputBatch,
     ) -> Result<(), GpuError> {
-        if values > into.capacity() {
-            return Err(GpuError::Driver(format!(
-                "{values} outputs do not fit room for {}",
-                into.capacity()
-            )));
-        }
-        into.filled = 0;
         self.stream.context().bind_to_thread().map_err(driver)?;
-        let host = into.host.as_mut_slice().map_err(driver)?;
+        let host = into.room_for(values)?;
         // SAFETY: `host` has room for `values`; `src` the caller vouches for.
-        unsafe {
-            cudarc::driver::result::memcpy_dtoh_async(
-                &mut host[..values],
-                src,
-                self.stream.cu_stream(),
-            )
-        }
-        .map_err(driver)?;
+        unsafe { cudarc::driver::result::memcpy_dtoh_async(host, src, self.stream.cu_stream()) }
+            .map_err(driver)?;
         into.filled = values;
         Ok(())
     }

@@ -288,7 +288,7 @@ pub fn shared(key: &ModelKey) -> Result<Arc<SharedModel>, ModelError> {
         // queued whole (see `wav2lip_worker`).
         let lane = match &gpu {
             Some(gpu) => match gpu.lane() {
-                Ok(lane) => Some((gpu.clone(), Arc::new(lane))),
+                Ok(lane) => Some(Arc::new(lane)),
                 Err(e) => {
                     gst::warning!(
                         CAT,
@@ -303,15 +303,9 @@ pub fn shared(key: &ModelKey) -> Result<Arc<SharedModel>, ModelError> {
         for &size in &shapes {
             let (path, io) = (&key.path, (&key.io).into());
             let model = match (&lane, &gpu) {
-                (Some((gpu, lane)), _) => Wav2LipModel::load_on(
-                    env,
-                    path,
-                    io,
-                    key.device,
-                    threads,
-                    gpu.clone(),
-                    lane.clone(),
-                )?,
+                (Some(lane), _) => {
+                    Wav2LipModel::load_on(env, path, io, key.device, threads, lane.clone())?
+                }
                 (None, Some(gpu)) => {
                     let mut model = Wav2LipModel::load(env, path, io, key.device, threads)?;
                     model.set_gpu(gpu.clone());

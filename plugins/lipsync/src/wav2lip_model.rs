@@ -118,6 +118,7 @@ pub enum ModelError {
 }
 
 pub struct Wav2LipModel {
+    /// Declared first, so dropped first: before the lane whose stream it may run on.
     session: Session,
     io: ModelIo,
     device: Device,
@@ -273,19 +274,18 @@ impl Wav2LipModel {
         unsafe { Self::load_inner(env, path, io, device, threads, cuda_graph, None) }
     }
 
-    /// [`load`](Self::load) on a GPU, run on `lane`, with face inputs built on `gpu` (the
-    /// lane's): a batch's steps are queued there whole ([`submit_batch`](Self::submit_batch)).
+    /// [`load`](Self::load) on a GPU, run on `lane`, with face inputs built on the lane's GPU:
+    /// a batch's steps are queued there whole ([`submit_batch`](Self::submit_batch)).
     pub fn load_on(
         env: &ort::environment::Environment,
         path: &Path,
         io: ModelIo,
         device: Device,
         threads: usize,
-        gpu: Arc<Gpu>,
         lane: Arc<Lane>,
     ) -> Result<Self, ModelError> {
         // SAFETY: the lane's stream is of the GPU's primary context, and the model keeps the
-        // lane (and so its stream) as long as its session.
+        // lane (and so its stream) longer than its session (`session` is dropped first).
         let mut model = unsafe {
             Self::load_inner(
                 env,
@@ -297,7 +297,7 @@ impl Wav2LipModel {
                 Some(lane.raw_stream()),
             )
         }?;
-        model.gpu = Some(gpu);
+        model.gpu = Some(lane.gpu().clone());
         model.lane = Some(lane);
         Ok(model)
     }
