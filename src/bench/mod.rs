@@ -596,6 +596,8 @@ fn engine_path_bench(
     let expression = BlendshapeWeights::default();
     let frame_time = gst::ClockTime::from_mseconds(40);
     let rounds = 12usize;
+    // Batches kept in flight by the streamed run (see there).
+    let in_flight = 2 * model_workers + 1;
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, batch.max(1));
@@ -654,11 +656,12 @@ fn engine_path_bench(
                             done.wait();
                         }
                         // The stream: this worker's share of `rounds` batches, keeping a batch
-                        // more in flight than there are batch workers, as sessions keep
-                        // preparing frames while earlier ones are inferred.
+                        // more in flight than the batch workers hold (two each: one running,
+                        // one gathered or queued behind it), as sessions keep preparing frames
+                        // while earlier ones are inferred.
                         start.wait();
                         let mut stream = || -> anyhow::Result<()> {
-                            let depth = (model_workers + 1) * share;
+                            let depth = in_flight * share;
                             let mut pending = std::collections::VecDeque::with_capacity(depth);
                             for i in 0..rounds * share {
                                 if pending.len() == depth {
@@ -725,7 +728,7 @@ fn engine_path_bench(
     );
     println!(
         "lipsync engine path, streamed ({} batches in flight, as sessions keep preparing frames while earlier ones run), batch {batch:>3}, {model_workers} batch worker{}: {streamed:.0} frames/s ({} frames); {}",
-        model_workers + 1,
+        in_flight,
         if model_workers == 1 { "" } else { "s" },
         rounds * batch,
         stream_worker.describe(),
