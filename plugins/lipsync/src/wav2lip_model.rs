@@ -12,7 +12,9 @@
 //! page-locked host memory, the face input built on the GPU from the crops (the `facecast-gpu`
 //! kernel writing into ONNX Runtime's input tensor) where the kernels load, else on the CPU
 //! into page-locked memory. The frames of a batch share its outputs where they landed
-//! ([`crate::wav2lip_output`]).
+//! ([`crate::wav2lip_output`]). A model loaded on a lane ([`Wav2LipModel::load_on`], the batch
+//! worker's own CUDA stream) queues such a batch there whole: [`Wav2LipModel::submit_batch`]
+//! returns before the GPU is done, and [`Submitted::wait`] waits for it.
 
 use crate::wav2lip_output::{BatchOutputs, ComingOutputs, OutputPool};
 use facecast_gpu::cuda::{CropBatch, Gpu};
@@ -575,8 +577,8 @@ impl Wav2LipModel {
         self.run_host(n, mel, face)
     }
 
-    /// Runs `frames` as one batch of `shape` frames and waits for it: [`submit_batch`]
-    /// (Self::submit_batch) and [`Submitted::wait`]. The outputs of the frames come back
+    /// Runs `frames` as one batch of `shape` frames and waits for it:
+    /// [`submit_batch`](Self::submit_batch) and [`Submitted::wait`]. The outputs of the frames come back
     /// together, `OUT_LEN` values a frame ([`BatchOutputs::frames`]).
     pub fn run_batch(
         &mut self,
