@@ -336,7 +336,7 @@ pub fn shared(key: &ModelKey) -> Result<Arc<SharedModel>, ModelError> {
             max_wait: key.max_wait,
             pad,
         };
-        wav2lip_worker::start(format!("wav2lip-{worker}"), sessions, warm, how)
+        wav2lip_worker::start(worker, sessions, warm, how)
             .map_err(|e| ModelError::Run(format!("cannot start the model's worker: {e}")))?;
     }
     drop(ready_tx);

@@ -198,11 +198,12 @@ fn answer_batches(handed: mpsc::Receiver<Handed>, stats: &BatchStats, last: &Las
     }
 }
 
-/// Both threads of one worker, started; `name` names them ("wav2lip-0", "wav2lip-0-answers").
+/// Both threads of worker `index`, started: "wav2lip-0" gathers, "wav2lip-ans-0" answers
+/// (thread names are cut at 15 bytes).
 /// The gatherer first hands its models to `warm_up`, on its own thread: on a GPU, ONNX
 /// Runtime makes its per-thread state (cuDNN and cuBLAS handles) on a thread's first run.
 pub(crate) fn start(
-    name: String,
+    index: usize,
     models: Vec<(usize, Wav2LipModel)>,
     warm_up: impl FnOnce(&mut [(usize, Wav2LipModel)]) + Send + 'static,
     how: Batching,
@@ -212,13 +213,15 @@ pub(crate) fn start(
     {
         let (stats, last) = (how.stats.clone(), last.clone());
         std::thread::Builder::new()
-            .name(format!("{name}-answers"))
+            .name(format!("wav2lip-ans-{index}"))
             .spawn(move || answer_batches(handed, &stats, &last))?;
     }
-    std::thread::Builder::new().name(name).spawn(move || {
-        let mut models = models;
-        warm_up(&mut models);
-        gather_batches(models, &how, &last, to_answerer)
-    })?;
+    std::thread::Builder::new()
+        .name(format!("wav2lip-{index}"))
+        .spawn(move || {
+            let mut models = models;
+            warm_up(&mut models);
+            gather_batches(models, &how, &last, to_answerer)
+        })?;
     Ok(())
 }
