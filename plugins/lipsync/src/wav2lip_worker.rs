@@ -13,11 +13,66 @@
 //! a batch is done when it is submitted, and the answerer just answers.) At most two batches
 //! are then in hand, which is what the model's two sets of buffers per shape allow.
 
-use crate::wav2lip_batcher::{BatchStats, Request, Unanswered, CAT};
 use crate::wav2lip_model::{FrameInput, ModelError, Submitted, Wav2LipModel};
+use crate::wav2lip_output::ModelOutput;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
+
+pub(crate) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "wav2lip",
+        gst::DebugColorFlags::empty(),
+        Some("facecast Wav2Lip batch worker"),
+    )
+});
+
+/// A frame waiting for the model: what the sessions queue and the worker answers.
+pub(crate) struct Request {
+    pub mel: Vec<f32>,
+    /// The face crop (96×96 RGB): the worker builds the model's input from it, on the GPU
+    /// where it can (eight times fewer bytes to move than the input itself).
+    pub crop: Vec<u8>,
+    pub submitted: Instant,
+    /// After this, the answer is of no use: the frame is left out of its batch.
+    pub expires: Option<Instant>,
+    pub reply: mpsc::SyncSender<Result<ModelOutput, Unanswered>>,
+}
+
+/// Why a frame got no output.
+pub(crate) enum Unanswered {
+    /// It expired before its batch ran, and was left out.
+    Expired,
+    /// Its batch failed (ONNX Runtime's message).
+    Failed(String),
+}
+
+impl From<Unanswered> for ModelError {
+    fn from(u: Unanswered) -> Self {
+        match u {
+            Unanswered::Expired => ModelError::Late,
+            Unanswered::Failed(message) => ModelError::Run(message),
+        }
+    }
+}
+
+/// Counters of a shared model, for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    pub batches: AtomicU64,
+    pub frames: AtomicU64,
+    /// Total time spent in inference, in microseconds.
+    pub inference_us: AtomicU64,
+    /// Frames left out because they expired before their batch ran.
+    pub expired: AtomicU64,
+    /// Writing inputs, ONNX Runtime's runs, and bringing the outputs into host memory, and on
+    /// a GPU lane the batches' time on the GPU (see
+    /// [`RunTimes`](crate::wav2lip_model::RunTimes)).
+    pub fill_us: AtomicU64,
+    pub model_us: AtomicU64,
+    pub read_us: AtomicU64,
+    pub gpu_us: AtomicU64,
+}
 
 /// A batch on its way from the gatherer to the answerer.
 pub(crate) struct Handed {
