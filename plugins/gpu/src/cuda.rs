@@ -46,7 +46,7 @@ pub struct Gpu {
     pub(crate) stream: Arc<CudaStream>,
     crop: CudaFunction,
     face: CudaFunction,
-    pub(crate) face_f32: CudaFunction,
+    face_f32: CudaFunction,
     paste: CudaFunction,
     i420: CudaFunction,
     /// The card's name, e.g. "NVIDIA H200".
@@ -132,7 +132,7 @@ impl OutputBatch {
 }
 
 /// One thread per pixel in 16×16 blocks, `depth` faces deep.
-pub(crate) fn grid(w: u32, h: u32, depth: u32) -> LaunchConfig {
+fn grid(w: u32, h: u32, depth: u32) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (w.div_ceil(16), h.div_ceil(16), depth),
         block_dim: (16, 16, 1),
@@ -344,14 +344,31 @@ impl Gpu {
         n: usize,
         dst: u64,
     ) -> Result<(), GpuError> {
-        let s = &self.stream;
-        let mut launch = s.launch_builder(&self.face_f32);
+        // SAFETY: as this function's.
+        unsafe { self.queue_face_inputs(&self.stream, crops, n, dst) }?;
+        // The model runs on ONNX Runtime's own stream: the input must be complete before.
+        self.stream.synchronize().map_err(driver)
+    }
+
+    /// Queues on `stream` the kernel writing the face inputs of `n` crops already on the GPU
+    /// to `dst`.
+    ///
+    /// # Safety
+    /// `crops` must hold `n` crops; `dst` must be device memory of this GPU with room for
+    /// `n × 6 × CROP²` f32, not in use by other work until the kernel is done.
+    pub(crate) unsafe fn queue_face_inputs(
+        &self,
+        stream: &Arc<CudaStream>,
+        crops: &CudaSlice<u8>,
+        n: usize,
+        dst: u64,
+    ) -> Result<(), GpuError> {
+        let mut launch = stream.launch_builder(&self.face_f32);
         launch.arg(crops).arg(&dst);
         // SAFETY: the kernel reads n crops from `crops` and writes n inputs to `dst`, both
         // vouched for by the caller.
         unsafe { launch.launch(grid(CROP as u32, CROP as u32, n as u32)) }.map_err(driver)?;
-        // The model runs on ONNX Runtime's own stream: the input must be complete before.
-        s.synchronize().map_err(driver)
+        Ok(())
     }
 
     /// Blends the model's `output` into box `b` of an RGBA frame through `mask`.

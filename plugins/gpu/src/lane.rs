@@ -12,9 +12,8 @@
 //! the batch's outputs, or writes that batch's page-locked inputs again, only after waiting
 //! for it.
 
-use crate::cuda::{driver, grid, CropBatch, Gpu, GpuError, OutputBatch};
-use crate::reference::CROP;
-use cudarc::driver::{sys, CudaEvent, CudaStream, DevicePtrMut, PushKernelArg};
+use crate::cuda::{driver, CropBatch, Gpu, GpuError, OutputBatch};
+use cudarc::driver::{sys, CudaEvent, CudaStream, DevicePtrMut};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,12 +77,9 @@ impl Lane {
             }
             .map_err(driver)?;
         }
-        let mut launch = s.launch_builder(&self.gpu.face_f32);
-        launch.arg(&batch.device).arg(&dst);
-        // SAFETY: the kernel reads n crops from `batch.device` and writes n inputs to `dst`,
-        // vouched for by the caller.
-        unsafe { launch.launch(grid(CROP as u32, CROP as u32, n as u32)) }.map_err(driver)?;
-        Ok(())
+        // SAFETY: `batch.device` holds n crops (uploaded just before, on this lane); `dst` the
+        // caller vouches for, read only by work queued here after.
+        unsafe { self.gpu.queue_face_inputs(s, &batch.device, n, dst) }
     }
 
     /// Queues the copy of `values` f32 from `src` on the GPU into `into`; returns without

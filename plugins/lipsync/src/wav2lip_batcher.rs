@@ -6,9 +6,9 @@
 //! session is several times slower than the next) by [`shared`], which keeps it for the life of
 //! the process. A worker owns it (`wav2lip_worker`): it takes the first waiting frame, gathers
 //! whatever else arrives within `max_wait` (up to `max_batch` frames, from any session), runs
-//! them as one batch, and answers each frame on its own channel. One live session at 25 fps mostly runs
-//! batches of one; several sessions, or an offline render that submits frames ahead, share
-//! batches, which is where a GPU gets its throughput.
+//! them as one batch, and answers each frame on its own channel. One live session at 25 fps
+//! mostly runs batches of one; several sessions, or an offline render that submits frames
+//! ahead, share batches, which is where a GPU gets its throughput.
 //!
 //! A frame may come with the instant after which its answer is of no use (a live frame past its
 //! frame budget is replaced by the previous one anyway). Such a frame that would expire before

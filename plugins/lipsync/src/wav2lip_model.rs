@@ -154,8 +154,6 @@ pub struct Wav2LipModel {
     /// `quiet`, and a run returns once its work is queued on the lane, without waiting for
     /// the GPU.
     queued: RunOptions,
-    /// Where the last batch's time went (see [`last_times`](Self::last_times)).
-    times: RunTimes,
 }
 
 /// Where one batch's time went on the thread that ran it.
@@ -344,7 +342,6 @@ impl Wav2LipModel {
             inferred: Vec::new(),
             quiet: quiet_runs().map_err(load)?,
             queued: queued_runs().map_err(load)?,
-            times: RunTimes::default(),
         };
         model.inferred = model.check(path)?;
         Ok(model)
@@ -585,8 +582,7 @@ impl Wav2LipModel {
         shape: usize,
         frames: &[FrameInput<'_>],
     ) -> Result<Arc<BatchOutputs>, ModelError> {
-        let (outputs, times) = self.submit_batch(shape, frames)?.wait()?;
-        self.times = times;
+        let (outputs, _) = self.submit_batch(shape, frames)?.wait()?;
         Ok(outputs)
     }
 
@@ -856,11 +852,6 @@ impl Wav2LipModel {
             .try_extract_tensor::<f32>()
             .map_err(run)?;
         Ok(data.to_vec())
-    }
-
-    /// Where the last batch run by [`run_batch`](Self::run_batch) spent its time.
-    pub fn last_times(&self) -> RunTimes {
-        self.times
     }
 
     /// Why pinned buffers are not used on this GPU, if they were refused.

@@ -75,7 +75,7 @@ pub struct BatchStats {
 }
 
 /// A batch on its way from the gatherer to the answerer.
-pub(crate) struct Handed {
+struct Handed {
     batch: Vec<Request>,
     submitted: Result<Submitted, ModelError>,
     /// The shape it ran at, and when its gathering and its submission began (for the log).
@@ -98,7 +98,7 @@ pub(crate) struct Batching {
 /// outputs, in µs. A frame that would expire before a batch like it ends is left out (it
 /// would be answered too late to be shown).
 #[derive(Default)]
-pub(crate) struct LastBatch(AtomicU64);
+struct LastBatch(AtomicU64);
 
 /// The gatherer: `models` are (batch shape, session), smallest first; with `pad` (a GPU) a
 /// batch is padded up to the smallest shape that holds it, else the one session runs any size.
