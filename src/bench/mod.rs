@@ -616,6 +616,8 @@ fn engine_path_bench(
         |s| -> anyhow::Result<(Vec<f64>, f64, WorkerTimes, f64, WorkerTimes)> {
             let handles: Vec<_> = (0..workers)
                 .map(|w| {
+                    // The shared model's counters, read when the stream's time ends.
+                    let counted = &model;
                     let (model, start, done) = (model.clone(), &start, &done);
                     let (answered, stream_end) = (&answered, &stream_end);
                     let (audio, phonemes, frame, info, expression) =
@@ -679,7 +681,8 @@ fn engine_path_bench(
                                 if pending.len() == depth {
                                     finish(pending.pop_front().expect("full"))?;
                                     if answered.fetch_add(1, Relaxed) + 1 == stream_frames {
-                                        let _ = stream_end.set(Instant::now());
+                                        let at = (Instant::now(), WorkerTimes::of(counted));
+                                        let _ = stream_end.set(at);
                                     }
                                 }
                                 if answered.load(Relaxed) >= stream_frames {
@@ -716,10 +719,15 @@ fn engine_path_bench(
             start.wait();
             let t = Instant::now();
             done.wait();
-            // Unset only if every thread failed (their errors are returned below).
-            let end = stream_end.get().copied().unwrap_or_else(Instant::now);
+            // The time and the worker's counters when the timed frames were all answered (the
+            // batches answered untimed after are left out); unset only if every thread failed
+            // (their errors are returned below).
+            let (end, counters) = stream_end
+                .get()
+                .copied()
+                .unwrap_or_else(|| (Instant::now(), WorkerTimes::of(&model)));
             let streamed = stream_frames as f64 / (end - t).as_secs_f64();
-            let stream_worker = WorkerTimes::of(&model).since(streaming);
+            let stream_worker = counters.since(streaming);
             // The slowest worker's submitting time, per measured round.
             let mut slowest = vec![Duration::ZERO; rounds + 2];
             for h in handles {
