@@ -10,37 +10,56 @@ use crate::CROP_SIZE;
 use facecast_common::Rect;
 
 /// Resizes the `rect` region of an RGBA frame (`stride` bytes per row) to `CROP_SIZE`² RGB.
+///
+/// Every pixel is sampled as on its own (`facecast-gpu`'s `crop_face` kernel does exactly that,
+/// and its reference is checked against this function to the bit), but where each column and
+/// row samples is worked out once per box, and rounding needs no libm call: this runs for every
+/// frame of a video that is not a registered avatar.
 pub fn crop_face(rgba: &[u8], stride: usize, rect: Rect) -> Vec<u8> {
     let n = CROP_SIZE;
     let mut out = vec![0u8; n * n * 3];
     if rect.w == 0 || rect.h == 0 {
         return out;
     }
-    let fx = rect.w as f32 / n as f32;
-    let fy = rect.h as f32 / n as f32;
-    let max_x = (rect.w - 1) as f32;
-    let max_y = (rect.h - 1) as f32;
-    for y in 0..n {
-        let sy = ((y as f32 + 0.5) * fy - 0.5).clamp(0.0, max_y);
-        let y0 = sy.floor() as usize;
-        let y1 = (y0 + 1).min(rect.h as usize - 1);
-        let wy = sy - y0 as f32;
-        for x in 0..n {
-            let sx = ((x as f32 + 0.5) * fx - 0.5).clamp(0.0, max_x);
-            let x0 = sx.floor() as usize;
-            let x1 = (x0 + 1).min(rect.w as usize - 1);
-            let wx = sx - x0 as f32;
-            let at =
-                |xx: usize, yy: usize| (rect.y as usize + yy) * stride + (rect.x as usize + xx) * 4;
-            let (a, b, c, d) = (at(x0, y0), at(x1, y0), at(x0, y1), at(x1, y1));
-            for ch in 0..3 {
-                let top = rgba[a + ch] as f32 * (1.0 - wx) + rgba[b + ch] as f32 * wx;
-                let bottom = rgba[c + ch] as f32 * (1.0 - wx) + rgba[d + ch] as f32 * wx;
-                out[(y * n + x) * 3 + ch] = (top * (1.0 - wy) + bottom * wy).round() as u8;
+    // For each of the n samples across `len` pixels: the two neighbours and the second's weight.
+    let taps = |len: u32| -> Vec<(usize, usize, f32)> {
+        let f = len as f32 / n as f32;
+        let max = (len - 1) as f32;
+        (0..n)
+            .map(|i| {
+                let s = ((i as f32 + 0.5) * f - 0.5).clamp(0.0, max);
+                // Clamped to ≥ 0, where truncation is floor.
+                let i0 = s as usize;
+                (i0, (i0 + 1).min(len as usize - 1), s - i0 as f32)
+            })
+            .collect()
+    };
+    let (columns, rows) = (taps(rect.w), taps(rect.h));
+    let left = rect.x as usize * 4;
+    let pixel =
+        |row: &[u8], x: usize| -> [u8; 4] { row[x * 4..x * 4 + 4].try_into().expect("four bytes") };
+    for (&(y0, y1, wy), out_row) in rows.iter().zip(out.chunks_exact_mut(n * 3)) {
+        let row = |y: usize| &rgba[(rect.y as usize + y) * stride + left..];
+        let (above, below) = (row(y0), row(y1));
+        for (&(x0, x1, wx), px) in columns.iter().zip(out_row.chunks_exact_mut(3)) {
+            let (a, b) = (pixel(above, x0), pixel(above, x1));
+            let (c, d) = (pixel(below, x0), pixel(below, x1));
+            for (ch, v) in px.iter_mut().enumerate() {
+                let top = a[ch] as f32 * (1.0 - wx) + b[ch] as f32 * wx;
+                let bottom = c[ch] as f32 * (1.0 - wx) + d[ch] as f32 * wx;
+                *v = round_half_up(top * (1.0 - wy) + bottom * wy);
             }
         }
     }
     out
+}
+
+/// `v.round() as u8` for `v` in 0..=255, without libm: the fraction left by truncation is exact,
+/// so halves round up as `round` rounds them (adding ½ first would round some values just
+/// under a half up).
+fn round_half_up(v: f32) -> u8 {
+    let whole = v as u8;
+    whole + u8::from(v - whole as f32 >= 0.5)
 }
 
 /// Landmarks guessed from a box alone (a manual `--face-box`), in the proportions of a frontal
@@ -103,6 +122,15 @@ pub fn mouth_mask(rect: Rect, landmarks: &[[f32; 2]; 5]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounding_matches_round() {
+        for v in [
+            0.0f32, 0.49999997, 0.5, 1.5, 2.4999998, 254.5, 254.99998, 255.0,
+        ] {
+            assert_eq!(round_half_up(v), v.round() as u8, "{v}");
+        }
+    }
 
     #[test]
     fn crop_of_a_uniform_region_is_uniform() {

@@ -9,6 +9,7 @@
 //! [`LipSyncEngine::max_in_flight`] frames before collecting the first, so a model can run them
 //! as one batch.
 
+mod frame_pool;
 pub mod viseme;
 pub mod wav2lip;
 

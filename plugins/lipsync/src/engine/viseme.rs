@@ -1,6 +1,7 @@
 //! The viseme engine: mouth blendshapes from phoneme events (exact timing) or, without them,
 //! from the audio itself; drawn by redrawing the parametric avatar with that mouth.
 
+use super::frame_pool::FramePool;
 use super::{EngineError, FrameJob, FrameOutput, LipSyncEngine, Rendered};
 use crate::audio_features::AudioMouthEstimator;
 use crate::mouth::{coarticulated_target, MouthDynamics, LOOKAHEAD};
@@ -19,6 +20,8 @@ pub struct VisemeEngine {
     estimator: Option<AudioMouthEstimator>,
     renderer: Option<Renderer>,
     samples: Vec<f32>,
+    /// The memory of the output frames (the renderer paints every byte of them).
+    frames: FramePool,
 }
 
 impl Default for VisemeEngine {
@@ -35,6 +38,7 @@ impl VisemeEngine {
             estimator: None,
             renderer: None,
             samples: Vec::new(),
+            frames: FramePool::default(),
         }
     }
 
@@ -121,7 +125,7 @@ impl VisemeEngine {
             }
         };
         let size = job.video_info.size();
-        let mut buffer = gst::Buffer::with_size(size).map_err(|_| EngineError::Alloc(size))?;
+        let mut buffer = self.frames.acquire(size)?;
         {
             let buffer = buffer.get_mut().unwrap();
             let stride = job.video_info.stride()[0] as usize;

@@ -11,6 +11,7 @@
 //! (`facecast/avatar-frame`), its crop and mask come from the avatar cache; any other video
 //! with a face meta works too, cropped on the fly with a mask placed from the box.
 
+use super::frame_pool::FramePool;
 use super::{EngineError, FrameJob, FrameOutput, LipSyncEngine, PendingFrame, Rendered};
 use crate::mel_window::MelWindows;
 use crate::wav2lip_batcher::{PendingInference, SharedModel, Waited};
@@ -47,6 +48,11 @@ pub struct Wav2LipEngine {
     silent: std::collections::HashMap<SilentKey, Arc<Vec<f32>>>,
     /// Silent outputs computed by pending frames, moved into `silent` on the next frame.
     silent_inbox: Arc<Mutex<SilentInbox>>,
+    /// The mask last placed from a box alone (a video that is not a registered avatar): its box
+    /// rarely moves between frames, and placing a mask costs more than a copy.
+    box_mask: Option<(Rect, Arc<[u8]>)>,
+    /// The memory of the output frames.
+    frames: FramePool,
     /// Whether a frame without a face meta has been reported.
     pub warned_no_face: bool,
     /// Set when a frame had no face meta (the element warns once).
@@ -62,6 +68,8 @@ impl Wav2LipEngine {
             avatar: None,
             silent: Default::default(),
             silent_inbox: Default::default(),
+            box_mask: None,
+            frames: FramePool::default(),
             warned_no_face: false,
             no_face_frames: 0,
         }
@@ -73,7 +81,7 @@ impl Wav2LipEngine {
         info: &FaceInfo,
         frame: &[u8],
         stride: usize,
-    ) -> (Vec<u8>, Vec<u8>) {
+    ) -> (Vec<u8>, Arc<[u8]>) {
         if let Some(source) = &info.source {
             if self
                 .avatar
@@ -86,16 +94,21 @@ impl Wav2LipEngine {
             if let Some(avatar) = &self.avatar {
                 if let Some(face) = avatar.faces.get(source.index as usize) {
                     if face.face == info.face {
-                        return (face.crop.clone(), face.mask.clone());
+                        return (face.crop.clone(), face.mask.as_slice().into());
                     }
                 }
             }
         }
         let rect = info.face;
-        (
-            crop_face(frame, stride, rect),
-            mouth_mask(rect, &default_landmarks(rect)),
-        )
+        let mask = match &self.box_mask {
+            Some((placed, mask)) if *placed == rect => mask.clone(),
+            _ => {
+                let mask: Arc<[u8]> = mouth_mask(rect, &default_landmarks(rect)).into();
+                self.box_mask = Some((rect, mask.clone()));
+                mask
+            }
+        };
+        (crop_face(frame, stride, rect), mask)
     }
 }
 
@@ -260,7 +273,7 @@ impl LipSyncEngine for Wav2LipEngine {
             .all(|&v| v <= SILENT_MEL)
             .then(|| (info.source.as_ref().map_or(u32::MAX, |s| s.index), rect));
         let known = silent_key.and_then(|k| self.silent.get(&k).cloned());
-        let mut buffer = job.video.copy_deep().map_err(|_| EngineError::Map)?;
+        let mut buffer = self.frames.copy(job.video)?;
         if let Some(output) = known {
             {
                 let b = buffer.make_mut();
