@@ -2,47 +2,84 @@
 //!
 //! Every output frame is a new buffer of the whole frame (1 MB at 512×512 RGBA). Allocated
 //! fresh each time, the allocator hands most of them out as new pages, and faulting those in
-//! cost the CPU about as much again as copying the frame. A buffer pool keeps the frames that
-//! downstream (the queue, the encoder) has let go of and hands them out again. It never blocks:
-//! when every frame it made is still downstream, it makes another, so it keeps as many frames
-//! as a session has held at once.
+//! cost the CPU about as much again as copying the frame. Here a frame's memory comes back when
+//! downstream (the queue, the encoder) lets go of the buffer, and the next frame takes it. It
+//! never waits: when every frame is still downstream, another is made. A few are kept, enough
+//! for a live session's frames in flight; beyond those, memory handed back is freed, so a burst
+//! (a session with a whole batch in flight) does not stay allocated.
 
 use super::EngineError;
-use gst::prelude::*;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Free frames kept per engine: a live session holds about its latency's worth downstream
+/// (a 200 ms lip-sync delay is 5 frames at 25 fps, then the encoder's queue).
+const FRAMES_KEPT: usize = 12;
+
+type FreeFrames = Arc<Mutex<Vec<Vec<u8>>>>;
 
 #[derive(Default)]
 pub struct FramePool {
-    /// The pool and the frame size it hands out; made again when the size changes.
-    pool: Option<(usize, gst::BufferPool)>,
+    free: FreeFrames,
+}
+
+/// A frame's memory, given back to its pool when GStreamer frees the buffer holding it.
+struct PooledFrame {
+    bytes: Vec<u8>,
+    free: FreeFrames,
+}
+
+impl AsRef<[u8]> for PooledFrame {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl AsMut<[u8]> for PooledFrame {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes
+    }
+}
+
+impl Drop for PooledFrame {
+    fn drop(&mut self) {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        if free.len() < FRAMES_KEPT {
+            free.push(std::mem::take(&mut self.bytes));
+        }
+    }
 }
 
 impl FramePool {
     /// An output frame of `size` bytes, its contents undefined.
     pub fn acquire(&mut self, size: usize) -> Result<gst::Buffer, EngineError> {
-        let pool = match &self.pool {
-            Some((made_for, pool)) if *made_for == size => pool,
-            _ => {
-                self.release();
-                let pool = gst::BufferPool::new();
-                let mut config = pool.config();
-                let bytes = u32::try_from(size).map_err(|_| EngineError::Alloc(size))?;
-                // No caps needed: the frames are plain memory. No maximum: never wait.
-                config.set_params(None, bytes, 0, 0);
-                pool.set_config(config)
-                    .and_then(|_| pool.set_active(true))
+        let kept = {
+            let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+            // Frames of another size (the caps changed) are of no more use.
+            free.retain(|f| f.len() == size);
+            free.pop()
+        };
+        let bytes = match kept {
+            Some(bytes) => bytes,
+            None => {
+                let mut bytes = Vec::new();
+                bytes
+                    .try_reserve_exact(size)
                     .map_err(|_| EngineError::Alloc(size))?;
-                &self.pool.insert((size, pool)).1
+                bytes.resize(size, 0);
+                bytes
             }
         };
-        pool.acquire_buffer(None)
-            .map_err(|_| EngineError::Alloc(size))
+        Ok(gst::Buffer::from_mut_slice(PooledFrame {
+            bytes,
+            free: self.free.clone(),
+        }))
     }
 
     /// A copy of `source`: its bytes, metas (the face meta among them), timestamps and flags.
     pub fn copy(&mut self, source: &gst::BufferRef) -> Result<gst::Buffer, EngineError> {
         let mut buffer = self.acquire(source.size())?;
         {
-            let out = buffer.get_mut().expect("a pooled buffer is ours alone");
+            let out = buffer.get_mut().expect("a new buffer is ours alone");
             source
                 .copy_into(
                     out,
@@ -57,19 +94,6 @@ impl FramePool {
             to.copy_from_slice(&from);
         }
         Ok(buffer)
-    }
-
-    fn release(&mut self) {
-        if let Some((_, pool)) = self.pool.take() {
-            // Frames still downstream are freed when they come back to an inactive pool.
-            let _ = pool.set_active(false);
-        }
-    }
-}
-
-impl Drop for FramePool {
-    fn drop(&mut self) {
-        self.release();
     }
 }
 
@@ -121,5 +145,20 @@ mod tests {
         let held = pool.copy(&source).unwrap();
         assert_ne!(held.map_readable().unwrap().as_ptr(), memory);
         drop((again, held));
+    }
+
+    #[test]
+    fn a_burst_of_frames_is_freed_beyond_the_few_kept() {
+        gst::init().unwrap();
+        let mut pool = FramePool::default();
+        let burst: Vec<_> = (0..FRAMES_KEPT + 5)
+            .map(|_| pool.acquire(1024).unwrap())
+            .collect();
+        drop(burst);
+        assert_eq!(pool.free.lock().unwrap().len(), FRAMES_KEPT);
+        // Another size: the kept frames of the old one go.
+        let other = pool.acquire(2048).unwrap();
+        assert_eq!(other.size(), 2048);
+        assert!(pool.free.lock().unwrap().is_empty());
     }
 }
