@@ -139,7 +139,7 @@ mod tests {
                 .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
                 .count(),
             1,
-            "the returned frame's face meta went with it"
+            "a reused frame carries only its own copy's face meta"
         );
         // Held frames do not block the pool: it makes more.
         let held = pool.copy(&source).unwrap();
