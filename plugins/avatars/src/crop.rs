@@ -21,20 +21,10 @@ pub fn crop_face(rgba: &[u8], stride: usize, rect: Rect) -> Vec<u8> {
     if rect.w == 0 || rect.h == 0 {
         return out;
     }
-    // For each of the n samples across `len` pixels: the two neighbours and the second's weight.
-    let taps = |len: u32| -> Vec<(usize, usize, f32)> {
-        let f = len as f32 / n as f32;
-        let max = (len - 1) as f32;
-        (0..n)
-            .map(|i| {
-                let s = ((i as f32 + 0.5) * f - 0.5).clamp(0.0, max);
-                // Clamped to ≥ 0, where truncation is floor.
-                let i0 = s as usize;
-                (i0, (i0 + 1).min(len as usize - 1), s - i0 as f32)
-            })
-            .collect()
-    };
-    let (columns, rows) = (taps(rect.w), taps(rect.h));
+    let (columns, rows) = (
+        bilinear_taps(n, rect.w as usize),
+        bilinear_taps(n, rect.h as usize),
+    );
     let left = rect.x as usize * 4;
     let pixel =
         |row: &[u8], x: usize| -> [u8; 4] { row[x * 4..x * 4 + 4].try_into().expect("four bytes") };
@@ -52,6 +42,23 @@ pub fn crop_face(rgba: &[u8], stride: usize, rect: Rect) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Where each of `samples` evenly spaced samples across `source` pixels reads (pixel centres
+/// aligned, as OpenCV's `INTER_LINEAR`): its two neighbours and the second's weight. The crop
+/// (box → 96) and the paste (96 → box) both resize through these, with the GPU kernels' exact
+/// arithmetic.
+pub fn bilinear_taps(samples: usize, source: usize) -> Vec<(usize, usize, f32)> {
+    let f = source as f32 / samples.max(1) as f32;
+    let last = source.saturating_sub(1);
+    (0..samples)
+        .map(|i| {
+            let s = ((i as f32 + 0.5) * f - 0.5).clamp(0.0, last as f32);
+            // Clamped to ≥ 0, where truncation is floor (and needs no libm call).
+            let i0 = s as usize;
+            (i0, (i0 + 1).min(last), s - i0 as f32)
+        })
+        .collect()
 }
 
 /// `v.round() as u8` for `v` in 0..=255, without libm: the fraction left by truncation is exact,

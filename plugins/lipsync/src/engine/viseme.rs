@@ -20,7 +20,7 @@ pub struct VisemeEngine {
     estimator: Option<AudioMouthEstimator>,
     renderer: Option<Renderer>,
     samples: Vec<f32>,
-    /// The memory of the output frames (the renderer paints every byte of them).
+    /// The memory of the output frames (the renderer paints every pixel of them).
     frames: FramePool,
 }
 

@@ -17,7 +17,7 @@ use crate::mel_window::MelWindows;
 use crate::wav2lip_batcher::{PendingInference, SharedModel, Waited};
 use crate::wav2lip_model::ModelError;
 use facecast_avatars::cache::CachedAvatar;
-use facecast_avatars::crop::{crop_face, default_landmarks, mouth_mask};
+use facecast_avatars::crop::{bilinear_taps, crop_face, default_landmarks, mouth_mask};
 use facecast_avatars::store::AvatarStore;
 use facecast_avatars::CROP_SIZE;
 use facecast_common::{FaceInfo, Rect};
@@ -118,22 +118,13 @@ impl Wav2LipEngine {
 pub fn paste(frame: &mut [u8], stride: usize, rect: Rect, output: &[f32], mask: &[u8]) {
     let n = CROP_SIZE;
     let plane_len = n * n;
-    // Where each column and row of the box samples the 96×96 grid: the two neighbours and the
-    // weight of the second. Worked out once per box rather than per pixel and channel, with
-    // the same arithmetic, so the result is the same to the bit (the GPU kernel's reference
-    // is checked against this function).
-    let taps = |len: u32| -> Vec<(usize, usize, f32)> {
-        let f = n as f32 / len.max(1) as f32;
-        (0..len as usize)
-            .map(|i| {
-                let c = ((i as f32 + 0.5) * f - 0.5).clamp(0.0, (n - 1) as f32);
-                // Clamped to ≥ 0, where truncation is floor (and needs no libm call).
-                let i0 = c as usize;
-                (i0, (i0 + 1).min(n - 1), c - i0 as f32)
-            })
-            .collect()
-    };
-    let (columns, rows) = (taps(rect.w), taps(rect.h));
+    // Where each column and row of the box samples the 96×96 grid, worked out once per box
+    // rather than per pixel and channel, with the same arithmetic, so the result is the same to
+    // the bit (the GPU kernel's reference is checked against this function).
+    let (columns, rows) = (
+        bilinear_taps(rect.w as usize, n),
+        bilinear_taps(rect.h as usize, n),
+    );
     // Mask rows that are zero throughout: a box row that samples only those is left as it is.
     let blank: Vec<bool> = mask.chunks(n).map(|r| r.iter().all(|&m| m == 0)).collect();
     // Bilinear sampling is separable: each grid row is first resized across to the box's
