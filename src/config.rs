@@ -320,6 +320,10 @@ pub struct LipSyncConfig {
     /// Batch workers per device, each with its own copy of the model's sessions (1 or 2). With
     /// two on a GPU, one's host work and transfers overlap the other's run.
     pub workers: u32,
+    /// On a GPU, MB of registered avatars' frames each batch worker keeps there, so that
+    /// output frames are made on the GPU (the model's output blended in where it is, one
+    /// download a frame) instead of on each session's thread; 0: on the CPU.
+    pub gpu_frames_mb: u32,
     /// The ONNX Runtime library (`libonnxruntime.so`); else `ORT_DYLIB_PATH`, else the copy
     /// `scripts/fetch-runtime.sh` installs in `.cache/onnxruntime`.
     pub onnxruntime: Option<PathBuf>,
@@ -345,6 +349,7 @@ impl Default for LipSyncConfig {
             gpu_memory_reserve_mb: 1024,
             threads: 0,
             workers: 1,
+            gpu_frames_mb: gstfacecastlipsync::wav2lip_batcher::DEFAULT_GPU_FRAMES_MB as u32,
             onnxruntime: None,
             mel_input: None,
             face_input: None,

@@ -50,6 +50,7 @@ pub struct Metrics {
     wav2lip_frames_expired: IntCounter,
     wav2lip_batches: IntCounter,
     wav2lip_inference_seconds: Counter,
+    wav2lip_frames_composed: IntCounter,
 }
 
 impl Metrics {
@@ -168,6 +169,10 @@ impl Metrics {
             "Frames left out of a lip-sync batch: they would have been ready after their deadline",
         );
         let wav2lip_batches = counter("wav2lip_batches_total", "Lip-sync model runs (batches)");
+        let wav2lip_frames_composed = counter(
+            "wav2lip_frames_composed_on_gpu_total",
+            "Output frames made on the GPU (the avatar frame there, the model's output blended in, one download)",
+        );
         let wav2lip_inference_seconds = Counter::new(
             "wav2lip_inference_seconds_total",
             "Time spent running the lip-sync model",
@@ -180,6 +185,7 @@ impl Metrics {
             Box::new(wav2lip_frames_expired.clone()),
             Box::new(wav2lip_batches.clone()),
             Box::new(wav2lip_inference_seconds.clone()),
+            Box::new(wav2lip_frames_composed.clone()),
             Box::new(sessions_active.clone()),
             Box::new(viewers.clone()),
             Box::new(frames_produced.clone()),
@@ -227,6 +233,7 @@ impl Metrics {
             wav2lip_frames_expired,
             wav2lip_batches,
             wav2lip_inference_seconds,
+            wav2lip_frames_composed,
         }
     }
 
@@ -236,13 +243,15 @@ impl Metrics {
         let store = AvatarStore::global();
         catch_up(&self.avatar_cache_hits, store.hits());
         catch_up(&self.avatar_cache_misses, store.misses());
-        let (mut frames, mut expired, mut batches, mut us) = (0, 0, 0, 0);
+        let (mut frames, mut expired, mut batches, mut us, mut composed) = (0, 0, 0, 0, 0);
         for model in wav2lip_batcher::loaded() {
             frames += model.stats.frames.load(Ordering::Relaxed);
             expired += model.stats.expired.load(Ordering::Relaxed);
             batches += model.stats.batches.load(Ordering::Relaxed);
             us += model.stats.inference_us.load(Ordering::Relaxed);
+            composed += model.stats.composed.load(Ordering::Relaxed);
         }
+        catch_up(&self.wav2lip_frames_composed, composed);
         catch_up(&self.wav2lip_frames, frames);
         catch_up(&self.wav2lip_frames_expired, expired);
         catch_up(&self.wav2lip_batches, batches);

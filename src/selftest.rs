@@ -69,6 +69,7 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<()> {
     let pitch = w * 4;
     let mut frame = vec![0u8; avatar.frame_size()];
     let (mut crop_diff, mut tensor_diff, mut paste_diff, mut i420_diff) = (0u8, 0f32, 0u8, 0u8);
+    let mut compose_diff = 0u8;
     let mut input_diff = 0f32;
     let checked = args.frames.clamp(1, avatar.frame_count());
     let mut first_box = None;
@@ -102,6 +103,11 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<()> {
         let mut pasted = frame.clone();
         gpu.paste(&mut pasted, pitch, b, output, &face.mask)?;
         paste_diff = paste_diff.max(reference::max_level_difference(&pasted, &want_frame));
+        // The live frame: the same output in fp32, as the model leaves it on the GPU.
+        let wide: Vec<f32> = output.iter().map(|v| v.to_f32()).collect();
+        let want_composed = reference::compose(&frame, pitch, b, &wide, &face.mask);
+        let composed = gpu.compose(&frame, pitch, b, &wide, &face.mask)?;
+        compose_diff = compose_diff.max(reference::max_level_difference(&composed, &want_composed));
         let want_i420 = reference::rgba_to_i420(&pasted, pitch, w, h);
         let i420 = gpu.rgba_to_i420(&pasted, pitch, w, h)?;
         i420_diff = i420_diff.max(reference::max_level_difference(&i420, &want_i420));
@@ -111,6 +117,7 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<()> {
         ("face_tensor (fp16)", tensor_diff),
         ("face_input (fp32)", input_diff),
         ("paste", paste_diff as f32),
+        ("compose", compose_diff as f32),
         ("rgba_to_i420", i420_diff as f32),
     ] {
         let ok = diff <= TOLERANCE;
@@ -182,7 +189,7 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<()> {
             "session end to end: SKIPPED, no lip-sync model configured (lipsync.model or FACECAST_WAV2LIP_MODEL)"
         );
     } else {
-        match session_end_to_end(config, &args.avatar) {
+        match session_end_to_end(config, &args.avatar, &avatar) {
             Ok(line) => println!("session end to end: {line}"),
             Err(e) => {
                 println!("session end to end: {e:#} FAILED");
@@ -204,12 +211,25 @@ const SESSION_FRAME_BUDGET_MS: u32 = 100;
 
 /// One photo-avatar session, live on `config`'s GPU, saying a sentence: its frames in 4 s, the
 /// frames repeated (late or failed), and the frames the model ran.
-fn session_end_to_end(config: Config, avatar: &str) -> anyhow::Result<String> {
+fn session_end_to_end(
+    config: Config,
+    avatar: &str,
+    cached: &facecast_avatars::cache::CachedAvatar,
+) -> anyhow::Result<String> {
     use crate::session::{CreateSession, Registry};
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
     crate::serve::prepare_lipsync(&config)?;
+    let composing = composed_frames_check(cached)?;
+    println!("frames composed on the GPU through the model: {composing}");
+    let composed = || -> u64 {
+        gstfacecastlipsync::wav2lip_batcher::loaded()
+            .iter()
+            .map(|m| m.stats.composed.load(Ordering::Relaxed))
+            .sum()
+    };
+    let composed_before = composed();
     let config = Arc::new(config);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
@@ -244,18 +264,92 @@ fn session_end_to_end(config: Config, avatar: &str) -> anyhow::Result<String> {
         tokio::time::sleep(Duration::from_secs(4)).await;
         let wall = started.elapsed().as_secs_f64();
         let (after, ran) = (count(), inferred() - inferred_before);
+        let made_on_gpu = composed() - composed_before;
         registry.end(&session.id, "selftest");
         let (frames, repeated) = (after.0 - before.0, after.1 - before.1);
         let fps = frames as f64 / wall;
         let line = format!(
-            "{frames} frames in {wall:.1} s ({fps:.1} fps of {}), {repeated} repeated (frame budget {} ms), {ran} frames through the model",
+            "{frames} frames in {wall:.1} s ({fps:.1} fps of {}), {repeated} repeated (frame budget {} ms), {ran} frames through the model, {made_on_gpu} of them composed on the GPU",
             config.video.fps,
             config.lipsync.frame_budget_ms
         );
+        let on_gpu = config.lipsync.gpu_frames_mb == 0 || made_on_gpu > 0;
         anyhow::ensure!(
-            fps >= config.video.fps as f64 * 0.95 && repeated == 0 && ran > 0,
+            fps >= config.video.fps as f64 * 0.95 && repeated == 0 && ran > 0 && on_gpu,
             "{line}"
         );
         Ok(line)
     })
+}
+
+/// Frames of `avatar` through the loaded model with their output frames composed on the GPU,
+/// each against the same output blended into the frame on the CPU (the engine's paste): the
+/// live wiring (each frame's own output, box and mask) as well as the kernel. Distinct mel
+/// windows give each frame of a batch its own output.
+fn composed_frames_check(avatar: &facecast_avatars::cache::CachedAvatar) -> anyhow::Result<String> {
+    use facecast_gpu::frames::FrameKey;
+    use gstfacecastlipsync::engine::wav2lip::paste;
+    use gstfacecastlipsync::wav2lip_batcher::{loaded, Waited};
+    use gstfacecastlipsync::wav2lip_frames::ComposeJob;
+    let model = loaded()
+        .into_iter()
+        .next()
+        .context("no lip-sync model is loaded")?;
+    if !model.frames_on_gpu {
+        return Ok("SKIPPED: output frames are made on the CPU (lipsync.gpu_frames_mb = 0)".into());
+    }
+    let (w, h) = (avatar.info.width as usize, avatar.info.height as usize);
+    let pitch = w * 4;
+    let frames = 12usize;
+    let mut pending = Vec::new();
+    for i in 0..frames {
+        let index = i % avatar.frame_count();
+        let mut pixels = vec![0u8; avatar.frame_size()];
+        avatar.read_frame(index, &mut pixels)?;
+        let face = &avatar.faces[index];
+        let r = face.face;
+        let mut rng = fastrand::Rng::with_seed(i as u64);
+        let mel: Vec<f32> = (0..80 * 16).map(|_| rng.f32() * 8.0 - 4.0).collect();
+        let job = ComposeJob {
+            key: FrameKey {
+                avatar: avatar.info.name.as_str().into(),
+                registered: avatar.info.created_unix,
+                index: index as u32,
+                face: FaceBox {
+                    x: r.x,
+                    y: r.y,
+                    w: r.w,
+                    h: r.h,
+                },
+            },
+            frame: gst::Buffer::from_slice(pixels.clone()),
+            pitch,
+            height: h,
+            mask: face.mask.as_slice().into(),
+        };
+        let submitted = model.submit(mel, face.crop.clone(), None, Some(job))?;
+        pending.push((submitted, pixels, r, face.mask.clone()));
+    }
+    let (mut composed, mut worst) = (0usize, 0u8);
+    for (submitted, pixels, r, mask) in pending {
+        let answer = match submitted.wait(None) {
+            Waited::Answer(answer) => answer?,
+            Waited::Late(_) => anyhow::bail!("a frame without a deadline came late"),
+        };
+        let Some(frame) = answer.frame else {
+            continue;
+        };
+        composed += 1;
+        let mut want = pixels;
+        paste(&mut want, pitch, r, &answer.output, &mask);
+        worst = worst.max(reference::max_level_difference(frame.as_ref(), &want));
+    }
+    let line = format!(
+        "{composed} of {frames} frames, max difference from the CPU's paste of the same outputs {worst} levels"
+    );
+    anyhow::ensure!(
+        composed == frames && f32::from(worst) <= TOLERANCE,
+        "{line} FAILED"
+    );
+    Ok(line)
 }

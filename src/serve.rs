@@ -63,6 +63,7 @@ pub(crate) fn prepare_lipsync(config: &Config) -> anyhow::Result<()> {
         let mut key = ModelKey::new(&model, device, l.batch_size, l.batch_wait_ms, l.threads);
         key.io = config.wav2lip_io();
         key.workers = l.workers as usize;
+        key.gpu_frames_mb = l.gpu_frames_mb as usize;
         let shared = wav2lip_batcher::shared(&key).with_context(|| {
             format!(
                 "cannot load the lip-sync model {} on {device}",

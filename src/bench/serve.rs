@@ -148,6 +148,7 @@ pub(super) fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
             // sessions takes seconds, and frames counted before the clock would pass for more
             // than 25 fps.
             let before: Vec<_> = sessions.iter().map(|s| count(&s.id)).collect();
+            let model_frames0 = model_frames();
             let t0 = Instant::now();
             tokio::time::sleep(Duration::from_secs(args.step_secs)).await;
             let wall = t0.elapsed().as_secs_f64();
@@ -157,6 +158,7 @@ pub(super) fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
             let gpu = gpu.stop();
             let mut delays = delays.take();
             let after: Vec<_> = sessions.iter().map(|s| count(&s.id)).collect();
+            let model_frames = model_frames();
             let expected = wall * args.fps as f64;
             let (mut worst_fps, mut dropped, mut repeated) = (f64::MAX, 0, 0);
             let mut rates = Vec::new();
@@ -210,6 +212,13 @@ pub(super) fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
             if !top.is_empty() {
                 println!("    cores by thread: {}", top.join(", "));
             }
+            if matches!(config.lipsync.device, facecast_onnx::Device::Cuda(_)) {
+                println!(
+                    "    output frames made on the GPU: {} of the {} through the model",
+                    model_frames.1 - model_frames0.1,
+                    model_frames.0 - model_frames0.0
+                );
+            }
             for s in &sessions {
                 registry.end(&s.id, "bench");
             }
@@ -228,6 +237,20 @@ fn ms_or_dash(v: &mut [f64], p: f64) -> String {
     } else {
         format!("{:.0} ms", percentile(v, p) * 1e3)
     }
+}
+
+/// Frames run through the lip-sync models so far, and of them those whose output frame was
+/// composed on the GPU.
+fn model_frames() -> (u64, u64) {
+    use std::sync::atomic::Ordering;
+    gstfacecastlipsync::wav2lip_batcher::loaded()
+        .iter()
+        .fold((0, 0), |(frames, composed), m| {
+            (
+                frames + m.stats.frames.load(Ordering::Relaxed),
+                composed + m.stats.composed.load(Ordering::Relaxed),
+            )
+        })
 }
 
 /// How long after its running time each frame leaves `lipsync` (the mel window's look-ahead,

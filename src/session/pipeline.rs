@@ -279,6 +279,8 @@ fn build_face(
         lipsync.set_property("batch-wait", l.batch_wait_ms);
         lipsync.set_property("frame-budget", l.frame_budget_ms);
         lipsync.set_property("threads", l.threads);
+        lipsync.set_property("workers", l.workers);
+        lipsync.set_property("gpu-frames", l.gpu_frames_mb);
         lipsync.set_property("mel-input", io.mel);
         lipsync.set_property("face-input", io.face);
         lipsync.set_property("output-name", io.output);

@@ -48,6 +48,7 @@ pub struct Gpu {
     face: CudaFunction,
     face_f32: CudaFunction,
     paste: CudaFunction,
+    compose: CudaFunction,
     i420: CudaFunction,
     /// The card's name, e.g. "NVIDIA H200".
     pub name: String,
@@ -132,7 +133,7 @@ impl OutputBatch {
 }
 
 /// One thread per pixel in 16×16 blocks, `depth` faces deep.
-fn grid(w: u32, h: u32, depth: u32) -> LaunchConfig {
+pub(crate) fn grid(w: u32, h: u32, depth: u32) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (w.div_ceil(16), h.div_ceil(16), depth),
         block_dim: (16, 16, 1),
@@ -179,6 +180,7 @@ impl Gpu {
             face: function("face_tensor")?,
             face_f32: function("face_input_f32")?,
             paste: function("paste")?,
+            compose: function("compose")?,
             i420: function("rgba_to_i420")?,
             name,
             arch,
@@ -399,6 +401,48 @@ impl Gpu {
         // SAFETY: as in crop_faces.
         unsafe { launch.launch(grid(b.w, b.h, 1)) }.map_err(driver)?;
         s.memcpy_dtoh(&frame_d, frame).map_err(driver)
+    }
+
+    /// The `compose` kernel (a lane queues it: [`crate::frames`]).
+    pub(crate) fn compose_kernel(&self) -> &CudaFunction {
+        &self.compose
+    }
+
+    /// A live output frame ([`crate::frames`]): the RGBA `frame` (`pitch` bytes a row) with the
+    /// model's fp32 `output` blended into box `b` through `mask`, made on the GPU and brought
+    /// back.
+    pub fn compose(
+        &self,
+        frame: &[u8],
+        pitch: usize,
+        b: FaceBox,
+        output: &[f32],
+        mask: &[u8],
+    ) -> Result<Vec<u8>, GpuError> {
+        let s = &self.stream;
+        let height = frame.len() / pitch.max(1);
+        let len = pitch * height;
+        let src = s.clone_htod(&frame[..len]).map_err(driver)?;
+        let output = s.clone_htod(output).map_err(driver)?;
+        let mask = s.clone_htod(mask).map_err(driver)?;
+        let mut dst = s.alloc_zeros::<u8>(len).map_err(driver)?;
+        let (p, h) = (pitch as i32, height as i32);
+        let (x, y, w, bh) = (b.x as i32, b.y as i32, b.w as i32, b.h as i32);
+        let mut launch = s.launch_builder(&self.compose);
+        launch
+            .arg(&src)
+            .arg(&mut dst)
+            .arg(&p)
+            .arg(&h)
+            .arg(&x)
+            .arg(&y)
+            .arg(&w)
+            .arg(&bh)
+            .arg(&output)
+            .arg(&mask);
+        // SAFETY: as in crop_faces.
+        unsafe { launch.launch(grid((pitch / 4) as u32, height as u32, 1)) }.map_err(driver)?;
+        s.clone_dtoh(&dst).map_err(driver)
     }
 
     /// Converts a `w`×`h` RGBA frame to I420 (what a CPU encoder takes after one download).

@@ -43,6 +43,11 @@ impl Lane {
         &self.gpu
     }
 
+    /// The lane's stream.
+    pub(crate) fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
     /// The stream, for ONNX Runtime's CUDA provider (`user_compute_stream`).
     pub fn raw_stream(&self) -> *mut () {
         self.stream.cu_stream() as *mut ()

@@ -6,10 +6,13 @@
 //!   without a GPU gets a clear error, never a panic.
 //! - [`lane`]: a batch worker's own CUDA stream, shared with ONNX Runtime, so that a batch's
 //!   steps are queued without waiting and the next batch is prepared while the GPU runs one.
+//! - [`frames`]: live output frames made on a lane: a registered avatar's frame kept on the
+//!   GPU, the model's output blended in there, one download per frame.
 //! - [`nvml`]: the GPUs' state (utilisation, memory, temperature, power, encoder and decoder)
 //!   through NVML, for `/metrics` and `/health/ready`.
 
 pub mod cuda;
+pub mod frames;
 pub mod lane;
 pub mod nvml;
 pub mod reference;

@@ -12,7 +12,7 @@ use half::f16;
 pub const CROP: usize = 96;
 
 /// A face box in frame pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FaceBox {
     pub x: u32,
     pub y: u32,
@@ -94,6 +94,19 @@ fn sample(p: impl Fn(usize) -> f32, u: f32, v: f32) -> f32 {
 /// `paste`: the model's output (planar B, G, R fp16, 0..1) resized into the box of an RGBA
 /// frame and blended through `mask` (`CROP`², 0..255).
 pub fn paste(frame: &mut [u8], pitch: usize, b: FaceBox, output: &[f16], mask: &[u8]) {
+    blend(frame, pitch, b, |i| output[i].to_f32(), mask);
+}
+
+/// `compose`: a live output frame, the avatar frame (`pitch` bytes a row) with the model's
+/// fp32 output (as ONNX Runtime leaves it on the GPU) blended into the box as by [`paste`].
+pub fn compose(frame: &[u8], pitch: usize, b: FaceBox, output: &[f32], mask: &[u8]) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    blend(&mut out, pitch, b, |i| output[i], mask);
+    out
+}
+
+/// The blend of `paste` and `compose`, reading the output's value `i` through `output`.
+fn blend(frame: &mut [u8], pitch: usize, b: FaceBox, output: impl Fn(usize) -> f32, mask: &[u8]) {
     let plane = CROP * CROP;
     let fx = CROP as f32 / b.w.max(1) as f32;
     let fy = CROP as f32 / b.h.max(1) as f32;
@@ -107,8 +120,8 @@ pub fn paste(frame: &mut [u8], pitch: usize, b: FaceBox, output: &[f16], mask: &
             }
             let px = (b.y as usize + y) * pitch + (b.x as usize + x) * 4;
             for ch in 0..3 {
-                let src = &output[(2 - ch) * plane..];
-                let model = sample(|i| src[i].to_f32(), u, v).max(0.0).min(1.0) * 255.0;
+                let src = (2 - ch) * plane;
+                let model = sample(|i| output(src + i), u, v).max(0.0).min(1.0) * 255.0;
                 let old = frame[px + ch] as f32;
                 frame[px + ch] = (old + (model - old) * alpha).round() as u8;
             }

@@ -9,7 +9,8 @@
 //! - `mel`: the Wav2Lip mel spectrogram, and `resample` to its 16 kHz; `mel_window`: the
 //!   model's mel input per frame, each row computed once.
 //! - [`wav2lip_model`]: a Wav2Lip-class ONNX model; [`wav2lip_batcher`]: one per process, batched
-//!   by `wav2lip_worker`'s threads; [`wav2lip_output`]: a batch's outputs, shared by its frames.
+//!   by `wav2lip_worker`'s threads; [`wav2lip_output`]: a batch's outputs, shared by its frames;
+//!   [`wav2lip_frames`]: output frames composed on the GPU.
 
 mod audio_features;
 pub mod engine;
@@ -20,6 +21,7 @@ mod mouth;
 mod resample;
 pub mod timeline;
 pub mod wav2lip_batcher;
+pub mod wav2lip_frames;
 pub mod wav2lip_model;
 pub mod wav2lip_output;
 mod wav2lip_worker;

@@ -16,16 +16,20 @@
 //! at once: an overloaded model spends itself on frames that can still be shown, instead of
 //! falling further behind on ones that cannot.
 
+use crate::wav2lip_frames::{Answer, ComposeJob};
 use crate::wav2lip_model::{runtime, ModelError, ModelIo, Wav2LipModel, CROP_LEN, MEL_LEN};
-use crate::wav2lip_output::ModelOutput;
 pub use crate::wav2lip_worker::BatchStats;
 use crate::wav2lip_worker::{self, Batching, Request, Unanswered, CAT};
+use facecast_gpu::frames::Composer;
 use facecast_onnx::Device;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
+
+/// The default of [`ModelKey::gpu_frames_mb`]: 256 frames of 512×512, or 60 of 1280×720.
+pub const DEFAULT_GPU_FRAMES_MB: usize = 256;
 
 /// What identifies a loaded model: two sessions asking for the same key share it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -39,6 +43,9 @@ pub struct ModelKey {
     pub threads: usize,
     /// Worker threads running batches, each with its own sessions (see [`shared`]).
     pub workers: usize,
+    /// On a GPU, MB of registered avatars' frames each worker keeps there to compose output
+    /// frames on the GPU ([`crate::wav2lip_frames`]); 0: output frames are made on the CPU.
+    pub gpu_frames_mb: usize,
 }
 
 impl ModelKey {
@@ -58,6 +65,7 @@ impl ModelKey {
             max_wait: Duration::from_millis(max_wait_ms as u64),
             threads: threads as usize,
             workers: 1,
+            gpu_frames_mb: DEFAULT_GPU_FRAMES_MB,
         }
     }
 }
@@ -102,14 +110,17 @@ pub struct SharedModel {
     /// Where face inputs are built, after warm-up (for the log): see
     /// [`Wav2LipModel::face_inputs`].
     pub face_inputs: String,
+    /// Whether its workers compose registered avatars' output frames on the GPU (a frame's
+    /// answer may then bring the finished frame).
+    pub frames_on_gpu: bool,
 }
 
 /// A frame submitted to the model; [`wait`](PendingInference::wait) blocks for its output.
-pub struct PendingInference(mpsc::Receiver<Result<ModelOutput, Unanswered>>);
+pub struct PendingInference(mpsc::Receiver<Result<Answer, Unanswered>>);
 
 /// What waiting for a frame until a deadline gave.
 pub enum Waited {
-    Answer(Result<ModelOutput, ModelError>),
+    Answer(Result<Answer, ModelError>),
     /// Not answered by the deadline: the frame, whose answer may still be taken later.
     Late(PendingInference),
 }
@@ -138,7 +149,7 @@ impl PendingInference {
     }
 
     /// The answer if it has come, without waiting.
-    pub fn try_answer(&self) -> Option<Result<ModelOutput, ModelError>> {
+    pub fn try_answer(&self) -> Option<Result<Answer, ModelError>> {
         match self.0.try_recv() {
             Ok(answer) => Some(answer.map_err(ModelError::from)),
             Err(mpsc::TryRecvError::Empty) => None,
@@ -153,12 +164,14 @@ impl SharedModel {
     }
 
     /// Queues one frame: `mel` is 80·16 values, `crop` the 96×96 RGB face crop. A frame
-    /// still queued at `expires` is not run: it is answered [`ModelError::Late`].
+    /// still queued at `expires` is not run: it is answered [`ModelError::Late`]. With
+    /// `compose`, its answer may bring the output frame composed on the GPU.
     pub fn submit(
         &self,
         mel: Vec<f32>,
         crop: Vec<u8>,
         expires: Option<Instant>,
+        compose: Option<ComposeJob>,
     ) -> Result<PendingInference, ModelError> {
         if mel.len() != MEL_LEN || crop.len() != CROP_LEN {
             return Err(ModelError::Run(format!(
@@ -176,6 +189,7 @@ impl SharedModel {
                 crop,
                 submitted: Instant::now(),
                 expires,
+                compose,
                 reply,
             })
             .map_err(|_| worker_stopped())?;
@@ -229,6 +243,7 @@ pub fn shared(key: &ModelKey) -> Result<Arc<SharedModel>, ModelError> {
     let workers = key.workers.max(1);
     let (ready_tx, ready) = mpsc::sync_channel(workers);
     let mut inferred_names = Vec::new();
+    let mut frames_on_gpu = false;
     for worker in 0..workers {
         // On a GPU, the worker's sessions run on a lane of its own, where its batches are
         // queued whole (see `wav2lip_worker`).
@@ -245,12 +260,26 @@ pub fn shared(key: &ModelKey) -> Result<Arc<SharedModel>, ModelError> {
             },
             None => None,
         };
+        // On a lane, one composer for the worker's sessions of every shape.
+        let composer = match &lane {
+            Some(lane) if key.gpu_frames_mb > 0 => Some(Arc::new(Mutex::new(Composer::new(
+                lane.clone(),
+                key.gpu_frames_mb << 20,
+            )))),
+            _ => None,
+        };
+        frames_on_gpu |= composer.is_some();
         let mut sessions = Vec::with_capacity(shapes.len());
         for &size in &shapes {
             let (path, io) = (&key.path, (&key.io).into());
             let model = match (&lane, &gpu) {
                 (Some(lane), _) => {
-                    Wav2LipModel::load_on(env, path, io, key.device, threads, lane.clone())?
+                    let mut model =
+                        Wav2LipModel::load_on(env, path, io, key.device, threads, lane.clone())?;
+                    if let Some(composer) = &composer {
+                        model.set_composer(composer.clone());
+                    }
+                    model
                 }
                 (None, Some(gpu)) => {
                     let mut model = Wav2LipModel::load(env, path, io, key.device, threads)?;
@@ -306,6 +335,7 @@ pub fn shared(key: &ModelKey) -> Result<Arc<SharedModel>, ModelError> {
         load_time,
         inferred_names,
         face_inputs,
+        frames_on_gpu,
     });
     models.insert(key.clone(), shared.clone());
     Ok(shared)

@@ -16,8 +16,10 @@
 //! worker's own CUDA stream) queues such a batch there whole: [`Wav2LipModel::submit_batch`]
 //! returns before the GPU is done, and [`Submitted::wait`] waits for it.
 
+use crate::wav2lip_frames::{compose_batch, ComposeJob};
 use crate::wav2lip_output::{BatchOutputs, ComingOutputs, OutputPool};
 use facecast_gpu::cuda::{CropBatch, Gpu};
+use facecast_gpu::frames::{Composer, PinnedFrame};
 use facecast_gpu::lane::{Lane, Mark};
 use facecast_onnx::{cuda_session_builder_on, Device, RuntimeError};
 use ort::logging::LogLevel;
@@ -26,7 +28,7 @@ use ort::session::{IoBinding, RunOptions, Session};
 use ort::value::{Tensor, TensorRef, TensorValueType};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 pub use facecast_onnx::runtime;
@@ -139,6 +141,12 @@ pub struct Wav2LipModel {
     /// a batch with face inputs built on the GPU is then queued there whole, and
     /// [`submit_batch`](Self::submit_batch) returns before the GPU is done.
     lane: Option<Arc<Lane>>,
+    /// On a lane: composes the output frames of registered avatars there
+    /// ([`crate::wav2lip_frames`]); shared by the worker's sessions of every batch shape.
+    composer: Option<Arc<Mutex<Composer>>>,
+    /// Whether a failure to compose has been reported (once: the frames are then made on the
+    /// CPU, and a cause such as a frame too large for the cache would repeat every frame).
+    compose_warned: bool,
     /// Which of the two sets of buffers per batch size the next queued batch uses: a batch
     /// writes its inputs while the one before may still be running from the other set.
     turn: usize,
@@ -176,19 +184,31 @@ pub struct RunTimes {
 pub struct Submitted {
     outputs: ComingOutputs,
     times: RunTimes,
+    /// Frame by frame, the output frames composed on the GPU (none where not composed, or
+    /// when none was asked for): ready once `outputs` are.
+    frames: Vec<Option<PinnedFrame>>,
 }
 
 impl Submitted {
     /// Waits for the batch's outputs, `OUT_LEN` values a frame ([`BatchOutputs::frames`]), and
     /// tells where its time went.
     pub fn wait(self) -> Result<(Arc<BatchOutputs>, RunTimes), ModelError> {
+        self.wait_all().map(|(outputs, _, times)| (outputs, times))
+    }
+
+    /// [`wait`](Self::wait), with the frames composed on the GPU, frame by frame (empty when
+    /// none was asked for).
+    #[allow(clippy::type_complexity)]
+    pub fn wait_all(
+        self,
+    ) -> Result<(Arc<BatchOutputs>, Vec<Option<PinnedFrame>>, RunTimes), ModelError> {
         let mut times = self.times;
         let (outputs, on_gpu) = self
             .outputs
             .wait()
             .map_err(|e| ModelError::Run(format!("the batch failed on the GPU: {e}")))?;
         times.gpu = on_gpu.unwrap_or_default();
-        Ok((outputs, times))
+        Ok((outputs, self.frames, times))
     }
 }
 
@@ -336,6 +356,8 @@ impl Wav2LipModel {
             gpu: None,
             gpu_failed: None,
             lane: None,
+            composer: None,
+            compose_warned: false,
             turn: 0,
             host_mel: Vec::new(),
             host_face: Vec::new(),
@@ -464,6 +486,12 @@ impl Wav2LipModel {
         self.gpu = Some(gpu);
     }
 
+    /// Composes the output frames of registered avatars on the lane with `composer` (which
+    /// must be on this model's lane) from now on.
+    pub fn set_composer(&mut self, composer: Arc<Mutex<Composer>>) {
+        self.composer = Some(composer);
+    }
+
     /// Whether [`run_batch`](Self::run_batch) builds face inputs on the GPU.
     pub fn face_inputs_on_gpu(&self) -> bool {
         self.gpu.is_some()
@@ -516,7 +544,7 @@ impl Wav2LipModel {
             return Ok(());
         }
         let compared = self
-            .run_frames_pinned(id, shape, &frames, FaceSide::Host)
+            .run_frames_pinned(id, shape, &frames, FaceSide::Host, &[])
             .and_then(Submitted::wait);
         let compared = match compared {
             Ok((compared, _)) => compared,
@@ -560,7 +588,7 @@ impl Wav2LipModel {
         }
         if let (Device::Cuda(id), None) = (self.device, &self.pinned_failed) {
             let pinned = self
-                .run_pinned(id, n, n, FaceSide::Host, |batch, _| {
+                .run_pinned(id, n, n, FaceSide::Host, &[], |batch, _| {
                     batch.mel.extract_tensor_mut().1.copy_from_slice(mel);
                     batch.face.extract_tensor_mut().1.copy_from_slice(face);
                     Ok(())
@@ -598,6 +626,18 @@ impl Wav2LipModel {
         shape: usize,
         frames: &[FrameInput<'_>],
     ) -> Result<Submitted, ModelError> {
+        self.submit_composing(shape, frames, &[])
+    }
+
+    /// [`submit_batch`](Self::submit_batch), composing on the GPU the output frames of the
+    /// frames that have a job in `compose` (frame by frame; may be shorter) where the batch
+    /// is queued on a lane ([`crate::wav2lip_frames`]).
+    pub fn submit_composing(
+        &mut self,
+        shape: usize,
+        frames: &[FrameInput<'_>],
+        compose: &[Option<&ComposeJob>],
+    ) -> Result<Submitted, ModelError> {
         if frames.len() > shape {
             return Err(ModelError::Run(format!(
                 "{} frames do not fit a batch of {shape}",
@@ -616,13 +656,13 @@ impl Wav2LipModel {
         }
         if let (Device::Cuda(id), None) = (self.device, &self.pinned_failed) {
             if self.gpu.is_some() {
-                match self.run_frames_pinned(id, shape, frames, FaceSide::Device) {
+                match self.run_frames_pinned(id, shape, frames, FaceSide::Device, compose) {
                     Ok(submitted) => return Ok(submitted),
                     // Keep working with inputs built on the CPU.
                     Err(e) => self.gpu_refused(e.to_string()),
                 }
             }
-            match self.run_frames_pinned(id, shape, frames, FaceSide::Host) {
+            match self.run_frames_pinned(id, shape, frames, FaceSide::Host, &[]) {
                 Ok(submitted) => return Ok(submitted),
                 Err(e) => self.pinned_refused(e),
             }
@@ -655,6 +695,7 @@ impl Wav2LipModel {
                 model: filled.elapsed(),
                 ..RunTimes::default()
             },
+            frames: Vec::new(),
         })
     }
 
@@ -665,9 +706,10 @@ impl Wav2LipModel {
         shape: usize,
         frames: &[FrameInput<'_>],
         side: FaceSide,
+        compose: &[Option<&ComposeJob>],
     ) -> Result<Submitted, ModelError> {
         let gpu = self.gpu.clone();
-        self.run_pinned(id, shape, frames.len(), side, |batch, lane| {
+        self.run_pinned(id, shape, frames.len(), side, compose, |batch, lane| {
             let (_, mel) = batch.mel.extract_tensor_mut();
             for (f, row) in frames.iter().zip(mel.chunks_exact_mut(MEL_LEN)) {
                 row.copy_from_slice(f.mel);
@@ -718,6 +760,7 @@ impl Wav2LipModel {
         n: usize,
         used: usize,
         side: FaceSide,
+        compose: &[Option<&ComposeJob>],
         fill: impl FnOnce(&mut PinnedBatch, Option<&Lane>) -> Result<(), ModelError>,
     ) -> Result<Submitted, ModelError> {
         let run = |e: ort::Error| ModelError::Run(e.to_string());
@@ -760,6 +803,7 @@ impl Wav2LipModel {
         let ran = Instant::now();
         let output = &outputs[self.io.output.as_str()];
         let values = used.min(n) * OUT_LEN;
+        let mut composed = Vec::new();
         let coming = match (batch.output_on_gpu, &self.gpu) {
             (true, Some(gpu)) => {
                 let tensor = output
@@ -791,6 +835,30 @@ impl Wav2LipModel {
                         // (checked above), holding at least `values` f32, written by the run
                         // just queued on this lane; the room is read only after `done`.
                         unsafe { lane.download(src, values, room.room_mut()) }.map_err(failed)?;
+                        if let Some(composer) = self
+                            .composer
+                            .as_ref()
+                            .filter(|_| compose.iter().any(Option::is_some))
+                        {
+                            let mut composer =
+                                composer.lock().unwrap_or_else(PoisonError::into_inner);
+                            let jobs = &compose[..compose.len().min(used)];
+                            // SAFETY: the output tensor holds `used` ≥ jobs.len() frames'
+                            // outputs, written by the run just queued on this lane, and is
+                            // rewritten only by a later batch from these buffers, which waits
+                            // for `done` (`busy`) first.
+                            let (made, failure) =
+                                unsafe { compose_batch(&mut composer, jobs, src) };
+                            if let Some(e) = failure {
+                                if !std::mem::replace(&mut self.compose_warned, true) {
+                                    gst::warning!(
+                                        crate::wav2lip_worker::CAT,
+                                        "frames made on the CPU instead of the GPU: {e}"
+                                    );
+                                }
+                            }
+                            composed = made;
+                        }
                         let done = Arc::new(lane.mark().map_err(failed)?);
                         batch.busy = Some(done.clone());
                         ComingOutputs::Downloading { room, start, done }
@@ -817,6 +885,7 @@ impl Wav2LipModel {
                 read: ran.elapsed(),
                 gpu: std::time::Duration::ZERO,
             },
+            frames: composed,
         })
     }
 

@@ -13,8 +13,8 @@
 //! a batch is done when it is submitted, and the answerer just answers.) At most two batches
 //! are then in hand, which is what the model's two sets of buffers per shape allow.
 
+use crate::wav2lip_frames::{Answer, ComposeJob};
 use crate::wav2lip_model::{FrameInput, ModelError, Submitted, Wav2LipModel};
-use crate::wav2lip_output::ModelOutput;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -36,7 +36,10 @@ pub(crate) struct Request {
     pub submitted: Instant,
     /// After this, the answer is of no use: the frame is left out of its batch.
     pub expires: Option<Instant>,
-    pub reply: mpsc::SyncSender<Result<ModelOutput, Unanswered>>,
+    /// A registered avatar's frame, to compose the output frame on the GPU where the batch
+    /// runs on a lane.
+    pub compose: Option<ComposeJob>,
+    pub reply: mpsc::SyncSender<Result<Answer, Unanswered>>,
 }
 
 /// Why a frame got no output.
@@ -72,6 +75,8 @@ pub struct BatchStats {
     pub model_us: AtomicU64,
     pub read_us: AtomicU64,
     pub gpu_us: AtomicU64,
+    /// Output frames composed on the GPU.
+    pub composed: AtomicU64,
 }
 
 /// A batch on its way from the gatherer to the answerer.
@@ -168,9 +173,10 @@ fn gather_batches(
                 crop: &r.crop,
             })
             .collect();
+        let compose: Vec<Option<&ComposeJob>> = batch.iter().map(|r| r.compose.as_ref()).collect();
         let started = Instant::now();
         let on_gpu = model.face_inputs_on_gpu();
-        let submitted = model.submit_batch(shape, &frames);
+        let submitted = model.submit_composing(shape, &frames, &compose);
         if on_gpu && !model.face_inputs_on_gpu() {
             // Said once per session: from now on its inputs are built on the CPU.
             gst::warning!(
@@ -179,7 +185,7 @@ fn gather_batches(
                 model.face_inputs()
             );
         }
-        drop(frames);
+        drop((frames, compose));
         let handed = Handed {
             batch,
             submitted,
@@ -204,10 +210,13 @@ fn answer_batches(handed: mpsc::Receiver<Handed>, stats: &BatchStats, last: &Las
         started,
     } in handed
     {
-        let result = submitted.and_then(Submitted::wait);
+        let result = submitted.and_then(Submitted::wait_all);
         let took = started.elapsed();
         last.0.store(took.as_micros() as u64, Ordering::Relaxed);
-        let times = result.as_ref().map(|(_, times)| *times).unwrap_or_default();
+        let times = result
+            .as_ref()
+            .map(|(_, _, times)| *times)
+            .unwrap_or_default();
         gst::debug!(
             CAT,
             "batch of {} (shape {shape}): oldest frame queued {:?} before, gathered in {:?}, done in {:?} (on the GPU {:?})",
@@ -237,10 +246,15 @@ fn answer_batches(handed: mpsc::Receiver<Handed>, stats: &BatchStats, last: &Las
             .frames
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         match result {
-            // Every frame's answer shares the batch's outputs, where they landed.
-            Ok((outputs, _)) => {
-                for (r, out) in batch.iter().zip(outputs.frames(batch.len())) {
-                    let _ = r.reply.send(Ok(out));
+            // Every frame's answer shares the batch's outputs, where they landed; a frame
+            // composed on the GPU comes with it.
+            Ok((outputs, composed, _)) => {
+                let made = composed.iter().filter(|f| f.is_some()).count();
+                stats.composed.fetch_add(made as u64, Ordering::Relaxed);
+                let mut composed = composed.into_iter();
+                for (r, output) in batch.iter().zip(outputs.frames(batch.len())) {
+                    let frame = composed.next().flatten();
+                    let _ = r.reply.send(Ok(Answer { output, frame }));
                 }
             }
             Err(e) => {

@@ -109,6 +109,24 @@ fn the_fp16_paste_is_the_engines_paste() {
     }
 }
 
+#[test]
+fn the_composed_frame_is_the_engines_copy_and_paste() {
+    let mut rng = fastrand::Rng::with_seed(fastrand::u64(..));
+    for _ in 0..20 {
+        let c = case(&mut rng);
+        let mask = mouth_mask(c.rect, &default_landmarks(c.rect));
+        // fp32, as the model leaves its output on the GPU, straying a little outside 0..1.
+        let output: Vec<f32> = (0..3 * CROP * CROP)
+            .map(|_| rng.f32() * 1.2 - 0.1)
+            .collect();
+        let ours = reference::compose(&c.frame, c.pitch, face_box(c.rect), &output, &mask);
+        let mut engines = c.frame.clone();
+        paste(&mut engines, c.pitch, c.rect, &output, &mask);
+        assert_eq!(ours, engines, "box {:?}", c.rect);
+        assert_ne!(ours, c.frame, "the mask let something through");
+    }
+}
+
 /// What GStreamer's `videoconvert` makes of an RGBA frame as I420.
 fn videoconvert_i420(frame: &[u8], w: usize, h: usize) -> Vec<u8> {
     use gst::prelude::*;

@@ -255,14 +255,18 @@ fn frames_that_expire_before_their_batch_runs_are_left_out() {
     let soon = Instant::now() + Duration::from_millis(20);
     let frames: Vec<_> = [None, Some(soon), None, Some(soon), Some(soon)]
         .into_iter()
-        .map(|expires| model.submit(mel.clone(), crop.clone(), expires).unwrap())
+        .map(|expires| {
+            model
+                .submit(mel.clone(), crop.clone(), expires, None)
+                .unwrap()
+        })
         .collect();
     // The batch gathers for 150 ms, so the three frames expiring after 20 ms are left out.
     let answers: Vec<_> = frames.into_iter().map(|f| f.wait(None)).collect();
     let kinds: Vec<&str> = answers
         .iter()
         .map(|a| match a {
-            Waited::Answer(Ok(out)) if out.len() == 3 * 96 * 96 => "output",
+            Waited::Answer(Ok(a)) if a.output.len() == 3 * 96 * 96 => "output",
             Waited::Answer(Err(ModelError::Late)) => "late",
             _ => "other",
         })
@@ -297,12 +301,16 @@ fn two_batch_workers_answer_every_frame_as_one_does() {
                     s.spawn(move || {
                         // Each thread keeps its 6 frames in flight at once, like a session.
                         let pending: Vec<_> = (0..6)
-                            .map(|i| model.submit(mel.clone(), crop(t * 6 + i), None).unwrap())
+                            .map(|i| {
+                                model
+                                    .submit(mel.clone(), crop(t * 6 + i), None, None)
+                                    .unwrap()
+                            })
                             .collect();
                         pending
                             .into_iter()
                             .map(|p| match p.wait(None) {
-                                Waited::Answer(Ok(out)) => out.to_vec(),
+                                Waited::Answer(Ok(a)) => a.output.to_vec(),
                                 Waited::Answer(Err(e)) => panic!("frame failed: {e}"),
                                 Waited::Late(_) => panic!("no deadline was set"),
                             })

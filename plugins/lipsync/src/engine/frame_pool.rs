@@ -17,7 +17,9 @@ const FRAMES_KEPT: usize = 12;
 
 type FreeFrames = Arc<Mutex<Vec<Vec<u8>>>>;
 
-#[derive(Default)]
+/// Clones share the free frames (a pending frame's copy is made later, on the thread that
+/// draws it).
+#[derive(Default, Clone)]
 pub struct FramePool {
     free: FreeFrames,
 }

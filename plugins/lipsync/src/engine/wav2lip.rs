@@ -15,12 +15,15 @@ use super::frame_pool::FramePool;
 use super::{EngineError, FrameJob, FrameOutput, LipSyncEngine, PendingFrame, Rendered};
 use crate::mel_window::MelWindows;
 use crate::wav2lip_batcher::{PendingInference, SharedModel, Waited};
+use crate::wav2lip_frames::{Answer, ComposeJob};
 use crate::wav2lip_model::ModelError;
 use facecast_avatars::cache::CachedAvatar;
 use facecast_avatars::crop::{bilinear_taps, crop_face, default_landmarks, mouth_mask};
 use facecast_avatars::store::AvatarStore;
 use facecast_avatars::CROP_SIZE;
 use facecast_common::{FaceInfo, Rect};
+use facecast_gpu::frames::{FrameKey, PinnedFrame};
+use facecast_gpu::reference::FaceBox;
 use std::sync::{Arc, Mutex};
 
 /// Normalised mel values at or below this are silence (digital silence gives exactly −4).
@@ -76,12 +79,13 @@ impl Wav2LipEngine {
     }
 
     /// The frame's face crop and blend mask: cached for registered avatars, else computed.
+    /// A registered avatar's frame comes with its key, to compose it on the GPU.
     fn crop_and_mask(
         &mut self,
         info: &FaceInfo,
         frame: &[u8],
         stride: usize,
-    ) -> (Vec<u8>, Arc<[u8]>) {
+    ) -> (Vec<u8>, Arc<[u8]>, Option<FrameKey>) {
         if let Some(source) = &info.source {
             if self
                 .avatar
@@ -94,7 +98,19 @@ impl Wav2LipEngine {
             if let Some(avatar) = &self.avatar {
                 if let Some(face) = avatar.faces.get(source.index as usize) {
                     if face.face == info.face {
-                        return (face.crop.clone(), face.mask.as_slice().into());
+                        let r = face.face;
+                        let key = FrameKey {
+                            avatar: avatar.info.name.as_str().into(),
+                            registered: avatar.info.created_unix,
+                            index: source.index,
+                            face: FaceBox {
+                                x: r.x,
+                                y: r.y,
+                                w: r.w,
+                                h: r.h,
+                            },
+                        };
+                        return (face.crop.clone(), face.mask.as_slice().into(), Some(key));
                     }
                 }
             }
@@ -108,8 +124,24 @@ impl Wav2LipEngine {
                 mask
             }
         };
-        (crop_face(frame, stride, rect), mask)
+        (crop_face(frame, stride, rect), mask, None)
     }
+}
+
+/// The output frame composed on the GPU, as a buffer with `source`'s metas (the face meta
+/// among them), timestamps and flags; its memory goes back to the GPU's pool when freed.
+fn composed(frame: PinnedFrame, source: &gst::BufferRef) -> Result<gst::Buffer, EngineError> {
+    let mut buffer = gst::Buffer::from_mut_slice(frame);
+    source
+        .copy_into(
+            buffer.get_mut().expect("a new buffer is ours alone"),
+            gst::BufferCopyFlags::FLAGS
+                | gst::BufferCopyFlags::TIMESTAMPS
+                | gst::BufferCopyFlags::META,
+            ..,
+        )
+        .map_err(|_| EngineError::Map)?;
+    Ok(buffer)
 }
 
 /// Blends the model's output (planar BGR 0..1, 96×96) into `rect` of an RGBA frame through
@@ -231,7 +263,7 @@ impl LipSyncEngine for Wav2LipEngine {
             })));
         }
         let stride = job.video_info.stride()[0] as usize;
-        let (crop, mask) = {
+        let (crop, mask, key) = {
             let map = job.video.map_readable().map_err(|_| EngineError::Map)?;
             if map.len() < stride * height as usize {
                 return Err(EngineError::Size(width, height));
@@ -250,8 +282,8 @@ impl LipSyncEngine for Wav2LipEngine {
                 .late
                 .retain(|(key, pending)| match pending.try_answer() {
                     None => true,
-                    Some(Ok(output)) => {
-                        self.silent.insert(*key, Arc::new(output.to_vec()));
+                    Some(Ok(answer)) => {
+                        self.silent.insert(*key, Arc::new(answer.output.to_vec()));
                         false
                     }
                     Some(Err(_)) => false,
@@ -264,8 +296,8 @@ impl LipSyncEngine for Wav2LipEngine {
             .all(|&v| v <= SILENT_MEL)
             .then(|| (info.source.as_ref().map_or(u32::MAX, |s| s.index), rect));
         let known = silent_key.and_then(|k| self.silent.get(&k).cloned());
-        let mut buffer = self.frames.copy(job.video)?;
         if let Some(output) = known {
+            let mut buffer = self.frames.copy(job.video)?;
             {
                 let b = buffer.make_mut();
                 let mut map = b.map_writable().map_err(|_| EngineError::Map)?;
@@ -283,10 +315,24 @@ impl LipSyncEngine for Wav2LipEngine {
         } else {
             job.deadline
         };
-        let pending = self.model.submit(mel, crop, expires)?;
+        // A registered avatar's frame is composed on the GPU where the model's worker can: the
+        // frame is copied and blended here only if the answer comes without it.
+        let compose = match key {
+            Some(key) if self.model.frames_on_gpu => Some(ComposeJob {
+                key,
+                frame: job.video.to_owned(),
+                pitch: stride,
+                height: height as usize,
+                mask: mask.clone(),
+            }),
+            _ => None,
+        };
+        let source = job.video.to_owned();
+        let mut frames = self.frames.clone();
+        let pending = self.model.submit(mel, crop, expires, compose)?;
         let remember = silent_key.map(|k| (k, self.silent_inbox.clone()));
         Ok(Rendered::Pending(PendingFrame::new(move |deadline| {
-            let output = match pending.wait(deadline) {
+            let Answer { output, frame } = match pending.wait(deadline) {
                 Waited::Answer(answer) => answer?,
                 Waited::Late(pending) => {
                     if let Some((key, inbox)) = remember {
@@ -302,11 +348,19 @@ impl LipSyncEngine for Wav2LipEngine {
                     .done
                     .push((key, Arc::new(output.to_vec())));
             }
-            {
-                let b = buffer.make_mut();
-                let mut map = b.map_writable().map_err(|_| EngineError::Map)?;
-                paste(map.as_mut_slice(), stride, rect, &output, &mask);
-            }
+            // (A frame with bytes past its rows is made here, whole.)
+            let buffer = match frame.filter(|f| f.as_ref().len() == source.size()) {
+                Some(frame) => composed(frame, &source)?,
+                None => {
+                    let mut buffer = frames.copy(&source)?;
+                    {
+                        let b = buffer.make_mut();
+                        let mut map = b.map_writable().map_err(|_| EngineError::Map)?;
+                        paste(map.as_mut_slice(), stride, rect, &output, &mask);
+                    }
+                    buffer
+                }
+            };
             Ok(FrameOutput {
                 buffer,
                 mouth: None,

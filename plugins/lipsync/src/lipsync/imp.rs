@@ -3,7 +3,7 @@ use crate::engine::viseme::VisemeEngine;
 use crate::engine::wav2lip::Wav2LipEngine;
 use crate::engine::{FrameJob, LipSyncEngine, PendingFrame, Rendered};
 use crate::timeline::{AudioTimeline, PhonemeTimeline, TimedViseme};
-use crate::wav2lip_batcher::{self, ModelIoKey, ModelKey};
+use crate::wav2lip_batcher::{self, ModelIoKey, ModelKey, DEFAULT_GPU_FRAMES_MB};
 use facecast_avatars::store::AvatarStore;
 use facecast_common::{EmotionEvent, ExpressionBlender, FaceInfo, PhonemeEvent};
 use facecast_onnx::{find_model, models_dir, Device};
@@ -47,6 +47,8 @@ struct Settings {
     batch_wait_ms: u32,
     frame_budget_ms: u32,
     threads: u32,
+    workers: u32,
+    gpu_frames_mb: u32,
     mel_input: String,
     face_input: String,
     output: String,
@@ -62,6 +64,8 @@ impl Default for Settings {
             batch_wait_ms: DEFAULT_BATCH_WAIT_MS,
             frame_budget_ms: DEFAULT_FRAME_BUDGET_MS,
             threads: 0,
+            workers: 1,
+            gpu_frames_mb: DEFAULT_GPU_FRAMES_MB as u32,
             mel_input: "mel".into(),
             face_input: "face".into(),
             output: "output".into(),
@@ -86,6 +90,8 @@ impl Settings {
                     self.batch_wait_ms,
                     self.threads,
                 );
+                key.workers = self.workers.max(1) as usize;
+                key.gpu_frames_mb = self.gpu_frames_mb as usize;
                 key.io = ModelIoKey {
                     mel: self.mel_input.clone(),
                     face: self.face_input.clone(),
@@ -658,6 +664,21 @@ impl ObjectImpl for LipSync {
                     .default_value(0)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("workers")
+                    .nick("Workers")
+                    .blurb("engine=wav2lip: batch workers of the shared model, each with its own copy of its sessions (with two on a GPU, one's host work overlaps the other's run)")
+                    .minimum(1)
+                    .maximum(2)
+                    .default_value(1)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("gpu-frames")
+                    .nick("GPU frames")
+                    .blurb("engine=wav2lip on a GPU: MB of registered avatars' frames each worker keeps there to make output frames on the GPU (0 = make them on the CPU)")
+                    .maximum(1 << 20)
+                    .default_value(DEFAULT_GPU_FRAMES_MB as u32)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecString::builder("mel-input")
                     .nick("Mel input name")
                     .blurb("engine=wav2lip: the model's mel input [N,1,80,16]")
@@ -701,6 +722,8 @@ impl ObjectImpl for LipSync {
                 settings.frame_budget_ms = value.get().expect("type checked upstream")
             }
             "threads" => settings.threads = value.get().expect("type checked upstream"),
+            "workers" => settings.workers = value.get().expect("type checked upstream"),
+            "gpu-frames" => settings.gpu_frames_mb = value.get().expect("type checked upstream"),
             "mel-input" => settings.mel_input = text().unwrap_or_else(|| "mel".into()),
             "face-input" => settings.face_input = text().unwrap_or_else(|| "face".into()),
             "output-name" => settings.output = text().unwrap_or_else(|| "output".into()),
@@ -722,6 +745,8 @@ impl ObjectImpl for LipSync {
                 self.state.lock().unwrap().frames_repeated.to_value()
             }
             "threads" => settings.threads.to_value(),
+            "workers" => settings.workers.to_value(),
+            "gpu-frames" => settings.gpu_frames_mb.to_value(),
             "mel-input" => settings.mel_input.to_value(),
             "face-input" => settings.face_input.to_value(),
             "output-name" => settings.output.to_value(),
