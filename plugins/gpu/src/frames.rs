@@ -148,6 +148,11 @@ impl Drop for PinnedFrame {
             let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
             if free.len() < FRAMES_KEPT {
                 free.push(memory);
+            } else {
+                // Freed here, on whichever thread let go of the buffer: with the GPU's context
+                // current, as freeing page-locked memory wants.
+                drop(free);
+                let _ = memory.context().bind_to_thread();
             }
         }
     }
@@ -202,8 +207,8 @@ impl Composer {
             || mask.len() != CROP * CROP
             || face.w == 0
             || face.h == 0
-            || (face.x + face.w) as usize * 4 > pitch
-            || (face.y + face.h) as usize > height
+            || (face.x as usize + face.w as usize) * 4 > pitch
+            || face.y as usize + face.h as usize > height
         {
             return Err(GpuError::Driver(format!(
                 "cannot compose a {pitch}-byte-pitch frame of {height} rows with box {face:?} and a {}-byte mask",
@@ -227,11 +232,19 @@ impl Composer {
                 ))
             },
         )?;
+        // A key names one frame of one registration, so its size cannot change; were it to,
+        // the kernel would read past the resident frame.
+        if resident.frame.len() != len {
+            return Err(GpuError::Driver(format!(
+                "the resident frame has {} bytes, this one {len}",
+                resident.frame.len()
+            )));
+        }
         if self.scratch.as_ref().is_none_or(|s| s.len() < len) {
             self.scratch = Some(lane.alloc(len)?);
         }
         let scratch = self.scratch.as_mut().expect("made above");
-        let mut into = take_frame(&self.free, &lane, len)?;
+        let into = take_frame(&self.free, &lane, len)?;
         // SAFETY: the frame and mask are resident (sizes checked above), `scratch` holds
         // `len` bytes, `into` is page-locked room of `len` bytes read only after a later mark;
         // `output` the caller vouches for.
@@ -247,7 +260,6 @@ impl Composer {
             )?;
             lane.download_bytes(scratch, len, into.bytes)?;
         }
-        into.len = len;
         Ok(into)
     }
 }

@@ -22,7 +22,7 @@ use facecast_avatars::crop::{bilinear_taps, crop_face, default_landmarks, mouth_
 use facecast_avatars::store::AvatarStore;
 use facecast_avatars::CROP_SIZE;
 use facecast_common::{FaceInfo, Rect};
-use facecast_gpu::frames::{FrameKey, PinnedFrame};
+use facecast_gpu::frames::FrameKey;
 use facecast_gpu::reference::FaceBox;
 use std::sync::{Arc, Mutex};
 
@@ -130,7 +130,10 @@ impl Wav2LipEngine {
 
 /// The output frame composed on the GPU, as a buffer with `source`'s metas (the face meta
 /// among them), timestamps and flags; its memory goes back to the GPU's pool when freed.
-fn composed(frame: PinnedFrame, source: &gst::BufferRef) -> Result<gst::Buffer, EngineError> {
+fn composed(
+    frame: impl AsRef<[u8]> + AsMut<[u8]> + Send + 'static,
+    source: &gst::BufferRef,
+) -> Result<gst::Buffer, EngineError> {
     let mut buffer = gst::Buffer::from_mut_slice(frame);
     source
         .copy_into(
@@ -372,6 +375,32 @@ impl LipSyncEngine for Wav2LipEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_made_on_the_gpu_keeps_its_sources_timestamps_and_face() {
+        gst::init().unwrap();
+        let mut source = gst::Buffer::from_mut_slice(vec![1u8; 16]);
+        let face = FaceInfo {
+            face: Rect::new(1, 1, 2, 2),
+            mouth: Rect::new(1, 2, 2, 1),
+            pose: None,
+            source: None,
+        };
+        {
+            let b = source.get_mut().unwrap();
+            b.set_pts(gst::ClockTime::from_mseconds(40));
+            b.set_duration(gst::ClockTime::from_mseconds(40));
+            face.attach(b);
+        }
+        let made = composed(vec![7u8; 16], &source).unwrap();
+        assert_eq!(made.map_readable().unwrap().as_slice(), &[7u8; 16]);
+        assert_eq!(made.pts(), source.pts());
+        assert_eq!(made.duration(), source.duration());
+        assert_eq!(
+            FaceInfo::from_buffer(&made).map(|f| f.face),
+            Some(face.face)
+        );
+    }
 
     #[test]
     fn paste_touches_only_the_masked_box() {
