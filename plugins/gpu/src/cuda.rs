@@ -15,15 +15,43 @@
 
 use crate::reference::{FaceBox, CROP};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtrMut, LaunchConfig, PinnedHostSlice,
-    PushKernelArg,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig,
+    PinnedHostSlice, PushKernelArg,
 };
-use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions};
+use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 use half::f16;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const KERNELS: &str = include_str!("kernels.cu");
+
+/// The kernels `kernels.cu` defines, each loaded by [`Gpu::open`].
+pub const KERNEL_NAMES: [&str; 6] = [
+    "crop_face",
+    "face_tensor",
+    "face_input_f32",
+    "paste",
+    "compose",
+    "rgba_to_i420",
+];
+
+/// The kernels compiled by NVRTC to PTX for `arch` (e.g. `compute_90`), with `--fmad=false`
+/// (each kernel's arithmetic that of its CPU reference). Needs NVRTC (`libnvrtc.so`), not a
+/// GPU: the tests compile them here, where there is none.
+pub fn kernels_ptx(arch: &str) -> Result<String, GpuError> {
+    // SAFETY: only looks for the library.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(GpuError::NoNvrtc);
+    }
+    let opts = CompileOptions {
+        fmad: Some(false),
+        options: vec![format!("--gpu-architecture={arch}")],
+        ..Default::default()
+    };
+    compile_ptx_with_opts(KERNELS, opts)
+        .map(|ptx| ptx.to_src())
+        .map_err(|e| GpuError::Compile(e.to_string()))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
@@ -133,7 +161,7 @@ impl OutputBatch {
 }
 
 /// One thread per pixel in 16×16 blocks, `depth` faces deep.
-pub(crate) fn grid(w: u32, h: u32, depth: u32) -> LaunchConfig {
+fn grid(w: u32, h: u32, depth: u32) -> LaunchConfig {
     LaunchConfig {
         grid_dim: (w.div_ceil(16), h.div_ceil(16), depth),
         block_dim: (16, 16, 1),
@@ -158,16 +186,12 @@ impl Gpu {
         let mut failures = Vec::new();
         let mut compiled = None;
         for arch in [own.as_str(), "compute_90", "compute_80", "compute_75"] {
-            let opts = CompileOptions {
-                fmad: Some(false),
-                options: vec![format!("--gpu-architecture={arch}")],
-                ..Default::default()
-            };
-            match compile_ptx_with_opts(KERNELS, opts) {
+            match kernels_ptx(arch) {
                 Ok(ptx) => {
-                    compiled = Some((ptx, arch.to_owned()));
+                    compiled = Some((Ptx::from_src(ptx), arch.to_owned()));
                     break;
                 }
+                Err(GpuError::Compile(why)) => failures.push(format!("{arch}: {why}")),
                 Err(e) => failures.push(format!("{arch}: {e}")),
             }
         }
@@ -403,11 +427,6 @@ impl Gpu {
         s.memcpy_dtoh(&frame_d, frame).map_err(driver)
     }
 
-    /// The `compose` kernel (a lane queues it: [`crate::frames`]).
-    pub(crate) fn compose_kernel(&self) -> &CudaFunction {
-        &self.compose
-    }
-
     /// A live output frame ([`crate::frames`]): the RGBA `frame` (`pitch` bytes a row) with the
     /// model's fp32 `output` blended into box `b` through `mask`, made on the GPU and brought
     /// back.
@@ -426,12 +445,39 @@ impl Gpu {
         let output = s.clone_htod(output).map_err(driver)?;
         let mask = s.clone_htod(mask).map_err(driver)?;
         let mut dst = s.alloc_zeros::<u8>(len).map_err(driver)?;
+        {
+            let (output, _recorded) = output.device_ptr(s);
+            // SAFETY: every buffer was made above at the size the kernel reads or writes.
+            unsafe { self.queue_compose(s, &src, &mask, &mut dst, pitch, height, b, output) }?;
+        }
+        s.clone_dtoh(&dst).map_err(driver)
+    }
+
+    /// Queues on `stream` the `compose` kernel: `frame` with the output at `output` blended
+    /// into `face` through `mask`, written to `dst`.
+    ///
+    /// # Safety
+    /// `frame` and `dst` must hold `pitch × height` bytes, `mask` `CROP²`, the box must lie
+    /// inside the frame, and `output` must hold one frame's output (`3 × CROP²` f32), written
+    /// before on `stream`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn queue_compose(
+        &self,
+        stream: &Arc<CudaStream>,
+        frame: &CudaSlice<u8>,
+        mask: &CudaSlice<u8>,
+        dst: &mut CudaSlice<u8>,
+        pitch: usize,
+        height: usize,
+        face: FaceBox,
+        output: u64,
+    ) -> Result<(), GpuError> {
         let (p, h) = (pitch as i32, height as i32);
-        let (x, y, w, bh) = (b.x as i32, b.y as i32, b.w as i32, b.h as i32);
-        let mut launch = s.launch_builder(&self.compose);
+        let (x, y, w, bh) = (face.x as i32, face.y as i32, face.w as i32, face.h as i32);
+        let mut launch = stream.launch_builder(&self.compose);
         launch
-            .arg(&src)
-            .arg(&mut dst)
+            .arg(frame)
+            .arg(dst)
             .arg(&p)
             .arg(&h)
             .arg(&x)
@@ -439,10 +485,10 @@ impl Gpu {
             .arg(&w)
             .arg(&bh)
             .arg(&output)
-            .arg(&mask);
-        // SAFETY: as in crop_faces.
+            .arg(mask);
+        // SAFETY: the caller's promises cover every pointer the kernel reads and writes.
         unsafe { launch.launch(grid((pitch / 4) as u32, height as u32, 1)) }.map_err(driver)?;
-        s.clone_dtoh(&dst).map_err(driver)
+        Ok(())
     }
 
     /// Converts a `w`×`h` RGBA frame to I420 (what a CPU encoder takes after one download).

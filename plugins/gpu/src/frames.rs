@@ -15,7 +15,7 @@
 use crate::cuda::{driver, GpuError};
 use crate::lane::Lane;
 use crate::reference::{FaceBox, CROP};
-use cudarc::driver::{CudaSlice, DevicePtr, PinnedHostSlice, PushKernelArg};
+use cudarc::driver::{CudaSlice, DevicePtr, PinnedHostSlice};
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -249,15 +249,11 @@ impl Composer {
         // `len` bytes, `into` is page-locked room of `len` bytes read only after a later mark;
         // `output` the caller vouches for.
         unsafe {
-            lane.compose(
-                &resident.frame,
-                &resident.mask,
-                scratch,
-                pitch,
-                height,
-                face,
-                output,
-            )?;
+            let stream = lane.stream();
+            stream.context().bind_to_thread().map_err(driver)?;
+            let (frame, mask) = (&resident.frame, &resident.mask);
+            let gpu = lane.gpu();
+            gpu.queue_compose(stream, frame, mask, scratch, pitch, height, face, output)?;
             lane.download_bytes(scratch, len, into.bytes)?;
         }
         Ok(into)
@@ -308,45 +304,6 @@ impl Lane {
                 .alloc_pinned_with_flags::<u8>(len, 0)
         }
         .map_err(driver)
-    }
-
-    /// Queues the `compose` kernel: `frame` with the output at `output` blended into `face`
-    /// through `mask`, written to `dst`.
-    ///
-    /// # Safety
-    /// `frame` and `dst` hold `pitch × height` bytes, `mask` `CROP²`, the box lies inside the
-    /// frame, and `output` holds one frame's output, written before on this lane.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn compose(
-        &self,
-        frame: &CudaSlice<u8>,
-        mask: &CudaSlice<u8>,
-        dst: &mut CudaSlice<u8>,
-        pitch: usize,
-        height: usize,
-        face: FaceBox,
-        output: u64,
-    ) -> Result<(), GpuError> {
-        let s = self.stream();
-        s.context().bind_to_thread().map_err(driver)?;
-        let (p, h) = (pitch as i32, height as i32);
-        let (x, y, w, bh) = (face.x as i32, face.y as i32, face.w as i32, face.h as i32);
-        let mut launch = s.launch_builder(self.gpu().compose_kernel());
-        launch
-            .arg(frame)
-            .arg(dst)
-            .arg(&p)
-            .arg(&h)
-            .arg(&x)
-            .arg(&y)
-            .arg(&w)
-            .arg(&bh)
-            .arg(&output)
-            .arg(mask);
-        // SAFETY: the caller's promises cover every pointer the kernel reads and writes.
-        unsafe { launch.launch(crate::cuda::grid((pitch / 4) as u32, height as u32, 1)) }
-            .map_err(driver)?;
-        Ok(())
     }
 
     /// Queues the copy of `len` bytes of `src` into page-locked `dst`.

@@ -113,27 +113,51 @@ __device__ __forceinline__ float sample_f16(const unsigned short* p, float u, fl
     return top * (1.0f - wy) + bottom * wy;
 }
 
-// The model's output (planar B, G, R fp16, 0..1, CROP x CROP) resized into the face box of the
-// RGBA frame and blended through the feathered mask (CROP x CROP, 0..255). One thread per box
-// pixel; pixels where the mask is 0, and alpha, are left alone.
+__device__ __forceinline__ float sample_f32(const float* p, float u, float v) {
+    u = fminf(fmaxf(u, 0.0f), (float)(CROP - 1));
+    v = fminf(fmaxf(v, 0.0f), (float)(CROP - 1));
+    int x0 = (int)floorf(u), y0 = (int)floorf(v);
+    int x1 = min(x0 + 1, CROP - 1), y1 = min(y0 + 1, CROP - 1);
+    float wx = u - (float)x0, wy = v - (float)y0;
+    float top = p[y0 * CROP + x0] * (1.0f - wx) + p[y0 * CROP + x1] * wx;
+    float bottom = p[y1 * CROP + x0] * (1.0f - wx) + p[y1 * CROP + x1] * wx;
+    return top * (1.0f - wy) + bottom * wy;
+}
+__device__ __forceinline__ float sample_plane(const unsigned short* p, float u, float v) {
+    return sample_f16(p, u, v);
+}
+__device__ __forceinline__ float sample_plane(const float* p, float u, float v) {
+    return sample_f32(p, u, v);
+}
+
+// Pixel (bx, by) of a rw x rh face box, `px` its RGBA bytes: the model's output (planar B, G, R,
+// 0..1, CROP x CROP; fp16 or fp32) resized to the box and blended in through the feathered mask
+// (CROP x CROP, 0..255). Where the mask is 0 the pixel, and always its alpha, is left alone.
+template <typename Out>
+__device__ __forceinline__ void blend_pixel(unsigned char* px, int bx, int by, int rw, int rh,
+                                            const Out* output, const unsigned char* mask) {
+    const int plane = CROP * CROP;
+    float fx = (float)CROP / (float)max(rw, 1);
+    float fy = (float)CROP / (float)max(rh, 1);
+    float v = ((float)by + 0.5f) * fy - 0.5f;
+    float u = ((float)bx + 0.5f) * fx - 0.5f;
+    float alpha = sample_u8(mask, u, v) / 255.0f;
+    if (alpha <= 0.0f) return;
+    for (int ch = 0; ch < 3; ch++) {
+        float model = fminf(fmaxf(sample_plane(output + (2 - ch) * plane, u, v), 0.0f), 1.0f) * 255.0f;
+        float old = (float)px[ch];
+        px[ch] = (unsigned char)roundf(old + (model - old) * alpha);
+    }
+}
+
+// The model's fp16 output blended into the face box of the RGBA frame, in place (blend_pixel).
+// One thread per box pixel.
 extern "C" __global__ void paste(unsigned char* frame, int pitch, int rx, int ry, int rw, int rh,
                                  const unsigned short* output, const unsigned char* mask) {
     int x = blockIdx.x * blockDim.x + threadIdx.x;
     int y = blockIdx.y * blockDim.y + threadIdx.y;
     if (x >= rw || y >= rh) return;
-    const int plane = CROP * CROP;
-    float fx = (float)CROP / (float)max(rw, 1);
-    float fy = (float)CROP / (float)max(rh, 1);
-    float v = ((float)y + 0.5f) * fy - 0.5f;
-    float u = ((float)x + 0.5f) * fx - 0.5f;
-    float alpha = sample_u8(mask, u, v) / 255.0f;
-    if (alpha <= 0.0f) return;
-    unsigned char* px = frame + (size_t)(ry + y) * pitch + (rx + x) * 4;
-    for (int ch = 0; ch < 3; ch++) {
-        float model = fminf(fmaxf(sample_f16(output + (2 - ch) * plane, u, v), 0.0f), 1.0f) * 255.0f;
-        float old = (float)px[ch];
-        px[ch] = (unsigned char)roundf(old + (model - old) * alpha);
-    }
+    blend_pixel(frame + (size_t)(ry + y) * pitch + (rx + x) * 4, x, y, rw, rh, output, mask);
 }
 
 // BT.601 limited range, as GStreamer's videoconvert gives for standard-definition I420.
@@ -175,21 +199,10 @@ extern "C" __global__ void rgba_to_i420(const unsigned char* frame, int pitch, i
     v[cy * cw + cx] = (unsigned char)roundf(sv / 4.0f);
 }
 
-__device__ __forceinline__ float sample_f32(const float* p, float u, float v) {
-    u = fminf(fmaxf(u, 0.0f), (float)(CROP - 1));
-    v = fminf(fmaxf(v, 0.0f), (float)(CROP - 1));
-    int x0 = (int)floorf(u), y0 = (int)floorf(v);
-    int x1 = min(x0 + 1, CROP - 1), y1 = min(y0 + 1, CROP - 1);
-    float wx = u - (float)x0, wy = v - (float)y0;
-    float top = p[y0 * CROP + x0] * (1.0f - wx) + p[y0 * CROP + x1] * wx;
-    float bottom = p[y1 * CROP + x0] * (1.0f - wx) + p[y1 * CROP + x1] * wx;
-    return top * (1.0f - wy) + bottom * wy;
-}
-
 // A live output frame: the avatar frame `src` copied to `dst` (both `pitch` bytes a row, `h`
-// rows), with the model's fp32 output (planar B, G, R, 0..1, CROP x CROP, as ONNX Runtime
-// leaves it) blended into the face box through the mask, as `paste` does. One thread per
-// 4-byte word of the frame (a pixel, or row padding, copied as it is).
+// rows), with the model's fp32 output (as ONNX Runtime leaves it) blended into the face box as
+// `paste` does. One thread per 4-byte word of the frame (a pixel, or row padding, copied as it
+// is).
 extern "C" __global__ void compose(const unsigned char* src, unsigned char* dst, int pitch, int h,
                                    int rx, int ry, int rw, int rh, const float* output,
                                    const unsigned char* mask) {
@@ -200,20 +213,7 @@ extern "C" __global__ void compose(const unsigned char* src, unsigned char* dst,
     unsigned int word = *(const unsigned int*)(src + at);
     int bx = x - rx, by = y - ry;
     if (bx >= 0 && by >= 0 && bx < rw && by < rh) {
-        const int plane = CROP * CROP;
-        float fx = (float)CROP / (float)max(rw, 1);
-        float fy = (float)CROP / (float)max(rh, 1);
-        float v = ((float)by + 0.5f) * fy - 0.5f;
-        float u = ((float)bx + 0.5f) * fx - 0.5f;
-        float alpha = sample_u8(mask, u, v) / 255.0f;
-        if (alpha > 0.0f) {
-            unsigned char* px = (unsigned char*)&word;
-            for (int ch = 0; ch < 3; ch++) {
-                float model = fminf(fmaxf(sample_f32(output + (2 - ch) * plane, u, v), 0.0f), 1.0f) * 255.0f;
-                float old = (float)px[ch];
-                px[ch] = (unsigned char)roundf(old + (model - old) * alpha);
-            }
-        }
+        blend_pixel((unsigned char*)&word, bx, by, rw, rh, output, mask);
     }
     *(unsigned int*)(dst + at) = word;
 }
