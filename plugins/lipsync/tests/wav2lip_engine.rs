@@ -340,3 +340,36 @@ fn a_silent_frame_answered_after_its_deadline_still_spares_the_next_ones_an_infe
         frames.len()
     );
 }
+
+#[test]
+fn a_lipsync_with_the_servers_settings_shares_the_model_the_server_loaded() {
+    // The server loads its model at start, with its batch workers and GPU frame cache
+    // (`[lipsync] workers`, `gpu_frames_mb`), and sets the same on each session's lipsync: the
+    // element must then name that model, not load a second copy of it (as it once did with
+    // `workers = 2`). Only this test uses batch size 3.
+    use facecast_onnx::Device;
+    use gstfacecastlipsync::wav2lip_batcher::{loaded, shared, ModelKey};
+    setup();
+    let model = facecast_testkit::wav2lip_model();
+    let mut key = ModelKey::new(&model, Device::Cpu, 3, 8, 2);
+    key.workers = 2;
+    key.gpu_frames_mb = 64;
+    let preloaded = shared(&key).unwrap();
+    let (frames, _, _) = run_live_wave(
+        &model,
+        "batch-size=3 batch-wait=8 workers=2 gpu-frames=64",
+        "silence",
+    );
+    assert!((24..=26).contains(&frames.len()), "{} frames", frames.len());
+    let of_batch_3: Vec<_> = loaded()
+        .into_iter()
+        .filter(|m| m.key().max_batch == 3)
+        .collect();
+    assert_eq!(
+        of_batch_3.len(),
+        1,
+        "{:?}",
+        of_batch_3.iter().map(|m| m.key()).collect::<Vec<_>>()
+    );
+    assert!(std::sync::Arc::ptr_eq(&of_batch_3[0], &preloaded));
+}
