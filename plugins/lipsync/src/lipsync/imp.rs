@@ -641,7 +641,7 @@ impl ObjectImpl for LipSync {
                 glib::ParamSpecUInt::builder("batch-wait")
                     .nick("Batch wait")
                     .blurb("engine=wav2lip: longest wait for more frames to fill a batch, in ms")
-                    .maximum(1000)
+                    .maximum(10_000)
                     .default_value(DEFAULT_BATCH_WAIT_MS)
                     .mutable_ready()
                     .build(),
