@@ -226,19 +226,11 @@ fn session_end_to_end(
     cached: &facecast_avatars::cache::CachedAvatar,
 ) -> anyhow::Result<String> {
     use crate::session::{CreateSession, Registry};
-    use std::sync::atomic::Ordering;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
     crate::serve::prepare_lipsync(&config)?;
     let composing = composed_frames_check(cached)?;
     println!("frames composed on the GPU through the model: {composing}");
-    let composed = || -> u64 {
-        gstfacecastlipsync::wav2lip_batcher::loaded()
-            .iter()
-            .map(|m| m.stats.composed.load(Ordering::Relaxed))
-            .sum()
-    };
-    let composed_before = composed();
     let config = Arc::new(config);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
@@ -257,12 +249,7 @@ fn session_end_to_end(
                 metrics.frames_repeated.with_label_values(&[&session.id]).get(),
             )
         };
-        let inferred = || -> u64 {
-            gstfacecastlipsync::wav2lip_batcher::loaded()
-                .iter()
-                .map(|m| m.stats.frames.load(Ordering::Relaxed))
-                .sum()
-        };
+        let inferred = gstfacecastlipsync::wav2lip_batcher::frames_so_far;
         tokio::time::sleep(Duration::from_secs(1)).await;
         let (before, inferred_before) = (count(), inferred());
         session.say(
@@ -272,8 +259,9 @@ fn session_end_to_end(
         let started = Instant::now();
         tokio::time::sleep(Duration::from_secs(4)).await;
         let wall = started.elapsed().as_secs_f64();
-        let (after, ran) = (count(), inferred() - inferred_before);
-        let made_on_gpu = composed() - composed_before;
+        let (after, inferred_after) = (count(), inferred());
+        let ran = inferred_after.0 - inferred_before.0;
+        let made_on_gpu = inferred_after.1 - inferred_before.1;
         registry.end(&session.id, "selftest");
         let (frames, repeated) = (after.0 - before.0, after.1 - before.1);
         let fps = frames as f64 / wall;

@@ -148,7 +148,7 @@ pub(super) fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
             // sessions takes seconds, and frames counted before the clock would pass for more
             // than 25 fps.
             let before: Vec<_> = sessions.iter().map(|s| count(&s.id)).collect();
-            let model_frames0 = model_frames();
+            let model_frames0 = gstfacecastlipsync::wav2lip_batcher::frames_so_far();
             let t0 = Instant::now();
             tokio::time::sleep(Duration::from_secs(args.step_secs)).await;
             let wall = t0.elapsed().as_secs_f64();
@@ -158,7 +158,7 @@ pub(super) fn serve_bench(args: &BenchArgs) -> anyhow::Result<()> {
             let gpu = gpu.stop();
             let mut delays = delays.take();
             let after: Vec<_> = sessions.iter().map(|s| count(&s.id)).collect();
-            let model_frames = model_frames();
+            let model_frames = gstfacecastlipsync::wav2lip_batcher::frames_so_far();
             let expected = wall * args.fps as f64;
             let (mut worst_fps, mut dropped, mut repeated) = (f64::MAX, 0, 0);
             let mut rates = Vec::new();
@@ -237,20 +237,6 @@ fn ms_or_dash(v: &mut [f64], p: f64) -> String {
     } else {
         format!("{:.0} ms", percentile(v, p) * 1e3)
     }
-}
-
-/// Frames run through the lip-sync models so far, and of them those whose output frame was
-/// composed on the GPU.
-fn model_frames() -> (u64, u64) {
-    use std::sync::atomic::Ordering;
-    gstfacecastlipsync::wav2lip_batcher::loaded()
-        .iter()
-        .fold((0, 0), |(frames, composed), m| {
-            (
-                frames + m.stats.frames.load(Ordering::Relaxed),
-                composed + m.stats.composed.load(Ordering::Relaxed),
-            )
-        })
 }
 
 /// How long after its running time each frame leaves `lipsync` (the mel window's look-ahead,

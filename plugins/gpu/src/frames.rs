@@ -179,11 +179,6 @@ impl Composer {
         }
     }
 
-    /// Bytes of avatar frames on the GPU, and how many frames.
-    pub fn resident(&self) -> (usize, usize) {
-        (self.resident.used(), self.resident.len())
-    }
-
     /// Queues on the lane the frame `key` (uploaded from `frame`, with `mask`, when not
     /// resident: an RGBA frame of `pitch` bytes a row and `frame.len() / pitch` rows) with the
     /// model's output at `output` blended into `face`, and its download into a page-locked

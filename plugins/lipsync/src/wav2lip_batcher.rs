@@ -364,6 +364,18 @@ pub fn loaded() -> Vec<Arc<SharedModel>> {
     MODELS.lock().unwrap().values().cloned().collect()
 }
 
+/// Frames run through every model loaded so far, and of them those whose output frame was
+/// composed on the GPU.
+pub fn frames_so_far() -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    loaded().iter().fold((0, 0), |(run, composed), m| {
+        (
+            run + m.stats.frames.load(Relaxed),
+            composed + m.stats.composed.load(Relaxed),
+        )
+    })
+}
+
 /// The batch shapes run on a GPU: powers of two and `max` (a batch is padded up to the next
 /// one), so that few sessions are needed.
 fn gpu_batch_shapes(max: usize) -> Vec<usize> {

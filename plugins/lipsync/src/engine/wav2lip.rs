@@ -79,13 +79,13 @@ impl Wav2LipEngine {
     }
 
     /// The frame's face crop and blend mask: cached for registered avatars, else computed.
-    /// A registered avatar's frame comes with its key, to compose it on the GPU.
+    /// A registered avatar's frame comes with its index in the avatar.
     fn crop_and_mask(
         &mut self,
         info: &FaceInfo,
         frame: &[u8],
         stride: usize,
-    ) -> (Vec<u8>, Arc<[u8]>, Option<FrameKey>) {
+    ) -> (Vec<u8>, Arc<[u8]>, Option<u32>) {
         if let Some(source) = &info.source {
             if self
                 .avatar
@@ -98,19 +98,8 @@ impl Wav2LipEngine {
             if let Some(avatar) = &self.avatar {
                 if let Some(face) = avatar.faces.get(source.index as usize) {
                     if face.face == info.face {
-                        let r = face.face;
-                        let key = FrameKey {
-                            avatar: avatar.info.name.as_str().into(),
-                            registered: avatar.info.created_unix,
-                            index: source.index,
-                            face: FaceBox {
-                                x: r.x,
-                                y: r.y,
-                                w: r.w,
-                                h: r.h,
-                            },
-                        };
-                        return (face.crop.clone(), face.mask.as_slice().into(), Some(key));
+                        let mask = face.mask.as_slice().into();
+                        return (face.crop.clone(), mask, Some(source.index));
                     }
                 }
             }
@@ -266,7 +255,7 @@ impl LipSyncEngine for Wav2LipEngine {
             })));
         }
         let stride = job.video_info.stride()[0] as usize;
-        let (crop, mask, key) = {
+        let (crop, mask, registered) = {
             let map = job.video.map_readable().map_err(|_| EngineError::Map)?;
             if map.len() < stride * height as usize {
                 return Err(EngineError::Size(width, height));
@@ -320,16 +309,24 @@ impl LipSyncEngine for Wav2LipEngine {
         };
         // A registered avatar's frame is composed on the GPU where the model's worker can: the
         // frame is copied and blended here only if the answer comes without it.
-        let compose = match key {
-            Some(key) if self.model.frames_on_gpu => Some(ComposeJob {
-                key,
-                frame: job.video.to_owned(),
-                pitch: stride,
-                height: height as usize,
-                mask: mask.clone(),
-            }),
-            _ => None,
-        };
+        let avatar = self.avatar.as_ref().filter(|_| self.model.frames_on_gpu);
+        let compose = registered.zip(avatar).map(|(index, avatar)| ComposeJob {
+            key: FrameKey {
+                avatar: avatar.info.name.as_str().into(),
+                registered: avatar.info.created_unix,
+                index,
+                face: FaceBox {
+                    x: rect.x,
+                    y: rect.y,
+                    w: rect.w,
+                    h: rect.h,
+                },
+            },
+            frame: job.video.to_owned(),
+            pitch: stride,
+            height: height as usize,
+            mask: mask.clone(),
+        });
         let source = job.video.to_owned();
         let mut frames = self.frames.clone();
         let pending = self.model.submit(mel, crop, expires, compose)?;
