@@ -191,7 +191,7 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<()> {
     // or not the configuration turns them on.
     if config.lipsync.gpu_frames_mb == 0 {
         config.lipsync.gpu_frames_mb =
-            gstfacecastlipsync::wav2lip_batcher::SUGGESTED_GPU_FRAMES_MB as u32;
+            gstfacecastlipsync::wav2lip_batcher::DEFAULT_GPU_FRAMES_MB as u32;
     }
     if config.wav2lip_model().is_none() {
         println!(

@@ -674,7 +674,7 @@ impl ObjectImpl for LipSync {
                     .build(),
                 glib::ParamSpecUInt::builder("gpu-frames")
                     .nick("GPU frames")
-                    .blurb("engine=wav2lip on a GPU: MB of registered avatars' frames each worker keeps there to make output frames on the GPU (0 = make them on the CPU, the default; e.g. 256)")
+                    .blurb("engine=wav2lip on a GPU: MB of registered avatars' frames each worker keeps there to make output frames on the GPU (0 = make them on the CPU)")
                     .maximum(1 << 20)
                     .default_value(DEFAULT_GPU_FRAMES_MB as u32)
                     .mutable_ready()
