@@ -20,7 +20,7 @@ pub fn required_elements(codec: VideoCodec) -> Vec<&'static str> {
         VideoCodec::Vp8 => v.extend(["vp8enc", "rtpvp8pay"]),
         VideoCodec::H264 => {
             v.extend(["h264parse", "rtph264pay"]);
-            if gst::ElementFactory::find("nvh264enc").is_none() {
+            if !crate::session::encoders::nvenc() {
                 v.push("x264enc");
             }
         }

@@ -120,6 +120,13 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     if let Some(e) = &readiness.gpu_error {
         tracing::warn!("the configured GPU is not usable: {e}");
     }
+    if config.video.codec == crate::config::VideoCodec::H264 {
+        // A start-up note, like the model's: on stderr, shown whatever the log level.
+        eprintln!(
+            "H.264 encoder: {}",
+            crate::session::encoders::h264_encoder_at_start()
+        );
+    }
 
     let routes = crate::routes::routes(registry.clone());
     println!("facecast serving on http://{}", listener.local_addr()?);

@@ -75,11 +75,27 @@ pub fn output_video(config: &Config) -> anyhow::Result<Vec<gst::Element>> {
 /// the bitrate (noise) is coded as before.
 const X264_MIN_QP: u32 = 20;
 
-/// NVENC when the GPU has it (nvcodec registers it only where CUDA loads), x264 otherwise;
-/// both without B-frames or look-ahead, so a frame leaves at once. Parameter sets go with
-/// every keyframe (a restream or viewer may join at any one).
+/// Whether H.264 goes to NVENC: nvcodec registers `nvh264enc` only where CUDA loads and the
+/// GPU has an encoder.
+pub fn nvenc() -> bool {
+    gst::ElementFactory::find("nvh264enc").is_some()
+}
+
+/// Which encoder H.264 sessions get here, for the server's start-up line. NVENC has never run
+/// in this project (the GPUs it was measured on, H100 and H200, have none), and says so.
+pub fn h264_encoder_at_start() -> &'static str {
+    if nvenc() {
+        "nvh264enc (NVENC; untested: the GPUs this project was measured on have no NVENC)"
+    } else {
+        "x264enc (no nvh264enc: no NVIDIA GPU with NVENC here)"
+    }
+}
+
+/// NVENC when the GPU has it, x264 otherwise; both without B-frames or look-ahead, so a frame
+/// leaves at once. Parameter sets go with every keyframe (a restream or viewer may join at any
+/// one).
 fn h264(want: &H264) -> anyhow::Result<Vec<gst::Element>> {
-    let mut encoder = if gst::ElementFactory::find("nvh264enc").is_some() {
+    let mut encoder = if nvenc() {
         gst::ElementFactory::make("nvh264enc")
             .property_from_str("preset", "low-latency-hq")
             .property_from_str("rc-mode", "cbr")

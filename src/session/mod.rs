@@ -21,7 +21,7 @@
 
 pub mod admission;
 mod bus;
-mod encoders;
+pub mod encoders;
 pub mod error;
 mod events;
 mod latency;
