@@ -15,7 +15,7 @@
 use crate::cuda::{driver, GpuError};
 use crate::lane::Lane;
 use crate::reference::{FaceBox, CROP};
-use cudarc::driver::{CudaSlice, DevicePtr, PinnedHostSlice};
+use cudarc::driver::{CudaSlice, PinnedHostSlice};
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -274,51 +274,6 @@ fn take_frame(free: &FreeFrames, lane: &Lane, len: usize) -> Result<PinnedFrame,
         len,
         free: free.clone(),
     })
-}
-
-impl Lane {
-    /// `bytes` copied to new memory on the GPU, on this lane (waits for the copy: an avatar
-    /// frame goes up once).
-    pub fn upload(&self, bytes: &[u8]) -> Result<CudaSlice<u8>, GpuError> {
-        let s = self.stream();
-        s.clone_htod(bytes).map_err(driver)
-    }
-
-    /// `len` bytes of GPU memory, on this lane.
-    pub fn alloc(&self, len: usize) -> Result<CudaSlice<u8>, GpuError> {
-        // SAFETY: only ever written by the compose kernel before it is read.
-        unsafe { self.stream().alloc::<u8>(len) }.map_err(driver)
-    }
-
-    /// `len` bytes of page-locked, cached host memory (read by the CPU's encoders).
-    pub fn pinned(&self, len: usize) -> Result<PinnedHostSlice<u8>, GpuError> {
-        // SAFETY: written by a download before it is read.
-        unsafe {
-            self.stream()
-                .context()
-                .alloc_pinned_with_flags::<u8>(len, 0)
-        }
-        .map_err(driver)
-    }
-
-    /// Queues the copy of `len` bytes of `src` into page-locked `dst`.
-    ///
-    /// # Safety
-    /// `dst` must be page-locked host memory of at least `len` bytes, not read until a mark
-    /// made after this call is done.
-    unsafe fn download_bytes(
-        &self,
-        src: &CudaSlice<u8>,
-        len: usize,
-        dst: *mut u8,
-    ) -> Result<(), GpuError> {
-        let s = self.stream();
-        let (ptr, _recorded) = src.device_ptr(s);
-        // SAFETY: `dst` has room for `len` (the caller's promise), `src` holds at least `len`.
-        let host = unsafe { std::slice::from_raw_parts_mut(dst, len) };
-        unsafe { cudarc::driver::result::memcpy_dtoh_async(host, ptr, s.cu_stream()) }
-            .map_err(driver)
-    }
 }
 
 #[cfg(test)]

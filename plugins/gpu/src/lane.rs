@@ -1,6 +1,7 @@
 //! A batch worker's own CUDA stream, its "lane": ONNX Runtime runs the worker's models on it
 //! (the CUDA provider's user compute stream), and the worker's crop uploads, face-input kernel
-//! and output downloads go on it too.
+//! and output downloads go on it too, as do the output frames made on the GPU
+//! ([`crate::frames`]: avatar frames up, the compose kernel, finished frames down).
 //!
 //! Work on one stream runs in the order it was queued. So a batch's steps (crops up, face
 //! inputs built, the model, outputs down) need no wait of the host between them, and the
@@ -13,7 +14,9 @@
 //! for it.
 
 use crate::cuda::{driver, CropBatch, Gpu, GpuError, OutputBatch};
-use cudarc::driver::{sys, CudaEvent, CudaStream, DevicePtrMut};
+use cudarc::driver::{
+    sys, CudaEvent, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, PinnedHostSlice,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -117,6 +120,44 @@ impl Lane {
         self.stream
             .record_event(Some(flags))
             .map(Mark)
+            .map_err(driver)
+    }
+
+    /// `bytes` copied to new memory on the GPU, on this lane (waits for the copy: an avatar
+    /// frame goes up once, [`crate::frames`]).
+    pub fn upload(&self, bytes: &[u8]) -> Result<CudaSlice<u8>, GpuError> {
+        let s = &self.stream;
+        s.clone_htod(bytes).map_err(driver)
+    }
+
+    /// `len` bytes of GPU memory, on this lane.
+    pub fn alloc(&self, len: usize) -> Result<CudaSlice<u8>, GpuError> {
+        // SAFETY: only ever written by the compose kernel before it is read.
+        unsafe { self.stream.alloc::<u8>(len) }.map_err(driver)
+    }
+
+    /// `len` bytes of page-locked, cached host memory (read by the CPU's encoders).
+    pub fn pinned(&self, len: usize) -> Result<PinnedHostSlice<u8>, GpuError> {
+        // SAFETY: written by a download before it is read.
+        unsafe { self.stream.context().alloc_pinned_with_flags::<u8>(len, 0) }.map_err(driver)
+    }
+
+    /// Queues the copy of `len` bytes of `src` into page-locked `dst`.
+    ///
+    /// # Safety
+    /// `dst` must be page-locked host memory of at least `len` bytes, not read until a mark
+    /// made after this call is done.
+    pub(crate) unsafe fn download_bytes(
+        &self,
+        src: &CudaSlice<u8>,
+        len: usize,
+        dst: *mut u8,
+    ) -> Result<(), GpuError> {
+        let s = &self.stream;
+        let (ptr, _recorded) = src.device_ptr(s);
+        // SAFETY: `dst` has room for `len` (the caller's promise), `src` holds at least `len`.
+        let host = unsafe { std::slice::from_raw_parts_mut(dst, len) };
+        unsafe { cudarc::driver::result::memcpy_dtoh_async(host, ptr, s.cu_stream()) }
             .map_err(driver)
     }
 }
