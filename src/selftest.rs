@@ -24,8 +24,9 @@ use crate::config::Config;
 use anyhow::Context;
 use facecast_avatars::store::AvatarStore;
 use facecast_gpu::cuda::Gpu;
-use facecast_gpu::reference::{self, FaceBox, CROP};
+use facecast_gpu::reference::{self, CROP};
 use facecast_onnx::Device;
+use gstfacecastlipsync::wav2lip_frames::face_box;
 
 #[derive(clap::Args, Debug)]
 pub struct SelftestArgs {
@@ -79,12 +80,7 @@ pub fn run(args: SelftestArgs) -> anyhow::Result<()> {
     for i in 0..checked {
         avatar.read_frame(i, &mut frame)?;
         let face = &avatar.faces[i];
-        let b = FaceBox {
-            x: face.face.x,
-            y: face.face.y,
-            w: face.face.w,
-            h: face.face.h,
-        };
+        let b = face_box(face.face);
         first_box.get_or_insert(b);
         let want_crop = reference::crop_face(&frame, pitch, b);
         let crop = gpu.crop_faces(&frame, pitch, &[b])?;
@@ -284,7 +280,6 @@ fn session_end_to_end(
 /// live wiring (each frame's own output, box and mask) as well as the kernel. Distinct mel
 /// windows give each frame of a batch its own output.
 fn composed_frames_check(avatar: &facecast_avatars::cache::CachedAvatar) -> anyhow::Result<String> {
-    use facecast_gpu::frames::FrameKey;
     use gstfacecastlipsync::engine::wav2lip::paste;
     use gstfacecastlipsync::wav2lip_batcher::{loaded, Waited};
     use gstfacecastlipsync::wav2lip_frames::ComposeJob;
@@ -309,23 +304,9 @@ fn composed_frames_check(avatar: &facecast_avatars::cache::CachedAvatar) -> anyh
         let r = face.face;
         let mut rng = fastrand::Rng::with_seed(i as u64);
         let mel: Vec<f32> = (0..80 * 16).map(|_| rng.f32() * 8.0 - 4.0).collect();
-        let job = ComposeJob {
-            key: FrameKey {
-                avatar: avatar.info.name.as_str().into(),
-                registered: avatar.info.created_unix,
-                index: index as u32,
-                face: FaceBox {
-                    x: r.x,
-                    y: r.y,
-                    w: r.w,
-                    h: r.h,
-                },
-            },
-            frame: gst::Buffer::from_slice(pixels.clone()),
-            pitch,
-            height: h,
-            mask: face.mask.as_slice().into(),
-        };
+        let frame = gst::Buffer::from_slice(pixels.clone());
+        let (index, mask) = (index as u32, face.mask.clone());
+        let job = ComposeJob::avatar_frame(avatar, index, r, frame, pitch, h, mask);
         let submitted = model.submit(mel, face.crop.clone(), None, Some(job))?;
         pending.push((submitted, pixels, r, face.mask.clone()));
     }

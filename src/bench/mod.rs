@@ -889,7 +889,7 @@ fn cache_bench(frames: usize, size: u32) -> anyhow::Result<()> {
             crop: (0..CROP_SIZE * CROP_SIZE * 3)
                 .map(|i| (i * 13 + k) as u8)
                 .collect(),
-            mask: vec![128; CROP_SIZE * CROP_SIZE],
+            mask: vec![128; CROP_SIZE * CROP_SIZE].into(),
         })
         .collect();
     let path = store.path_of("bench")?;

@@ -252,7 +252,7 @@ fn decode_faces(bytes: &[u8], count: usize) -> Option<Vec<FaceFrame>> {
                 landmarks,
                 score: r.f32()?,
                 crop: r.take(CROP_BYTES)?.to_vec(),
-                mask: r.take(MASK_BYTES)?.to_vec(),
+                mask: r.take(MASK_BYTES)?.into(),
             })
         })
         .collect()

@@ -58,6 +58,7 @@ pub struct FaceFrame {
     /// The face box resized to `CROP_SIZE`², RGB, row-major (`CROP_SIZE² · 3` bytes).
     pub crop: Vec<u8>,
     /// Feathered blend mask over the crop, 0 (keep the frame) ..= 255 (take the model's output);
-    /// covers the mouth and jaw (`CROP_SIZE²` bytes).
-    pub mask: Vec<u8>,
+    /// covers the mouth and jaw (`CROP_SIZE²` bytes). Shared: every live frame of the avatar
+    /// holds it until its output is blended in.
+    pub mask: std::sync::Arc<[u8]>,
 }

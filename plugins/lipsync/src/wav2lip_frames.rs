@@ -10,8 +10,11 @@
 
 use crate::wav2lip_model::OUT_LEN;
 use crate::wav2lip_output::ModelOutput;
+use facecast_avatars::cache::CachedAvatar;
+use facecast_common::Rect;
 use facecast_gpu::cuda::GpuError;
 use facecast_gpu::frames::{Composer, FrameKey, PinnedFrame};
+use facecast_gpu::reference::FaceBox;
 use std::sync::Arc;
 
 /// A frame to compose on the GPU: a registered avatar's frame (`key`), its pixels (uploaded
@@ -23,6 +26,43 @@ pub struct ComposeJob {
     pub pitch: usize,
     pub height: usize,
     pub mask: Arc<[u8]>,
+}
+
+impl ComposeJob {
+    /// Frame `index` of the registered `avatar`, its face at `face` blended through `mask`:
+    /// `frame` (RGBA, `pitch` bytes a row, `height` rows) is uploaded the first time.
+    pub fn avatar_frame(
+        avatar: &CachedAvatar,
+        index: u32,
+        face: Rect,
+        frame: gst::Buffer,
+        pitch: usize,
+        height: usize,
+        mask: Arc<[u8]>,
+    ) -> Self {
+        Self {
+            key: FrameKey {
+                avatar: avatar.info.name.as_str().into(),
+                registered: avatar.info.created_unix,
+                index,
+                face: face_box(face),
+            },
+            frame,
+            pitch,
+            height,
+            mask,
+        }
+    }
+}
+
+/// A face box as the GPU kernels take it.
+pub fn face_box(r: Rect) -> FaceBox {
+    FaceBox {
+        x: r.x,
+        y: r.y,
+        w: r.w,
+        h: r.h,
+    }
 }
 
 /// A frame's answer: the model's output, and the finished frame when it was composed on
@@ -50,24 +90,9 @@ pub(crate) unsafe fn compose_batch(
         .iter()
         .enumerate()
         .map(|(i, job)| {
-            let job = (*job)?;
-            let composed = (|| {
-                let map = job
-                    .frame
-                    .map_readable()
-                    .map_err(|_| GpuError::Driver("the avatar frame cannot be read".into()))?;
-                let len = job.pitch * job.height;
-                let pixels = map.as_slice().get(..len).ok_or_else(|| {
-                    GpuError::Driver(format!(
-                        "the avatar frame has {} bytes, not {len}",
-                        map.len()
-                    ))
-                })?;
-                let output = outputs + (i * OUT_LEN * std::mem::size_of::<f32>()) as u64;
-                // SAFETY: frame `i`'s output, within the caller's promise.
-                unsafe { composer.compose(&job.key, pixels, job.pitch, &job.mask, output) }
-            })();
-            match composed {
+            let output = outputs + (i * OUT_LEN * std::mem::size_of::<f32>()) as u64;
+            // SAFETY: frame `i`'s output, within the caller's promise.
+            match unsafe { compose_one(composer, (*job)?, output) } {
                 Ok(frame) => Some(frame),
                 Err(e) => {
                     failure.get_or_insert(e);
@@ -77,4 +102,28 @@ pub(crate) unsafe fn compose_batch(
         })
         .collect();
     (frames, failure)
+}
+
+/// Queues one job's frame, its model output at `output` ([`Composer::compose`]).
+///
+/// # Safety
+/// As [`Composer::compose`] for `output`.
+unsafe fn compose_one(
+    composer: &mut Composer,
+    job: &ComposeJob,
+    output: u64,
+) -> Result<PinnedFrame, GpuError> {
+    let map = job
+        .frame
+        .map_readable()
+        .map_err(|_| GpuError::Driver("the avatar frame cannot be read".into()))?;
+    let len = job.pitch * job.height;
+    let pixels = map.as_slice().get(..len).ok_or_else(|| {
+        GpuError::Driver(format!(
+            "the avatar frame has {} bytes, not {len}",
+            map.len()
+        ))
+    })?;
+    // SAFETY: the caller's promise.
+    unsafe { composer.compose(&job.key, pixels, job.pitch, &job.mask, output) }
 }

@@ -5,8 +5,9 @@
 use facecast_avatars::crop::{crop_face, default_landmarks, mouth_mask};
 use facecast_common::Rect;
 use facecast_gpu::f16;
-use facecast_gpu::reference::{self, FaceBox, CROP};
+use facecast_gpu::reference::{self, CROP};
 use gstfacecastlipsync::engine::wav2lip::paste;
+use gstfacecastlipsync::wav2lip_frames::face_box;
 use gstfacecastlipsync::wav2lip_model::face_input;
 
 struct Case {
@@ -28,15 +29,6 @@ fn case(rng: &mut fastrand::Rng) -> Case {
         bh,
     );
     Case { frame, pitch, rect }
-}
-
-fn face_box(r: Rect) -> FaceBox {
-    FaceBox {
-        x: r.x,
-        y: r.y,
-        w: r.w,
-        h: r.h,
-    }
 }
 
 #[test]

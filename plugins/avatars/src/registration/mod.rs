@@ -196,7 +196,7 @@ pub fn register(
                 landmarks: d.landmarks,
                 score: d.score,
                 crop: crop_face(frame, width as usize * 4, face),
-                mask: mouth_mask(face, &d.landmarks),
+                mask: mouth_mask(face, &d.landmarks).into(),
             }
         })
         .collect();

@@ -22,8 +22,6 @@ use facecast_avatars::crop::{bilinear_taps, crop_face, default_landmarks, mouth_
 use facecast_avatars::store::AvatarStore;
 use facecast_avatars::CROP_SIZE;
 use facecast_common::{FaceInfo, Rect};
-use facecast_gpu::frames::FrameKey;
-use facecast_gpu::reference::FaceBox;
 use std::sync::{Arc, Mutex};
 
 /// Normalised mel values at or below this are silence (digital silence gives exactly −4).
@@ -98,8 +96,7 @@ impl Wav2LipEngine {
             if let Some(avatar) = &self.avatar {
                 if let Some(face) = avatar.faces.get(source.index as usize) {
                     if face.face == info.face {
-                        let mask = face.mask.as_slice().into();
-                        return (face.crop.clone(), mask, Some(source.index));
+                        return (face.crop.clone(), face.mask.clone(), Some(source.index));
                     }
                 }
             }
@@ -310,22 +307,9 @@ impl LipSyncEngine for Wav2LipEngine {
         // A registered avatar's frame is composed on the GPU where the model's worker can: the
         // frame is copied and blended here only if the answer comes without it.
         let avatar = self.avatar.as_ref().filter(|_| self.model.frames_on_gpu);
-        let compose = registered.zip(avatar).map(|(index, avatar)| ComposeJob {
-            key: FrameKey {
-                avatar: avatar.info.name.as_str().into(),
-                registered: avatar.info.created_unix,
-                index,
-                face: FaceBox {
-                    x: rect.x,
-                    y: rect.y,
-                    w: rect.w,
-                    h: rect.h,
-                },
-            },
-            frame: job.video.to_owned(),
-            pitch: stride,
-            height: height as usize,
-            mask: mask.clone(),
+        let compose = registered.zip(avatar).map(|(index, avatar)| {
+            let (frame, rows) = (job.video.to_owned(), height as usize);
+            ComposeJob::avatar_frame(avatar, index, rect, frame, stride, rows, mask.clone())
         });
         let source = job.video.to_owned();
         let mut frames = self.frames.clone();
